@@ -1,0 +1,263 @@
+//! The TOML schema: plain serde structs with defaults.
+//!
+//! Every struct here is deserialised from the user's file. Unknown keys are not rejected by serde but
+//! collected (see [`crate::load_str`]) so that `switchyard check` can list all of them at once.
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Config {
+    /// The data-plane listener.
+    pub server: ServerConfig,
+    /// The admin listener (metrics, health, JSON API).
+    pub admin: AdminConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Backends that turn a request into a response.
+    #[serde(rename = "slot")]
+    pub slots: Vec<SlotSpec>,
+    /// Path/host routes, each with a stable and an optional canary slot.
+    #[serde(rename = "route")]
+    pub routes: Vec<RouteSpec>,
+}
+
+/// `[server]`: the data-plane listener and its limits.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ServerConfig {
+    /// Address to listen on, `ip:port`.
+    pub listen: String,
+    /// Largest request body accepted, in bytes (routes may lower or raise it). Over it: 413.
+    pub max_body_bytes: u64,
+    /// Largest total size of request headers, in bytes. Over it: 431.
+    pub max_header_bytes: usize,
+    /// Time allowed to receive a request's headers; a slower client is disconnected (slow loris).
+    pub header_read_timeout_ms: u64,
+    /// Time allowed to receive a whole request (headers and body). Over it: 408.
+    pub request_timeout_ms: u64,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// On SIGTERM, how long in-flight requests may take to finish before the process exits.
+    pub drain_timeout_ms: u64,
+    /// Runtime worker threads; 0 = one per CPU core.
+    pub workers: usize,
+    /// TLS for the data plane; absent = plain HTTP/1.1 and h2c.
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 32 * 1024 * 1024,
+            max_header_bytes: 16 * 1024,
+            header_read_timeout_ms: 10_000,
+            request_timeout_ms: 60_000,
+            idle_timeout_ms: 60_000,
+            drain_timeout_ms: 30_000,
+            workers: 0,
+            tls: None,
+        }
+    }
+}
+
+/// `[server.tls]`: PEM certificate chain and private key.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct TlsConfig {
+    /// Path of the PEM certificate chain (leaf first).
+    pub cert: String,
+    /// Path of the PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+}
+
+/// `[admin]`: the admin listener.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct AdminConfig {
+    /// Address to listen on, `ip:port`.
+    pub listen: String,
+    /// Bearer token required for `/admin/*` (metrics and health stay open).
+    pub token: Option<String>,
+    /// Name of an environment variable holding the token (preferred over `token` in files).
+    pub token_env: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9901".into(),
+            token: None,
+            token_env: None,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `switchyard=debug,info`; `RUST_LOG` overrides it.
+    pub level: String,
+    /// One line per request (target `access`).
+    pub access_log: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+            access_log: true,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The kind of a slot.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum SlotKind {
+    /// Forwards to an HTTP(S) service.
+    Upstream,
+    /// Answers every request with a fixed response (health pages, maintenance, demos).
+    Static,
+}
+
+impl SlotKind {
+    /// The name used in config, metrics and the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotKind::Upstream => "upstream",
+            SlotKind::Static => "static",
+        }
+    }
+}
+
+/// `[[slot]]`: one backend. Fields other than `name`, `kind` and `version` belong to one kind.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct SlotSpec {
+    /// Unique name, used by routes and in metrics.
+    pub name: String,
+    /// What serves requests.
+    pub kind: SlotKind,
+    /// A version label carried into metrics and response headers.
+    #[serde(default = "default_version")]
+    pub version: String,
+
+    // --- upstream ---
+    /// `upstream`: base URL, `http://host:port[/base]` or `https://…`.
+    pub url: Option<String>,
+    /// `upstream`: time to wait for the response headers; over it: 504.
+    pub timeout_ms: Option<u64>,
+    /// `upstream`: time to establish a connection; over it: 502.
+    pub connect_timeout_ms: Option<u64>,
+    /// `upstream`: send the client's `Host` header instead of the upstream's authority.
+    pub preserve_host: Option<bool>,
+    /// `upstream`: idle pooled connections kept per host.
+    pub pool_max_idle: Option<usize>,
+
+    // --- static ---
+    /// `static`: response status (default 200).
+    pub status: Option<u16>,
+    /// `static`: response body.
+    pub body: Option<String>,
+    /// `static`: response content type (default `text/plain; charset=utf-8`).
+    pub content_type: Option<String>,
+}
+
+fn default_version() -> String {
+    "0".into()
+}
+
+impl SlotSpec {
+    /// Names of the fields that are set but do not belong to this slot's kind.
+    pub fn foreign_fields(&self) -> Vec<&'static str> {
+        let upstream = [
+            ("url", self.url.is_some()),
+            ("timeout_ms", self.timeout_ms.is_some()),
+            ("connect_timeout_ms", self.connect_timeout_ms.is_some()),
+            ("preserve_host", self.preserve_host.is_some()),
+            ("pool_max_idle", self.pool_max_idle.is_some()),
+        ];
+        let fixed = [
+            ("status", self.status.is_some()),
+            ("body", self.body.is_some()),
+            ("content_type", self.content_type.is_some()),
+        ];
+        let foreign: &[(&'static str, bool)] = match self.kind {
+            SlotKind::Upstream => &fixed,
+            SlotKind::Static => &upstream,
+        };
+        foreign
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+}
+
+/// `[[route]]`: requests whose path starts with `path` (and whose host matches `host`, if set).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct RouteSpec {
+    /// Unique name; also seeds the sticky hash so routes split independently.
+    pub name: String,
+    /// Path prefix, matched on segment boundaries; the longest match wins.
+    pub path: String,
+    /// Optional exact host (port ignored, case-insensitive).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Remove `path` from the request path before it reaches the slot.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// The slot that serves everyone not sent elsewhere.
+    pub stable: String,
+    /// The slot that receives `canary_weight` percent of sticky keys.
+    #[serde(default)]
+    pub canary: Option<String>,
+    /// Percent of the 10,000 sticky buckets sent to the canary (0–100, fractions allowed).
+    #[serde(default)]
+    pub canary_weight: f64,
+    /// Sticky keys in order, first one present wins: `header:NAME`, `cookie:NAME`, `query:NAME`, `ip`.
+    #[serde(default = "default_sticky")]
+    pub sticky: Vec<String>,
+    /// Route-specific body limit (overrides `server.max_body_bytes`).
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+    /// Override rules, tried in order before the weight.
+    #[serde(default, rename = "match")]
+    pub matches: Vec<MatchSpec>,
+}
+
+fn default_sticky() -> Vec<String> {
+    vec!["ip".into()]
+}
+
+/// `[[route.match]]`: send requests that carry a header, cookie or query parameter to a slot.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct MatchSpec {
+    /// Header name (case-insensitive).
+    pub header: Option<String>,
+    /// Cookie name (case-sensitive).
+    pub cookie: Option<String>,
+    /// Query parameter name.
+    pub query: Option<String>,
+    /// Value that must match exactly; absent = the key only has to be present.
+    pub equals: Option<String>,
+    /// Slot that serves matching requests.
+    pub slot: String,
+}

@@ -1,0 +1,210 @@
+use super::*;
+
+const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+
+[[slot]]
+name = "api-v1"
+kind = "upstream"
+url = "http://127.0.0.1:7001"
+version = "1.0"
+
+[[slot]]
+name = "api-v2"
+kind = "upstream"
+url = "http://127.0.0.1:7002"
+version = "2.0"
+
+[[route]]
+name = "api"
+path = "/api"
+stable = "api-v1"
+canary = "api-v2"
+canary_weight = 5.5
+sticky = ["header:x-user-id", "cookie:uid", "ip"]
+
+[[route.match]]
+header = "x-gray-enable"
+equals = "true"
+slot = "api-v2"
+"#;
+
+#[test]
+fn good_file_loads_with_defaults() {
+    let cfg = load_str(GOOD).expect("valid");
+    assert_eq!(cfg.slots.len(), 2);
+    assert_eq!(cfg.routes[0].canary_weight, 5.5);
+    assert_eq!(
+        cfg.routes[0].matches[0].header.as_deref(),
+        Some("x-gray-enable")
+    );
+    assert_eq!(cfg.admin.listen, "127.0.0.1:9901");
+    assert_eq!(cfg.server.max_body_bytes, 32 * 1024 * 1024);
+    assert!(!cfg.routes[0].strip_prefix);
+}
+
+#[test]
+fn default_config_is_valid() {
+    let cfg = load_str(DEFAULT_CONFIG).expect("embedded default must validate");
+    assert_eq!(cfg.routes[0].path, "/");
+}
+
+#[test]
+fn shipped_example_configs_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            load_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+fn problems(text: &str) -> Vec<String> {
+    load_named(text, "f.toml", None)
+        .expect_err("must fail")
+        .to_string()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn every_problem_is_listed_with_its_line() {
+    let text = r#"[server]
+listen = "nonsense"
+colour = "blue"
+
+[[slot]]
+name = "a"
+kind = "upstream"
+url = "ftp://x"
+
+[[slot]]
+name = "a"
+kind = "static"
+url = "http://127.0.0.1:1"
+
+[[route]]
+name = "r"
+path = "api"
+stable = "missing"
+canary = "a"
+canary_weight = 150
+sticky = ["header:", "bogus"]
+
+[[route.match]]
+header = "x"
+cookie = "y"
+slot = "nope"
+"#;
+    let got = problems(text);
+    let want = [
+        "f.toml:2: `nonsense` is not an address of the form ip:port",
+        "f.toml:3: unknown key `server.colour`",
+        "f.toml:8: `ftp://x` must start with http:// or https://",
+        "f.toml:11: duplicate slot name `a`",
+        "f.toml:13: `url` does not apply to a slot of kind `static`",
+        "f.toml:17: path `api` must start with `/`",
+        "f.toml:18: unknown slot `missing`",
+        "f.toml:20: canary_weight 150 is outside 0–100",
+        "f.toml:21: sticky key `header:` is not one of `header:NAME`, `cookie:NAME`, `query:NAME`, `ip`",
+        "f.toml:21: sticky key `bogus` is not one of `header:NAME`, `cookie:NAME`, `query:NAME`, `ip`",
+        "f.toml:23: a match needs exactly one of `header`, `cookie`, `query`",
+        "f.toml:26: unknown slot `nope`",
+    ];
+    for w in want {
+        assert!(got.iter().any(|g| g == w), "missing {w:?} in {got:#?}");
+    }
+    assert_eq!(got.len(), want.len(), "{got:#?}");
+}
+
+#[test]
+fn syntax_and_type_errors_have_lines() {
+    let got = problems("[server]\nlisten = \"127.0.0.1:1\"\nmax_body_bytes = \"big\"\n");
+    assert_eq!(got.len(), 1);
+    assert!(got[0].starts_with("f.toml:3: "), "{got:?}");
+    let got = problems("[server\nlisten = 1\n");
+    assert!(got[0].starts_with("f.toml:1: "), "{got:?}");
+}
+
+#[test]
+fn weight_without_canary_and_self_canary_are_rejected() {
+    let text = r#"
+[[slot]]
+name = "a"
+kind = "static"
+
+[[route]]
+name = "r"
+path = "/"
+stable = "a"
+canary_weight = 10
+
+[[route]]
+name = "q"
+path = "/q"
+stable = "a"
+canary = "a"
+"#;
+    let got = problems(text);
+    assert!(
+        got.contains(&"f.toml:10: canary_weight is set but the route has no `canary`".to_string()),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&"f.toml:16: canary must differ from stable".to_string()),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn duplicate_route_paths_are_rejected_per_host() {
+    let text = r#"
+[[slot]]
+name = "a"
+kind = "static"
+
+[[route]]
+name = "one"
+path = "/x"
+stable = "a"
+
+[[route]]
+name = "two"
+path = "/x/"
+stable = "a"
+
+[[route]]
+name = "three"
+path = "/x"
+host = "example.com"
+stable = "a"
+"#;
+    let got = problems(text);
+    assert_eq!(
+        got,
+        vec!["f.toml:13: another route already has path `/x/` for the same host"]
+    );
+}
+
+#[test]
+fn missing_file_is_reported() {
+    let err = load_file(Path::new("/nonexistent/switchyard.toml")).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/switchyard.toml: cannot read the file")
+    );
+}
+
+#[test]
+fn tls_files_must_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cert.pem"), "x").unwrap();
+    let text = "[server.tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n";
+    let err = load_named(text, "f.toml", Some(dir.path()))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "f.toml:3: file `key.pem` does not exist");
+}

@@ -1,0 +1,292 @@
+//! Semantic checks that serde cannot express. Each problem carries the path of the offending value
+//! so the caller can turn it into a line number.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crate::{Config, Seg, SlotKind};
+
+type Found = Vec<(Vec<Seg>, String)>;
+
+macro_rules! path {
+    ($($seg:expr),* $(,)?) => { vec![$(Seg::from($seg)),*] };
+}
+
+/// Slot and route names: letters, digits, `.`, `_`, `-` (they appear in URLs and metric labels).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Parses a sticky key spec (`header:NAME`, `cookie:NAME`, `query:NAME`, `ip`), returning a
+/// message when it is malformed.
+pub fn check_sticky(spec: &str) -> Result<(), String> {
+    if spec == "ip" {
+        return Ok(());
+    }
+    match spec.split_once(':') {
+        Some(("header" | "cookie" | "query", name)) if !name.is_empty() => {
+            if name
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+            {
+                Err(format!(
+                    "sticky key `{spec}` has a blank or control character in its name"
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        _ => Err(format!(
+            "sticky key `{spec}` is not one of `header:NAME`, `cookie:NAME`, `query:NAME`, `ip`"
+        )),
+    }
+}
+
+pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
+    let mut out: Found = Vec::new();
+    check_addr(&cfg.server.listen, path!["server", "listen"], &mut out);
+    check_addr(&cfg.admin.listen, path!["admin", "listen"], &mut out);
+    if cfg.server.max_header_bytes < 1024 {
+        out.push((
+            path!["server", "max_header_bytes"],
+            "must be at least 1024".into(),
+        ));
+    }
+    for (key, v) in [
+        ("header_read_timeout_ms", cfg.server.header_read_timeout_ms),
+        ("request_timeout_ms", cfg.server.request_timeout_ms),
+        ("idle_timeout_ms", cfg.server.idle_timeout_ms),
+    ] {
+        if v == 0 {
+            out.push((path!["server", key], "must be greater than 0".into()));
+        }
+    }
+    if let Some(tls) = &cfg.server.tls {
+        for (key, file) in [("cert", &tls.cert), ("key", &tls.key)] {
+            if file.is_empty() {
+                out.push((
+                    path!["server", "tls", key],
+                    format!("`{key}` is required for TLS"),
+                ));
+                continue;
+            }
+            let p = Path::new(file);
+            let full = match base_dir {
+                Some(dir) if p.is_relative() && !p.exists() => dir.join(p),
+                _ => p.to_path_buf(),
+            };
+            if !full.is_file() {
+                out.push((
+                    path!["server", "tls", key],
+                    format!("file `{file}` does not exist"),
+                ));
+            }
+        }
+    }
+    match (&cfg.admin.token, &cfg.admin.token_env) {
+        (Some(_), Some(_)) => out.push((
+            path!["admin", "token_env"],
+            "set `token` or `token_env`, not both".into(),
+        )),
+        (Some(t), None) if t.is_empty() => {
+            out.push((path!["admin", "token"], "token must not be empty".into()))
+        }
+        (None, Some(var)) if std::env::var(var).map(|v| v.is_empty()).unwrap_or(true) => {
+            out.push((
+                path!["admin", "token_env"],
+                format!("environment variable `{var}` is not set or empty"),
+            ))
+        }
+        _ => {}
+    }
+
+    let mut slot_kinds: HashMap<&str, SlotKind> = HashMap::new();
+    for (i, slot) in cfg.slots.iter().enumerate() {
+        if !valid_name(&slot.name) {
+            out.push((
+                path!["slot", i, "name"],
+                format!(
+                    "slot name `{}` must be 1–64 of letters, digits, `.`, `_`, `-`",
+                    slot.name
+                ),
+            ));
+        }
+        if slot_kinds.insert(&slot.name, slot.kind).is_some() {
+            out.push((
+                path!["slot", i, "name"],
+                format!("duplicate slot name `{}`", slot.name),
+            ));
+        }
+        for field in slot.foreign_fields() {
+            out.push((
+                path!["slot", i, field],
+                format!(
+                    "`{field}` does not apply to a slot of kind `{}`",
+                    slot.kind.as_str()
+                ),
+            ));
+        }
+        match slot.kind {
+            SlotKind::Upstream => match &slot.url {
+                None => out.push((path!["slot", i], "an upstream slot needs `url`".into())),
+                Some(url) => {
+                    if let Err(msg) = check_upstream_url(url) {
+                        out.push((path!["slot", i, "url"], msg));
+                    }
+                }
+            },
+            SlotKind::Static => {
+                if let Some(status) = slot.status
+                    && http::StatusCode::from_u16(status).is_err()
+                {
+                    out.push((
+                        path!["slot", i, "status"],
+                        format!("{status} is not an HTTP status"),
+                    ));
+                }
+            }
+        }
+        for (key, v) in [
+            ("timeout_ms", slot.timeout_ms),
+            ("connect_timeout_ms", slot.connect_timeout_ms),
+        ] {
+            if v == Some(0) {
+                out.push((path!["slot", i, key], "must be greater than 0".into()));
+            }
+        }
+    }
+
+    let mut route_names = HashSet::new();
+    let mut route_keys = HashSet::new();
+    let slot_known = |name: &str| slot_kinds.contains_key(name);
+    for (i, route) in cfg.routes.iter().enumerate() {
+        if !valid_name(&route.name) {
+            out.push((
+                path!["route", i, "name"],
+                format!(
+                    "route name `{}` must be 1–64 of letters, digits, `.`, `_`, `-`",
+                    route.name
+                ),
+            ));
+        }
+        if !route_names.insert(route.name.as_str()) {
+            out.push((
+                path!["route", i, "name"],
+                format!("duplicate route name `{}`", route.name),
+            ));
+        }
+        if !route.path.starts_with('/') {
+            out.push((
+                path!["route", i, "path"],
+                format!("path `{}` must start with `/`", route.path),
+            ));
+        }
+        let host = route.host.as_deref().map(str::to_ascii_lowercase);
+        let norm_path = route.path.trim_end_matches('/').to_string();
+        if !route_keys.insert((host, norm_path)) {
+            out.push((
+                path!["route", i, "path"],
+                format!(
+                    "another route already has path `{}` for the same host",
+                    route.path
+                ),
+            ));
+        }
+        if !slot_known(&route.stable) {
+            out.push((
+                path!["route", i, "stable"],
+                format!("unknown slot `{}`", route.stable),
+            ));
+        }
+        match &route.canary {
+            Some(c) if !slot_known(c) => {
+                out.push((path!["route", i, "canary"], format!("unknown slot `{c}`")))
+            }
+            Some(c) if *c == route.stable => out.push((
+                path!["route", i, "canary"],
+                "canary must differ from stable".into(),
+            )),
+            _ => {}
+        }
+        let w = route.canary_weight;
+        if !(0.0..=100.0).contains(&w) || !w.is_finite() {
+            out.push((
+                path!["route", i, "canary_weight"],
+                format!("canary_weight {w} is outside 0–100"),
+            ));
+        } else if w > 0.0 && route.canary.is_none() {
+            out.push((
+                path!["route", i, "canary_weight"],
+                "canary_weight is set but the route has no `canary`".into(),
+            ));
+        }
+        for (j, key) in route.sticky.iter().enumerate() {
+            if let Err(msg) = check_sticky(key) {
+                out.push((path!["route", i, "sticky", j], msg));
+            }
+        }
+        if route.max_body_bytes == Some(0) {
+            out.push((
+                path!["route", i, "max_body_bytes"],
+                "must be greater than 0".into(),
+            ));
+        }
+        for (j, m) in route.matches.iter().enumerate() {
+            let keys = [&m.header, &m.cookie, &m.query]
+                .iter()
+                .filter(|k| k.is_some())
+                .count();
+            if keys != 1 {
+                out.push((
+                    path!["route", i, "match", j],
+                    "a match needs exactly one of `header`, `cookie`, `query`".into(),
+                ));
+            }
+            if let Some(h) = &m.header
+                && http::HeaderName::from_bytes(h.as_bytes()).is_err()
+            {
+                out.push((
+                    path!["route", i, "match", j, "header"],
+                    format!("`{h}` is not a header name"),
+                ));
+            }
+            if !slot_known(&m.slot) {
+                out.push((
+                    path!["route", i, "match", j, "slot"],
+                    format!("unknown slot `{}`", m.slot),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn check_addr(addr: &str, path: Vec<Seg>, out: &mut Found) {
+    if addr.parse::<SocketAddr>().is_err() {
+        out.push((
+            path,
+            format!("`{addr}` is not an address of the form ip:port"),
+        ));
+    }
+}
+
+/// Checks an upstream base URL: http or https, with a host, no query or fragment.
+pub fn check_upstream_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(format!("`{url}` must start with http:// or https://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("`{url}` has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("`{url}` must not have a query string"));
+    }
+    Ok(())
+}
