@@ -1,0 +1,186 @@
+//! `switchyard serve`: start listeners, handle signals (SIGHUP reloads, SIGTERM/SIGINT drain), exit.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use switchyard_config::{Config, DEFAULT_CONFIG};
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, AdminState, ReloadError};
+use crate::server::{self, ConnLimits, TlsSlot};
+use crate::state::Gateway;
+use crate::telemetry;
+
+/// Loads the configuration from `path`, or the embedded default.
+pub fn load_config(path: Option<&Path>) -> Result<Config, switchyard_config::Problems> {
+    match path {
+        Some(p) => switchyard_config::load_file(p),
+        None => switchyard_config::load_named(DEFAULT_CONFIG, "<embedded default>", None),
+    }
+}
+
+fn limits(cfg: &Config) -> ConnLimits {
+    ConnLimits {
+        header_read_timeout: Duration::from_millis(cfg.server.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(cfg.server.idle_timeout_ms),
+        // hyper refuses (bare 431/400) only far over the configured limit; the data plane answers
+        // the configured limit itself with a JSON 431.
+        max_header_buffer: (cfg.server.max_header_bytes * 2).max(16 * 1024),
+    }
+}
+
+fn resolve(base: Option<&Path>, file: &str) -> PathBuf {
+    let p = Path::new(file);
+    match base {
+        Some(dir) if p.is_relative() && !p.exists() => dir.join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
+fn build_tls(cfg: &Config, config_path: Option<&Path>) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    let base = config_path.and_then(Path::parent);
+    cfg.server
+        .tls
+        .as_ref()
+        .map(|t| {
+            let cert = resolve(base, &t.cert);
+            let key = resolve(base, &t.key);
+            server::tls_acceptor(&cert.to_string_lossy(), &key.to_string_lossy())
+        })
+        .transpose()
+}
+
+/// Re-reads the file and applies it; on any problem nothing changes.
+fn reload(gw: &Gateway, tls: &TlsSlot) -> Result<serde_json::Value, ReloadError> {
+    let path = gw.config_path.as_deref();
+    let result = load_config(path)
+        .map_err(|p| ReloadError { problems: p.to_string().lines().map(String::from).collect() })
+        .and_then(|cfg| {
+            let acceptor = build_tls(&cfg, path).map_err(|e| ReloadError { problems: vec![format!("{e:#}")] })?;
+            let old = gw.snapshot();
+            if old.config.server.listen != cfg.server.listen || old.config.admin.listen != cfg.admin.listen {
+                tracing::warn!("listen addresses changed in the file; they take effect on restart");
+            }
+            if old.config.server.tls.is_some() != cfg.server.tls.is_some() {
+                tracing::warn!("TLS was turned on or off in the file; that takes effect on restart");
+            }
+            let summary = serde_json::json!({
+                "reloaded": true,
+                "slots": cfg.slots.len(),
+                "routes": cfg.routes.len(),
+            });
+            gw.apply_config(cfg).map_err(|e| ReloadError { problems: vec![format!("{e:#}")] })?;
+            if let Some(a) = acceptor {
+                tls.store(Some(Arc::new(a)));
+            }
+            Ok(summary)
+        });
+    telemetry::count_reload(result.is_ok());
+    match &result {
+        Ok(_) => tracing::info!(file = ?path, "configuration reloaded"),
+        Err(e) => tracing::error!(file = ?path, problems = ?e.problems, "configuration reload failed; keeping the previous one"),
+    }
+    result
+}
+
+/// Runs the gateway until SIGTERM/SIGINT.
+pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let metrics = telemetry::init_metrics()?;
+    let tls: TlsSlot = Arc::new(arc_swap::ArcSwapOption::from(
+        build_tls(&config, config_path.as_deref())?.map(Arc::new),
+    ));
+    let limits = limits(&config);
+    let (data_addr, admin_addr) = (config.server.listen.clone(), config.admin.listen.clone());
+    let drain = Duration::from_millis(config.server.drain_timeout_ms);
+    let gw = Arc::new(Gateway::new(config, config_path)?);
+
+    let (data_listener, data_local) = server::bind(&data_addr, "server.listen").await?;
+    let (admin_listener, admin_local) = server::bind(&admin_addr, "admin.listen").await?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let tracker = TaskTracker::new();
+
+    let reload_fn = {
+        let (gw, tls) = (gw.clone(), tls.clone());
+        Arc::new(move || reload(&gw, &tls))
+    };
+    let admin_router = admin::router(AdminState { gw: gw.clone(), metrics, reload: reload_fn.clone() });
+
+    let data_gw = gw.clone();
+    let data = tokio::spawn(server::serve(
+        "data",
+        data_listener,
+        tls.load().is_some().then(|| tls.clone()),
+        limits,
+        move |conn, req| crate::dataplane::handle(data_gw.clone(), conn, req),
+        shutdown_rx.clone(),
+        tracker.clone(),
+    ));
+    let admin = tokio::spawn(server::serve(
+        "admin",
+        admin_listener,
+        None,
+        limits,
+        move |_conn, req| {
+            let router = admin_router.clone();
+            async move {
+                use tower::ServiceExt;
+                match router.oneshot(req.map(axum::body::Body::new)).await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                }
+            }
+        },
+        shutdown_rx.clone(),
+        tracker.clone(),
+    ));
+    tracing::info!(listener = "data", addr = %data_local, tls = tls.load().is_some(), "listening");
+    tracing::info!(listener = "admin", addr = %admin_local, "listening");
+
+    wait_for_signals(reload_fn).await;
+    tracing::info!(drain_timeout_ms = drain.as_millis() as u64, "shutting down: draining connections");
+    gw.draining.store(true, Ordering::Relaxed);
+    let _ = shutdown_tx.send(true);
+    let _ = tokio::join!(data, admin);
+    tracker.close();
+    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+        tracing::warn!("drain timeout reached; closing the remaining connections");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_signals(reload_fn: Arc<dyn Fn() -> Result<serde_json::Value, ReloadError> + Send + Sync>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        _ => {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM received"); return; }
+            _ = int.recv() => { tracing::info!("SIGINT received"); return; }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP received: reloading the configuration");
+                let f = reload_fn.clone();
+                let _ = tokio::task::spawn_blocking(move || f()).await;
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signals(_reload_fn: Arc<dyn Fn() -> Result<serde_json::Value, ReloadError> + Send + Sync>) {
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,63 @@
+//! Slots: anything that turns a request into a response.
+//!
+//! A slot is built from a `[[slot]]` table by [`build`] and lives behind an `Arc` in the gateway's
+//! current snapshot; a reload or hot swap replaces the `Arc`, and requests in flight keep the one they
+//! started with. To add a kind: implement [`Slot`], add a `SlotKind` in the config crate, and a branch
+//! in [`build`].
+
+mod fixed;
+mod upstream;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::body::Body;
+use http::{Request, Response};
+use switchyard_config::{SlotKind, SlotSpec};
+
+use crate::error::ApiError;
+
+pub use fixed::StaticSlot;
+pub use upstream::UpstreamSlot;
+
+/// What a slot knows about the request besides the request itself.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The request id (kept from `X-Request-Id` or generated).
+    pub request_id: Arc<str>,
+    /// The route that matched.
+    pub route: Arc<str>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Whether the client connection is TLS.
+    pub tls: bool,
+    /// The host the client asked for (`Host` header or HTTP/2 `:authority`).
+    pub host: Option<String>,
+    /// The path the slot should see (the route prefix removed when `strip_prefix` is set).
+    pub path: String,
+    /// The body limit in force for this request.
+    pub max_body_bytes: u64,
+}
+
+/// A boxed future of a slot's answer.
+pub type SlotFuture<'a> = Pin<Box<dyn Future<Output = Result<Response<Body>, ApiError>> + Send + 'a>>;
+
+/// A backend that serves requests.
+pub trait Slot: Send + Sync + 'static {
+    /// Serves one request. An `Err` becomes a JSON error response; both count towards the slot's
+    /// metrics.
+    fn call<'a>(&'a self, req: Request<Body>, ctx: &'a RequestContext) -> SlotFuture<'a>;
+
+    /// Kind-specific facts for `GET /admin/slots` (URL, model path, …).
+    fn describe(&self) -> serde_json::Value;
+}
+
+/// Builds a slot from its configuration.
+pub fn build(spec: &SlotSpec) -> anyhow::Result<Arc<dyn Slot>> {
+    Ok(match spec.kind {
+        SlotKind::Upstream => Arc::new(UpstreamSlot::new(spec)?),
+        SlotKind::Static => Arc::new(StaticSlot::new(spec)?),
+    })
+}

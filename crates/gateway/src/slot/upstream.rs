@@ -1,0 +1,307 @@
+//! `kind = "upstream"`: forwards requests to an HTTP(S) service.
+//!
+//! Bodies stream both ways (nothing is buffered whole); connections are pooled per slot; hop-by-hop
+//! headers are removed and `X-Forwarded-*`/`Forwarded` set; WebSocket (HTTP/1.1 `Upgrade`) is passed
+//! through. Upstream unreachable → 502, no response headers within `timeout_ms` → 504.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use switchyard_config::SlotSpec;
+
+use super::{RequestContext, Slot, SlotFuture};
+use crate::body::client_body_error;
+use crate::error::ApiError;
+
+/// Headers that apply to one connection only (RFC 9110 §7.6.1) and are never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A pooled client to one upstream base URL.
+pub struct UpstreamSlot {
+    url: String,
+    scheme: Scheme,
+    authority: Authority,
+    base_path: String,
+    timeout: Duration,
+    preserve_host: bool,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+}
+
+impl UpstreamSlot {
+    /// Builds the slot and its connection pool (no connection is opened yet).
+    pub fn new(spec: &SlotSpec) -> anyhow::Result<Self> {
+        let url = spec.url.clone().ok_or_else(|| anyhow::anyhow!("upstream slot without url"))?;
+        let uri: Uri = url.parse()?;
+        let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTP);
+        let authority =
+            uri.authority().cloned().ok_or_else(|| anyhow::anyhow!("`{url}` has no host"))?;
+        let base_path = uri.path().trim_end_matches('/').to_string();
+
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_millis(
+            spec.connect_timeout_ms.unwrap_or(2_000),
+        )));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(spec.pool_max_idle.unwrap_or(256))
+            .build(connector);
+        Ok(Self {
+            url,
+            scheme,
+            authority,
+            base_path,
+            timeout: Duration::from_millis(spec.timeout_ms.unwrap_or(30_000)),
+            preserve_host: spec.preserve_host.unwrap_or(false),
+            client,
+        })
+    }
+
+    fn target_uri(&self, path: &str, query: Option<&str>) -> Result<Uri, ApiError> {
+        let mut pq = String::with_capacity(self.base_path.len() + path.len() + 16);
+        pq.push_str(&self.base_path);
+        pq.push_str(path);
+        if pq.is_empty() {
+            pq.push('/');
+        }
+        if let Some(q) = query {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        let pq = PathAndQuery::try_from(pq).map_err(|_| {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "request path cannot be forwarded")
+        })?;
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "bad request target"))
+    }
+
+    async fn forward(&self, mut req: Request<Body>, ctx: &RequestContext) -> Result<Response<Body>, ApiError> {
+        let upgrade = upgrade_protocol(&req);
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+
+        let uri = self.target_uri(&ctx.path, req.uri().query())?;
+        let (mut parts, body) = req.into_parts();
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers);
+        if let Some(proto) = &upgrade {
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, proto.clone());
+        }
+        self.set_forwarding_headers(&mut parts.headers, ctx);
+
+        let out = Request::from_parts(parts, body);
+        let mut resp = match tokio::time::timeout(self.timeout, self.client.request(out)).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    format!("upstream did not answer within {} ms", self.timeout.as_millis()),
+                ));
+            }
+            Ok(Err(e)) => return Err(self.classify(&e, ctx)),
+            Ok(Ok(resp)) => resp,
+        };
+
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client_upgrade) = client_upgrade else {
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_protocol",
+                    "upstream switched protocols without being asked to",
+                ));
+            };
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, upstream)) => {
+                        let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
+                        if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                            tracing::debug!(error = %e, "upgraded connection ended with an error");
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "protocol upgrade failed"),
+                }
+            });
+            let (mut parts, _) = resp.into_parts();
+            let proto = parts.headers.get(header::UPGRADE).cloned();
+            strip_hop_by_hop(&mut parts.headers);
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            if let Some(p) = proto {
+                parts.headers.insert(header::UPGRADE, p);
+            }
+            return Ok(Response::from_parts(parts, Body::empty()));
+        }
+
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::UPGRADE);
+        Ok(Response::from_parts(parts, Body::new(body)))
+    }
+
+    fn set_forwarding_headers(&self, h: &mut HeaderMap, ctx: &RequestContext) {
+        let ip = ctx.peer.ip();
+        let proto = if ctx.tls { "https" } else { "http" };
+        let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+            _ => ip.to_string(),
+        };
+        insert_str(h, X_FORWARDED_FOR, &xff);
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        let for_node = if ip.is_ipv6() { format!("\"[{ip}]\"") } else { ip.to_string() };
+        let mut fwd = format!("for={for_node};proto={proto}");
+        if let Some(host) = &ctx.host {
+            insert_str(h, X_FORWARDED_HOST, host);
+            fwd.push_str(&format!(";host=\"{host}\""));
+        }
+        let fwd = match h.get(&FORWARDED).and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.is_empty() => format!("{prev}, {fwd}"),
+            _ => fwd,
+        };
+        insert_str(h, FORWARDED, &fwd);
+        insert_str(h, X_REQUEST_ID, &ctx.request_id);
+        match (&ctx.host, self.preserve_host) {
+            (Some(host), true) => insert_str(h, header::HOST, host),
+            _ => {
+                // The client library sets Host from the target URI.
+                h.remove(header::HOST);
+            }
+        }
+    }
+
+    fn classify(&self, e: &hyper_util::client::legacy::Error, ctx: &RequestContext) -> ApiError {
+        if let Some(client_err) = client_body_error(e, ctx.max_body_bytes) {
+            return client_err;
+        }
+        let detail = error_chain(e);
+        if e.is_connect() {
+            tracing::warn!(upstream = %self.url, error = %detail, "upstream connect failed");
+            ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", "upstream is unreachable")
+        } else {
+            tracing::warn!(upstream = %self.url, error = %detail, "upstream request failed");
+            ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "upstream request failed")
+        }
+    }
+}
+
+impl Slot for UpstreamSlot {
+    fn call<'a>(&'a self, req: Request<Body>, ctx: &'a RequestContext) -> SlotFuture<'a> {
+        Box::pin(self.forward(req, ctx))
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "url": self.url,
+            "timeout_ms": self.timeout.as_millis() as u64,
+            "preserve_host": self.preserve_host,
+        })
+    }
+}
+
+fn insert_str(h: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        h.insert(name, v);
+    }
+}
+
+/// The protocol asked for by an HTTP/1.1 upgrade request (`Connection: upgrade` + `Upgrade: x`).
+fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let wants = req.headers().get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+    });
+    if wants { req.headers().get(header::UPGRADE).cloned() } else { None }
+}
+
+/// Removes hop-by-hop headers, including those named in `Connection`, and `Upgrade`.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        h.remove(name);
+    }
+    h.remove(header::UPGRADE);
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_connection_tokens_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-kept"]);
+    }
+
+    #[test]
+    fn target_uri_joins_base_path_and_keeps_query() {
+        let spec: SlotSpec = toml::from_str(
+            "name='u'\nkind='upstream'\nurl='http://127.0.0.1:9/base/'",
+        )
+        .unwrap();
+        let slot = UpstreamSlot::new(&spec).unwrap();
+        assert_eq!(slot.target_uri("/x/y", Some("a=1")).unwrap(), "http://127.0.0.1:9/base/x/y?a=1");
+        let spec: SlotSpec =
+            toml::from_str("name='u'\nkind='upstream'\nurl='http://h:1'").unwrap();
+        let slot = UpstreamSlot::new(&spec).unwrap();
+        assert_eq!(slot.target_uri("", None).unwrap(), "http://h:1/");
+    }
+}

@@ -1,0 +1,405 @@
+//! The gateway's live state: an immutable [`Snapshot`] of slots and routes behind an `ArcSwap`.
+//!
+//! Requests load the current snapshot without locking. Every change (admin weight, promote, rollback,
+//! reload) builds a new snapshot and swaps it in atomically; requests in flight keep the snapshot,
+//! and so the slot `Arc`, they started with.
+//!
+//! Reload semantics: the file is the source of truth, but an operator's runtime change to a route
+//! (weight, promote) survives a reload for as long as that route's `stable`/`canary`/`canary_weight`
+//! in the file stay what they were when the change was made. Editing them in the file wins.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use switchyard_config::{Config, RouteSpec, SlotSpec};
+use switchyard_routing::{KeySource, OverrideRule, RouteTable, SlidingWindow, Splitter, WindowSnapshot};
+
+use crate::slot::{self, Slot};
+use crate::telemetry;
+
+/// Seconds covered by the per-slot statistics in the admin API.
+pub const STATS_WINDOW_S: usize = 60;
+
+/// Live counters of one slot, kept across reloads while the slot name exists.
+pub struct SlotStats {
+    window: Mutex<SlidingWindow>,
+    inflight: AtomicI64,
+    epoch: Instant,
+}
+
+impl SlotStats {
+    fn new(epoch: Instant) -> Self {
+        Self { window: Mutex::new(SlidingWindow::new(STATS_WINDOW_S)), inflight: AtomicI64::new(0), epoch }
+    }
+
+    fn now_s(&self) -> u64 {
+        self.epoch.elapsed().as_secs()
+    }
+
+    /// Records a finished request.
+    pub fn record(&self, latency_s: f64, error: bool) {
+        let now = self.now_s();
+        if let Ok(mut w) = self.window.lock() {
+            w.record(now, latency_s, error);
+        }
+    }
+
+    /// The last minute.
+    pub fn snapshot(&self) -> WindowSnapshot {
+        let now = self.now_s();
+        self.window.lock().map(|w| w.snapshot(now)).unwrap_or_default()
+    }
+
+    /// Adds `delta` to the in-flight count and returns the new value.
+    pub fn add_inflight(&self, delta: i64) -> i64 {
+        self.inflight.fetch_add(delta, Ordering::Relaxed) + delta
+    }
+
+    /// Requests being served now.
+    pub fn inflight(&self) -> i64 {
+        self.inflight.load(Ordering::Relaxed)
+    }
+}
+
+/// A slot as the snapshot holds it.
+#[derive(Clone)]
+pub struct SlotHandle {
+    /// Its name (shared, used as a metric label).
+    pub name: Arc<str>,
+    /// Its configuration.
+    pub spec: Arc<SlotSpec>,
+    /// The backend.
+    pub slot: Arc<dyn Slot>,
+    /// Its statistics.
+    pub stats: Arc<SlotStats>,
+    /// When this backend was built.
+    pub loaded_at: std::time::SystemTime,
+}
+
+/// A route with its live (possibly operator-changed) stable, canary and weight.
+pub struct RouteRuntime {
+    /// Route name.
+    pub name: Arc<str>,
+    /// The route as the file had it when last (re)loaded.
+    pub spec: RouteSpec,
+    /// Live stable slot.
+    pub stable: Arc<str>,
+    /// Live canary slot.
+    pub canary: Option<Arc<str>>,
+    /// Live canary weight, percent.
+    pub weight: f64,
+    /// Overrides and sticky keys.
+    pub splitter: Splitter<Arc<str>>,
+    /// Body limit for this route.
+    pub max_body_bytes: u64,
+}
+
+impl RouteRuntime {
+    fn from_spec(spec: &RouteSpec, server_max_body: u64) -> Self {
+        let rules = spec
+            .matches
+            .iter()
+            .filter_map(|m| {
+                let key = match (&m.header, &m.cookie, &m.query) {
+                    (Some(h), None, None) => KeySource::Header(h.to_ascii_lowercase()),
+                    (None, Some(c), None) => KeySource::Cookie(c.clone()),
+                    (None, None, Some(q)) => KeySource::Query(q.clone()),
+                    _ => return None,
+                };
+                Some(OverrideRule { key, equals: m.equals.clone(), target: Arc::from(m.slot.as_str()) })
+            })
+            .collect();
+        let sticky = spec.sticky.iter().filter_map(|s| KeySource::parse(s)).collect();
+        Self {
+            name: Arc::from(spec.name.as_str()),
+            spec: spec.clone(),
+            stable: Arc::from(spec.stable.as_str()),
+            canary: spec.canary.as_deref().map(Arc::from),
+            weight: if spec.canary.is_some() { spec.canary_weight } else { 0.0 },
+            splitter: Splitter::new(&spec.name, rules, sticky),
+            max_body_bytes: spec.max_body_bytes.unwrap_or(server_max_body),
+        }
+    }
+
+    fn with_live(&self, stable: Arc<str>, canary: Option<Arc<str>>, weight: f64) -> Self {
+        Self {
+            name: self.name.clone(),
+            spec: self.spec.clone(),
+            stable,
+            canary,
+            weight,
+            splitter: self.splitter.clone(),
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+
+    /// Whether the live values differ from the file's.
+    pub fn has_runtime_override(&self) -> bool {
+        *self.stable != *self.spec.stable
+            || self.canary.as_deref() != self.spec.canary.as_deref()
+            || self.weight != self.spec.canary_weight
+    }
+
+    /// JSON for the admin API.
+    pub fn to_json(&self) -> serde_json::Value {
+        let overrides: Vec<_> = self
+            .spec
+            .matches
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "header": m.header, "cookie": m.cookie, "query": m.query,
+                    "equals": m.equals, "slot": m.slot,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "name": &*self.name,
+            "path": self.spec.path,
+            "host": self.spec.host,
+            "strip_prefix": self.spec.strip_prefix,
+            "stable": &*self.stable,
+            "canary": self.canary.as_deref(),
+            "canary_weight": self.weight,
+            "file": {
+                "stable": self.spec.stable,
+                "canary": self.spec.canary,
+                "canary_weight": self.spec.canary_weight,
+            },
+            "runtime_override": self.has_runtime_override(),
+            "sticky": self.spec.sticky,
+            "overrides": overrides,
+            "max_body_bytes": self.max_body_bytes,
+        })
+    }
+}
+
+/// Everything a request needs, immutable.
+pub struct Snapshot {
+    /// The configuration this snapshot was built from.
+    pub config: Arc<Config>,
+    /// Slots by name.
+    pub slots: HashMap<Arc<str>, SlotHandle>,
+    /// Route lookup.
+    pub table: RouteTable<Arc<RouteRuntime>>,
+    /// Routes in file order.
+    pub routes: Vec<Arc<RouteRuntime>>,
+}
+
+impl Snapshot {
+    /// A route by name.
+    pub fn route(&self, name: &str) -> Option<&Arc<RouteRuntime>> {
+        self.routes.iter().find(|r| &*r.name == name)
+    }
+
+    fn with_routes(&self, routes: Vec<Arc<RouteRuntime>>) -> Self {
+        let mut table = RouteTable::new();
+        for r in &routes {
+            table.insert(r.spec.host.as_deref(), &r.spec.path, r.clone());
+        }
+        Self { config: self.config.clone(), slots: self.slots.clone(), table, routes }
+    }
+}
+
+/// Why an admin change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// No such route.
+    #[error("no route named `{0}`")]
+    UnknownRoute(String),
+    /// The change does not apply in the route's state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The gateway: current snapshot plus what is needed to change it.
+pub struct Gateway {
+    snapshot: ArcSwap<Snapshot>,
+    /// Serialises writers so no change is lost between load and store.
+    write: Mutex<()>,
+    /// Where the configuration came from; `None` = embedded default.
+    pub config_path: Option<PathBuf>,
+    /// The admin bearer token, if any.
+    admin_token: ArcSwap<Option<String>>,
+    /// True once draining on shutdown.
+    pub draining: AtomicBool,
+    epoch: Instant,
+}
+
+impl Gateway {
+    /// Builds the gateway from a validated configuration.
+    pub fn new(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Self> {
+        let epoch = Instant::now();
+        let token = resolve_token(&config)?;
+        let snapshot = build_snapshot(config, None, epoch)?;
+        publish_gauges(&snapshot, None);
+        Ok(Self {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            write: Mutex::new(()),
+            config_path,
+            admin_token: ArcSwap::from_pointee(token),
+            draining: AtomicBool::new(false),
+            epoch,
+        })
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// A cheap guard on the current snapshot for the request path.
+    pub fn snapshot_guard(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
+    /// The admin token in force.
+    pub fn admin_token(&self) -> Arc<Option<String>> {
+        self.admin_token.load_full()
+    }
+
+    /// Replaces the configuration: builds new slots (reusing unchanged ones), keeps operator changes
+    /// to routes whose file values did not change. On error nothing changes.
+    pub fn apply_config(&self, config: Config) -> anyhow::Result<()> {
+        let _w = self.write.lock().map_err(|_| anyhow::anyhow!("state lock poisoned"))?;
+        let token = resolve_token(&config)?;
+        let old = self.snapshot.load_full();
+        let new = build_snapshot(config, Some(&old), self.epoch)?;
+        publish_gauges(&new, Some(&old));
+        self.snapshot.store(Arc::new(new));
+        self.admin_token.store(Arc::new(token));
+        Ok(())
+    }
+
+    fn change_route(
+        &self,
+        name: &str,
+        f: impl FnOnce(&RouteRuntime) -> Result<RouteRuntime, ChangeError>,
+    ) -> Result<Arc<RouteRuntime>, ChangeError> {
+        let _w = self.write.lock().map_err(|_| ChangeError::Conflict("state lock poisoned".into()))?;
+        let old = self.snapshot.load_full();
+        let mut routes = old.routes.clone();
+        let idx = routes
+            .iter()
+            .position(|r| &*r.name == name)
+            .ok_or_else(|| ChangeError::UnknownRoute(name.to_string()))?;
+        let new_route = Arc::new(f(&routes[idx])?);
+        routes[idx] = new_route.clone();
+        let snap = old.with_routes(routes);
+        telemetry::set_route_weight(&new_route.name, new_route.weight);
+        self.snapshot.store(Arc::new(snap));
+        Ok(new_route)
+    }
+
+    /// Sets a route's canary weight (percent).
+    pub fn set_weight(&self, route: &str, weight: f64) -> Result<Arc<RouteRuntime>, ChangeError> {
+        if !weight.is_finite() || !(0.0..=100.0).contains(&weight) {
+            return Err(ChangeError::Invalid(format!("canary_weight {weight} is outside 0–100")));
+        }
+        self.change_route(route, |r| {
+            if r.canary.is_none() && weight > 0.0 {
+                return Err(ChangeError::Conflict(format!("route `{}` has no canary", r.name)));
+            }
+            Ok(r.with_live(r.stable.clone(), r.canary.clone(), weight))
+        })
+    }
+
+    /// Makes the canary the stable slot, with no canary and weight 0.
+    pub fn promote(&self, route: &str) -> Result<Arc<RouteRuntime>, ChangeError> {
+        self.change_route(route, |r| match &r.canary {
+            Some(c) => Ok(r.with_live(c.clone(), None, 0.0)),
+            None => Err(ChangeError::Conflict(format!("route `{}` has no canary to promote", r.name))),
+        })
+    }
+
+    /// Sends all traffic to stable at once (weight 0; overrides still apply).
+    pub fn rollback(&self, route: &str) -> Result<Arc<RouteRuntime>, ChangeError> {
+        self.change_route(route, |r| Ok(r.with_live(r.stable.clone(), r.canary.clone(), 0.0)))
+    }
+}
+
+fn resolve_token(config: &Config) -> anyhow::Result<Option<String>> {
+    match (&config.admin.token, &config.admin.token_env) {
+        (Some(t), _) => Ok(Some(t.clone())),
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(Some(v)),
+            _ => anyhow::bail!("admin.token_env: environment variable `{var}` is not set or empty"),
+        },
+        (None, None) => Ok(None),
+    }
+}
+
+fn build_snapshot(config: Config, old: Option<&Snapshot>, epoch: Instant) -> anyhow::Result<Snapshot> {
+    let mut slots = HashMap::new();
+    for spec in &config.slots {
+        let name: Arc<str> = Arc::from(spec.name.as_str());
+        let prev = old.and_then(|o| o.slots.get(&name));
+        let handle = match prev {
+            // Unchanged slot: keep the running backend (and its pools, models, stats).
+            Some(p) if *p.spec == *spec => p.clone(),
+            _ => {
+                let slot = slot::build(spec)
+                    .map_err(|e| anyhow::anyhow!("slot `{}`: {e:#}", spec.name))?;
+                SlotHandle {
+                    name: name.clone(),
+                    spec: Arc::new(spec.clone()),
+                    slot,
+                    stats: prev.map(|p| p.stats.clone()).unwrap_or_else(|| Arc::new(SlotStats::new(epoch))),
+                    loaded_at: std::time::SystemTime::now(),
+                }
+            }
+        };
+        slots.insert(name, handle);
+    }
+
+    let mut routes = Vec::new();
+    for spec in &config.routes {
+        let fresh = RouteRuntime::from_spec(spec, config.server.max_body_bytes);
+        let prev = old.and_then(|o| o.route(&spec.name));
+        let route = match prev {
+            Some(p)
+                if p.has_runtime_override()
+                    && p.spec.stable == spec.stable
+                    && p.spec.canary == spec.canary
+                    && p.spec.canary_weight == spec.canary_weight
+                    && slots.contains_key(&p.stable)
+                    && p.canary.as_ref().is_none_or(|c| slots.contains_key(c)) =>
+            {
+                tracing::info!(route = %spec.name, stable = %p.stable, canary = ?p.canary.as_deref(),
+                    canary_weight = p.weight, "keeping the operator's runtime change to this route");
+                fresh.with_live(p.stable.clone(), p.canary.clone(), p.weight)
+            }
+            _ => fresh,
+        };
+        routes.push(Arc::new(route));
+    }
+    let mut table = RouteTable::new();
+    for r in &routes {
+        table.insert(r.spec.host.as_deref(), &r.spec.path, r.clone());
+    }
+    Ok(Snapshot { config: Arc::new(config), slots, table, routes })
+}
+
+fn publish_gauges(new: &Snapshot, old: Option<&Snapshot>) {
+    if let Some(old) = old {
+        for h in old.slots.values() {
+            let same = new.slots.get(&h.name).is_some_and(|n| n.spec.kind == h.spec.kind && n.spec.version == h.spec.version);
+            if !same {
+                telemetry::set_slot_info(&h.name, h.spec.kind.as_str(), &h.spec.version, 0.0);
+            }
+        }
+    }
+    for h in new.slots.values() {
+        telemetry::set_slot_info(&h.name, h.spec.kind.as_str(), &h.spec.version, 1.0);
+    }
+    for r in &new.routes {
+        telemetry::set_route_weight(&r.name, r.weight);
+    }
+}
