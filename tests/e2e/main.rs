@@ -1,1 +1,10 @@
+//! End-to-end tests: the real `switchyard` binary between real clients and real upstream servers on
+//! loopback.
 
+mod harness;
+
+mod admin;
+mod limits;
+mod proxy;
+mod routing;
+mod tls;

@@ -52,7 +52,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .nest("/admin", api)
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint") })
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint")
+        })
         .with_state(state)
 }
 
@@ -70,14 +72,23 @@ async fn require_token(State(st): State<AdminState>, req: Request, next: Next) -
             .and_then(|v| v.strip_prefix("Bearer "));
         match got {
             None => {
-                let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a bearer token is required")
-                    .into_response();
-                resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                let mut resp = ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "a bearer token is required",
+                )
+                .into_response();
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 return resp;
             }
             Some(got) if !constant_time_eq(got.as_bytes(), want.as_bytes()) => {
-                return ApiError::new(StatusCode::FORBIDDEN, "forbidden", "the bearer token is not valid")
-                    .into_response();
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "the bearer token is not valid",
+                )
+                .into_response();
             }
             Some(_) => {}
         }
@@ -87,8 +98,10 @@ async fn require_token(State(st): State<AdminState>, req: Request, next: Next) -
 
 async fn metrics(State(st): State<AdminState>) -> Response {
     let mut resp = st.metrics.render().into_response();
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
     resp
 }
 
@@ -98,7 +111,10 @@ async fn healthz() -> Response {
 
 async fn readyz(State(st): State<AdminState>) -> Response {
     if st.gw.draining.load(Ordering::Relaxed) {
-        json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({ "status": "draining" }))
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({ "status": "draining" }),
+        )
     } else {
         json_response(StatusCode::OK, &json!({ "status": "ready" }))
     }
@@ -178,9 +194,16 @@ async fn set_weight(
     body: Result<Json<WeightBody>, JsonRejection>,
 ) -> Response {
     match body {
-        Ok(Json(b)) => changed(st.gw.set_weight(&name, b.canary_weight), "canary weight set"),
-        Err(e) => ApiError::new(StatusCode::BAD_REQUEST, "bad_body", format!("expected {{\"canary_weight\": N}}: {}", e.body_text()))
-            .into_response(),
+        Ok(Json(b)) => changed(
+            st.gw.set_weight(&name, b.canary_weight),
+            "canary weight set",
+        ),
+        Err(e) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!("expected {{\"canary_weight\": N}}: {}", e.body_text()),
+        )
+        .into_response(),
     }
 }
 
@@ -204,6 +227,11 @@ async fn reload(State(st): State<AdminState>) -> Response {
                 "problems": e.problems,
             }}),
         ),
-        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "reload_failed", e.to_string()).into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "reload_failed",
+            e.to_string(),
+        )
+        .into_response(),
     }
 }

@@ -29,7 +29,10 @@ pub struct DeadlineBody<B> {
 impl<B> DeadlineBody<B> {
     /// Wraps `inner`.
     pub fn new(inner: B, deadline: Instant) -> Self {
-        Self { inner, sleep: Box::pin(tokio::time::sleep_until(deadline)) }
+        Self {
+            inner,
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+        }
     }
 }
 
@@ -78,4 +81,24 @@ pub fn client_body_error(err: &(dyn StdError + 'static), limit: u64) -> Option<A
         cur = e.source();
     }
     None
+}
+
+/// Reads and discards up to `max_bytes` of a refused request body for at most `max_time`, so that a
+/// client still sending it reads the error response instead of a reset (a bounded "lingering close").
+pub async fn discard<B>(body: B, max_bytes: u64, max_time: std::time::Duration)
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+{
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut seen = 0u64;
+    let _ = tokio::time::timeout(max_time, async {
+        while seen < max_bytes {
+            match body.frame().await {
+                Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len() as u64),
+                _ => break,
+            }
+        }
+    })
+    .await;
 }

@@ -25,6 +25,11 @@ pub const X_SWITCHYARD_SLOT: HeaderName = HeaderName::from_static("x-switchyard-
 /// Request/response header carrying the request id.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// How much of a refused (too large) body is read and dropped before answering 413.
+const DISCARD_MAX_BYTES: u64 = 8 * 1024 * 1024;
+/// How long reading a refused body may take before answering 413 anyway.
+const DISCARD_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Facts about the client connection.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
@@ -59,7 +64,9 @@ impl RequestView for View<'_> {
 
     fn query(&self, name: &str) -> Option<Cow<'_, str>> {
         let q = self.req.uri().query()?;
-        form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v)
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
     }
 
     fn client_ip(&self) -> Option<IpAddr> {
@@ -68,8 +75,14 @@ impl RequestView for View<'_> {
 }
 
 fn request_id(req: &Request<Incoming>) -> Arc<str> {
-    match req.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
-        Some(id) if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) => {
+    match req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(id)
+            if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
             Arc::from(id)
         }
         _ => Arc::from(uuid::Uuid::new_v4().simple().to_string()),
@@ -77,7 +90,10 @@ fn request_id(req: &Request<Incoming>) -> Arc<str> {
 }
 
 fn header_bytes(req: &Request<Incoming>) -> usize {
-    req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>()
+    req.headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
         + req.uri().path_and_query().map_or(0, |p| p.as_str().len())
 }
 
@@ -125,11 +141,14 @@ impl Drop for Finish {
 }
 
 /// Serves one data-plane request. Never fails: every problem becomes a JSON error response.
-pub async fn handle(gw: Arc<Gateway>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    gw: Arc<Gateway>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let start = Instant::now();
     let request_id = request_id(&req);
     let snap = gw.snapshot();
-    let server = &snap.config.server;
     let mut fin = Finish {
         gw_log: snap.config.log.access_log,
         start,
@@ -143,29 +162,27 @@ pub async fn handle(gw: Arc<Gateway>, conn: Arc<ConnInfo>, req: Request<Incoming
         code: None,
     };
 
-    let mut resp = match route_and_call(&gw, &snap, &conn, req, &request_id, start, &mut fin).await {
+    let mut resp = match route_and_call(&snap, &conn, req, &request_id, start, &mut fin).await {
         Ok(resp) => resp,
         Err(e) => {
             fin.code = Some(e.code);
             e.into_response()
         }
     };
-    if let Some(slot) = &fin.slot {
-        if let Ok(v) = HeaderValue::from_str(&slot.name) {
-            resp.headers_mut().insert(X_SWITCHYARD_SLOT, v);
-        }
+    if let Some(slot) = &fin.slot
+        && let Ok(v) = HeaderValue::from_str(&slot.name)
+    {
+        resp.headers_mut().insert(X_SWITCHYARD_SLOT, v);
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert(X_REQUEST_ID, v);
     }
-    let _ = server;
     fin.status = resp.status().as_u16();
     drop(fin);
     resp
 }
 
 async fn route_and_call(
-    _gw: &Gateway,
     snap: &crate::state::Snapshot,
     conn: &ConnInfo,
     req: Request<Incoming>,
@@ -185,20 +202,40 @@ async fn route_and_call(
         .uri()
         .authority()
         .map(|a| a.as_str().to_string())
-        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(String::from));
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(String::from)
+        });
     let path = req.uri().path();
-    let route = snap.table.find(host.as_deref(), path).ok_or_else(|| ApiError::no_route(path))?.clone();
+    let route = snap
+        .table
+        .find(host.as_deref(), path)
+        .ok_or_else(|| ApiError::no_route(path))?
+        .clone();
     fin.route = Some(route.name.clone());
 
-    let view = View { req: &req, peer: conn.peer.ip() };
-    let weight = if route.canary.is_some() { route.weight } else { 0.0 };
+    let view = View {
+        req: &req,
+        peer: conn.peer.ip(),
+    };
+    let weight = if route.canary.is_some() {
+        route.weight
+    } else {
+        0.0
+    };
     let slot_name = match route.splitter.choose(weight, &view) {
         Choice::Override { target, .. } => target.clone(),
         Choice::Canary { .. } => route.canary.clone().unwrap_or_else(|| route.stable.clone()),
         Choice::Stable { .. } => route.stable.clone(),
     };
     let slot = snap.slots.get(&slot_name).cloned().ok_or_else(|| {
-        ApiError::new(http::StatusCode::SERVICE_UNAVAILABLE, "slot_unavailable", format!("slot `{slot_name}` is not loaded"))
+        ApiError::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "slot_unavailable",
+            format!("slot `{slot_name}` is not loaded"),
+        )
     })?;
     let inflight = slot.stats.add_inflight(1);
     let labels = RequestLabels {
@@ -217,7 +254,12 @@ async fn route_and_call(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::body_too_large(limit));
+        crate::body::discard(req.into_body(), DISCARD_MAX_BYTES, DISCARD_MAX_TIME).await;
+        let mut resp = ApiError::body_too_large(limit).into_response();
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        fin.code = Some("body_too_large");
+        return Ok(resp);
     }
     let ctx_path = if route.spec.strip_prefix {
         strip_route_prefix(&route.spec.path, req.uri().path()).into_owned()
@@ -233,7 +275,8 @@ async fn route_and_call(
         path: ctx_path,
         max_body_bytes: limit,
     };
-    let deadline = tokio::time::Instant::from_std(start) + std::time::Duration::from_millis(server.request_timeout_ms);
+    let deadline = tokio::time::Instant::from_std(start)
+        + std::time::Duration::from_millis(server.request_timeout_ms);
     let req = req.map(|b| Body::new(Limited::new(DeadlineBody::new(b, deadline), limit as usize)));
     slot.slot.call(req, &ctx).await
 }

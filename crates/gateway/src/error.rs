@@ -18,12 +18,20 @@ pub struct ApiError {
 impl ApiError {
     /// A new error.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     /// 404 for a path no route serves.
     pub fn no_route(path: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "no_route", format!("no route serves `{path}`"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "no_route",
+            format!("no route serves `{path}`"),
+        )
     }
 
     /// 413 for a body over the limit.
@@ -59,8 +67,10 @@ impl ApiError {
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(Body::from(value.to_string()));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 

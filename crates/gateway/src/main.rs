@@ -9,7 +9,11 @@ use switchyard::telemetry;
 use switchyard_config::LogFormat;
 
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "Edge gateway for AI services: canary routing, fallback, in-process models")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Edge gateway for AI services: canary routing, fallback, in-process models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,7 +50,12 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Check { config } => match switchyard_config::load_file(&config) {
             Ok(cfg) => {
-                println!("{}: ok ({} slots, {} routes)", config.display(), cfg.slots.len(), cfg.routes.len());
+                println!(
+                    "{}: ok ({} slots, {} routes)",
+                    config.display(),
+                    cfg.slots.len(),
+                    cfg.routes.len()
+                );
                 ExitCode::SUCCESS
             }
             Err(problems) => {
@@ -68,7 +77,10 @@ fn main() -> ExitCode {
             if cfg.server.workers > 0 {
                 rt.worker_threads(cfg.server.workers);
             }
-            let result = rt.build().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(run::serve(cfg, config)));
+            let result = rt
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(run::serve(cfg, config)));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -40,7 +40,10 @@ fn resolve(base: Option<&Path>, file: &str) -> PathBuf {
     }
 }
 
-fn build_tls(cfg: &Config, config_path: Option<&Path>) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+fn build_tls(
+    cfg: &Config,
+    config_path: Option<&Path>,
+) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
     let base = config_path.and_then(Path::parent);
     cfg.server
         .tls
@@ -57,22 +60,32 @@ fn build_tls(cfg: &Config, config_path: Option<&Path>) -> anyhow::Result<Option<
 fn reload(gw: &Gateway, tls: &TlsSlot) -> Result<serde_json::Value, ReloadError> {
     let path = gw.config_path.as_deref();
     let result = load_config(path)
-        .map_err(|p| ReloadError { problems: p.to_string().lines().map(String::from).collect() })
+        .map_err(|p| ReloadError {
+            problems: p.to_string().lines().map(String::from).collect(),
+        })
         .and_then(|cfg| {
-            let acceptor = build_tls(&cfg, path).map_err(|e| ReloadError { problems: vec![format!("{e:#}")] })?;
+            let acceptor = build_tls(&cfg, path).map_err(|e| ReloadError {
+                problems: vec![format!("{e:#}")],
+            })?;
             let old = gw.snapshot();
-            if old.config.server.listen != cfg.server.listen || old.config.admin.listen != cfg.admin.listen {
+            if old.config.server.listen != cfg.server.listen
+                || old.config.admin.listen != cfg.admin.listen
+            {
                 tracing::warn!("listen addresses changed in the file; they take effect on restart");
             }
             if old.config.server.tls.is_some() != cfg.server.tls.is_some() {
-                tracing::warn!("TLS was turned on or off in the file; that takes effect on restart");
+                tracing::warn!(
+                    "TLS was turned on or off in the file; that takes effect on restart"
+                );
             }
             let summary = serde_json::json!({
                 "reloaded": true,
                 "slots": cfg.slots.len(),
                 "routes": cfg.routes.len(),
             });
-            gw.apply_config(cfg).map_err(|e| ReloadError { problems: vec![format!("{e:#}")] })?;
+            gw.apply_config(cfg).map_err(|e| ReloadError {
+                problems: vec![format!("{e:#}")],
+            })?;
             if let Some(a) = acceptor {
                 tls.store(Some(Arc::new(a)));
             }
@@ -81,7 +94,9 @@ fn reload(gw: &Gateway, tls: &TlsSlot) -> Result<serde_json::Value, ReloadError>
     telemetry::count_reload(result.is_ok());
     match &result {
         Ok(_) => tracing::info!(file = ?path, "configuration reloaded"),
-        Err(e) => tracing::error!(file = ?path, problems = ?e.problems, "configuration reload failed; keeping the previous one"),
+        Err(e) => {
+            tracing::error!(file = ?path, problems = ?e.problems, "configuration reload failed; keeping the previous one")
+        }
     }
     result
 }
@@ -106,7 +121,11 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         let (gw, tls) = (gw.clone(), tls.clone());
         Arc::new(move || reload(&gw, &tls))
     };
-    let admin_router = admin::router(AdminState { gw: gw.clone(), metrics, reload: reload_fn.clone() });
+    let admin_router = admin::router(AdminState {
+        gw: gw.clone(),
+        metrics,
+        reload: reload_fn.clone(),
+    });
 
     let data_gw = gw.clone();
     let data = tokio::spawn(server::serve(
@@ -140,7 +159,10 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     tracing::info!(listener = "admin", addr = %admin_local, "listening");
 
     wait_for_signals(reload_fn).await;
-    tracing::info!(drain_timeout_ms = drain.as_millis() as u64, "shutting down: draining connections");
+    tracing::info!(
+        drain_timeout_ms = drain.as_millis() as u64,
+        "shutting down: draining connections"
+    );
     gw.draining.store(true, Ordering::Relaxed);
     let _ = shutdown_tx.send(true);
     let _ = tokio::join!(data, admin);
@@ -153,7 +175,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
 }
 
 #[cfg(unix)]
-async fn wait_for_signals(reload_fn: Arc<dyn Fn() -> Result<serde_json::Value, ReloadError> + Send + Sync>) {
+async fn wait_for_signals(
+    reload_fn: Arc<dyn Fn() -> Result<serde_json::Value, ReloadError> + Send + Sync>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let (mut term, mut int, mut hup) = match (
         signal(SignalKind::terminate()),
@@ -181,6 +205,8 @@ async fn wait_for_signals(reload_fn: Arc<dyn Fn() -> Result<serde_json::Value, R
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signals(_reload_fn: Arc<dyn Fn() -> Result<serde_json::Value, ReloadError> + Send + Sync>) {
+async fn wait_for_signals(
+    _reload_fn: Arc<dyn Fn() -> Result<serde_json::Value, ReloadError> + Send + Sync>,
+) {
     let _ = tokio::signal::ctrl_c().await;
 }

@@ -47,7 +47,8 @@ pub fn tls_acceptor(cert: &str, key: &str) -> anyhow::Result<TlsAcceptor> {
     if certs.is_empty() {
         anyhow::bail!("`{cert}` holds no PEM certificate");
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| anyhow::anyhow!("reading key `{key}`: {e}"))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("reading key `{key}`: {e}"))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -66,7 +67,8 @@ struct Activity {
 
 impl Activity {
     fn touch(&self) {
-        self.last_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     fn idle_for(&self) -> Option<Duration> {
@@ -74,7 +76,9 @@ impl Activity {
             return None;
         }
         let now = self.epoch.elapsed().as_millis() as u64;
-        Some(Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed))))
+        Some(Duration::from_millis(
+            now.saturating_sub(self.last_ms.load(Ordering::Relaxed)),
+        ))
     }
 }
 
@@ -168,7 +172,11 @@ async fn serve_conn<I, H, F>(
     H: Fn(Arc<ConnInfo>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let activity = Arc::new(Activity { inflight: AtomicUsize::new(0), last_ms: AtomicU64::new(0), epoch: Instant::now() });
+    let activity = Arc::new(Activity {
+        inflight: AtomicUsize::new(0),
+        last_ms: AtomicU64::new(0),
+        epoch: Instant::now(),
+    });
     let act = activity.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         act.inflight.fetch_add(1, Ordering::Relaxed);

@@ -16,7 +16,9 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use switchyard_config::{Config, RouteSpec, SlotSpec};
-use switchyard_routing::{KeySource, OverrideRule, RouteTable, SlidingWindow, Splitter, WindowSnapshot};
+use switchyard_routing::{
+    KeySource, OverrideRule, RouteTable, SlidingWindow, Splitter, WindowSnapshot,
+};
 
 use crate::slot::{self, Slot};
 use crate::telemetry;
@@ -33,7 +35,11 @@ pub struct SlotStats {
 
 impl SlotStats {
     fn new(epoch: Instant) -> Self {
-        Self { window: Mutex::new(SlidingWindow::new(STATS_WINDOW_S)), inflight: AtomicI64::new(0), epoch }
+        Self {
+            window: Mutex::new(SlidingWindow::new(STATS_WINDOW_S)),
+            inflight: AtomicI64::new(0),
+            epoch,
+        }
     }
 
     fn now_s(&self) -> u64 {
@@ -51,7 +57,10 @@ impl SlotStats {
     /// The last minute.
     pub fn snapshot(&self) -> WindowSnapshot {
         let now = self.now_s();
-        self.window.lock().map(|w| w.snapshot(now)).unwrap_or_default()
+        self.window
+            .lock()
+            .map(|w| w.snapshot(now))
+            .unwrap_or_default()
     }
 
     /// Adds `delta` to the in-flight count and returns the new value.
@@ -110,16 +119,28 @@ impl RouteRuntime {
                     (None, None, Some(q)) => KeySource::Query(q.clone()),
                     _ => return None,
                 };
-                Some(OverrideRule { key, equals: m.equals.clone(), target: Arc::from(m.slot.as_str()) })
+                Some(OverrideRule {
+                    key,
+                    equals: m.equals.clone(),
+                    target: Arc::from(m.slot.as_str()),
+                })
             })
             .collect();
-        let sticky = spec.sticky.iter().filter_map(|s| KeySource::parse(s)).collect();
+        let sticky = spec
+            .sticky
+            .iter()
+            .filter_map(|s| KeySource::parse(s))
+            .collect();
         Self {
             name: Arc::from(spec.name.as_str()),
             spec: spec.clone(),
             stable: Arc::from(spec.stable.as_str()),
             canary: spec.canary.as_deref().map(Arc::from),
-            weight: if spec.canary.is_some() { spec.canary_weight } else { 0.0 },
+            weight: if spec.canary.is_some() {
+                spec.canary_weight
+            } else {
+                0.0
+            },
             splitter: Splitter::new(&spec.name, rules, sticky),
             max_body_bytes: spec.max_body_bytes.unwrap_or(server_max_body),
         }
@@ -201,7 +222,12 @@ impl Snapshot {
         for r in &routes {
             table.insert(r.spec.host.as_deref(), &r.spec.path, r.clone());
         }
-        Self { config: self.config.clone(), slots: self.slots.clone(), table, routes }
+        Self {
+            config: self.config.clone(),
+            slots: self.slots.clone(),
+            table,
+            routes,
+        }
     }
 }
 
@@ -268,7 +294,10 @@ impl Gateway {
     /// Replaces the configuration: builds new slots (reusing unchanged ones), keeps operator changes
     /// to routes whose file values did not change. On error nothing changes.
     pub fn apply_config(&self, config: Config) -> anyhow::Result<()> {
-        let _w = self.write.lock().map_err(|_| anyhow::anyhow!("state lock poisoned"))?;
+        let _w = self
+            .write
+            .lock()
+            .map_err(|_| anyhow::anyhow!("state lock poisoned"))?;
         let token = resolve_token(&config)?;
         let old = self.snapshot.load_full();
         let new = build_snapshot(config, Some(&old), self.epoch)?;
@@ -283,7 +312,10 @@ impl Gateway {
         name: &str,
         f: impl FnOnce(&RouteRuntime) -> Result<RouteRuntime, ChangeError>,
     ) -> Result<Arc<RouteRuntime>, ChangeError> {
-        let _w = self.write.lock().map_err(|_| ChangeError::Conflict("state lock poisoned".into()))?;
+        let _w = self
+            .write
+            .lock()
+            .map_err(|_| ChangeError::Conflict("state lock poisoned".into()))?;
         let old = self.snapshot.load_full();
         let mut routes = old.routes.clone();
         let idx = routes
@@ -301,11 +333,16 @@ impl Gateway {
     /// Sets a route's canary weight (percent).
     pub fn set_weight(&self, route: &str, weight: f64) -> Result<Arc<RouteRuntime>, ChangeError> {
         if !weight.is_finite() || !(0.0..=100.0).contains(&weight) {
-            return Err(ChangeError::Invalid(format!("canary_weight {weight} is outside 0–100")));
+            return Err(ChangeError::Invalid(format!(
+                "canary_weight {weight} is outside 0–100"
+            )));
         }
         self.change_route(route, |r| {
             if r.canary.is_none() && weight > 0.0 {
-                return Err(ChangeError::Conflict(format!("route `{}` has no canary", r.name)));
+                return Err(ChangeError::Conflict(format!(
+                    "route `{}` has no canary",
+                    r.name
+                )));
             }
             Ok(r.with_live(r.stable.clone(), r.canary.clone(), weight))
         })
@@ -315,13 +352,18 @@ impl Gateway {
     pub fn promote(&self, route: &str) -> Result<Arc<RouteRuntime>, ChangeError> {
         self.change_route(route, |r| match &r.canary {
             Some(c) => Ok(r.with_live(c.clone(), None, 0.0)),
-            None => Err(ChangeError::Conflict(format!("route `{}` has no canary to promote", r.name))),
+            None => Err(ChangeError::Conflict(format!(
+                "route `{}` has no canary to promote",
+                r.name
+            ))),
         })
     }
 
     /// Sends all traffic to stable at once (weight 0; overrides still apply).
     pub fn rollback(&self, route: &str) -> Result<Arc<RouteRuntime>, ChangeError> {
-        self.change_route(route, |r| Ok(r.with_live(r.stable.clone(), r.canary.clone(), 0.0)))
+        self.change_route(route, |r| {
+            Ok(r.with_live(r.stable.clone(), r.canary.clone(), 0.0))
+        })
     }
 }
 
@@ -336,7 +378,11 @@ fn resolve_token(config: &Config) -> anyhow::Result<Option<String>> {
     }
 }
 
-fn build_snapshot(config: Config, old: Option<&Snapshot>, epoch: Instant) -> anyhow::Result<Snapshot> {
+fn build_snapshot(
+    config: Config,
+    old: Option<&Snapshot>,
+    epoch: Instant,
+) -> anyhow::Result<Snapshot> {
     let mut slots = HashMap::new();
     for spec in &config.slots {
         let name: Arc<str> = Arc::from(spec.name.as_str());
@@ -351,7 +397,9 @@ fn build_snapshot(config: Config, old: Option<&Snapshot>, epoch: Instant) -> any
                     name: name.clone(),
                     spec: Arc::new(spec.clone()),
                     slot,
-                    stats: prev.map(|p| p.stats.clone()).unwrap_or_else(|| Arc::new(SlotStats::new(epoch))),
+                    stats: prev
+                        .map(|p| p.stats.clone())
+                        .unwrap_or_else(|| Arc::new(SlotStats::new(epoch))),
                     loaded_at: std::time::SystemTime::now(),
                 }
             }
@@ -384,13 +432,21 @@ fn build_snapshot(config: Config, old: Option<&Snapshot>, epoch: Instant) -> any
     for r in &routes {
         table.insert(r.spec.host.as_deref(), &r.spec.path, r.clone());
     }
-    Ok(Snapshot { config: Arc::new(config), slots, table, routes })
+    Ok(Snapshot {
+        config: Arc::new(config),
+        slots,
+        table,
+        routes,
+    })
 }
 
 fn publish_gauges(new: &Snapshot, old: Option<&Snapshot>) {
     if let Some(old) = old {
         for h in old.slots.values() {
-            let same = new.slots.get(&h.name).is_some_and(|n| n.spec.kind == h.spec.kind && n.spec.version == h.spec.version);
+            let same = new
+                .slots
+                .get(&h.name)
+                .is_some_and(|n| n.spec.kind == h.spec.kind && n.spec.version == h.spec.version);
             if !same {
                 telemetry::set_slot_info(&h.name, h.spec.kind.as_str(), &h.spec.version, 0.0);
             }

@@ -34,7 +34,11 @@ pub fn init_logging(cfg: &LogConfig, format_override: Option<LogFormat>) {
         .with_target(true)
         .with_ansi(std::io::stdout().is_terminal());
     let result = match format_override.unwrap_or(cfg.format) {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
         LogFormat::Text => builder.try_init(),
     };
     if let Err(e) = result {
@@ -137,9 +141,22 @@ pub fn record_request(labels: &RequestLabels, status: u16, seconds: f64) {
 
 fn status_label(status: u16) -> SharedString {
     const COMMON: [(u16, &str); 16] = [
-        (200, "200"), (201, "201"), (204, "204"), (206, "206"), (301, "301"), (302, "302"),
-        (304, "304"), (400, "400"), (401, "401"), (403, "403"), (404, "404"), (413, "413"),
-        (499, "499"), (500, "500"), (502, "502"), (504, "504"),
+        (200, "200"),
+        (201, "201"),
+        (204, "204"),
+        (206, "206"),
+        (301, "301"),
+        (302, "302"),
+        (304, "304"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (413, "413"),
+        (499, "499"),
+        (500, "500"),
+        (502, "502"),
+        (504, "504"),
     ];
     match COMMON.iter().find(|(c, _)| *c == status) {
         Some((_, s)) => SharedString::const_str(s),

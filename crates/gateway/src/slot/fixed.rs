@@ -19,10 +19,16 @@ impl StaticSlot {
     pub fn new(spec: &SlotSpec) -> anyhow::Result<Self> {
         let status = StatusCode::from_u16(spec.status.unwrap_or(200))?;
         let content_type = HeaderValue::from_str(
-            spec.content_type.as_deref().unwrap_or("text/plain; charset=utf-8"),
+            spec.content_type
+                .as_deref()
+                .unwrap_or("text/plain; charset=utf-8"),
         )?;
         let body = Bytes::from(spec.body.clone().unwrap_or_default());
-        Ok(Self { status, content_type, body })
+        Ok(Self {
+            status,
+            content_type,
+            body,
+        })
     }
 }
 
@@ -31,7 +37,8 @@ impl Slot for StaticSlot {
         Box::pin(async move {
             let mut resp = Response::new(Body::from(self.body.clone()));
             *resp.status_mut() = self.status;
-            resp.headers_mut().insert(header::CONTENT_TYPE, self.content_type.clone());
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, self.content_type.clone());
             Ok(resp)
         })
     }

@@ -42,7 +42,8 @@ pub struct RequestContext {
 }
 
 /// A boxed future of a slot's answer.
-pub type SlotFuture<'a> = Pin<Box<dyn Future<Output = Result<Response<Body>, ApiError>> + Send + 'a>>;
+pub type SlotFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Response<Body>, ApiError>> + Send + 'a>>;
 
 /// A backend that serves requests.
 pub trait Slot: Send + Sync + 'static {

@@ -52,11 +52,16 @@ pub struct UpstreamSlot {
 impl UpstreamSlot {
     /// Builds the slot and its connection pool (no connection is opened yet).
     pub fn new(spec: &SlotSpec) -> anyhow::Result<Self> {
-        let url = spec.url.clone().ok_or_else(|| anyhow::anyhow!("upstream slot without url"))?;
+        let url = spec
+            .url
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("upstream slot without url"))?;
         let uri: Uri = url.parse()?;
         let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTP);
-        let authority =
-            uri.authority().cloned().ok_or_else(|| anyhow::anyhow!("`{url}` has no host"))?;
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("`{url}` has no host"))?;
         let base_path = uri.path().trim_end_matches('/').to_string();
 
         let mut http = HttpConnector::new();
@@ -97,17 +102,27 @@ impl UpstreamSlot {
             pq.push_str(q);
         }
         let pq = PathAndQuery::try_from(pq).map_err(|_| {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "request path cannot be forwarded")
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "request path cannot be forwarded",
+            )
         })?;
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(pq)
             .build()
-            .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "bad request target"))
+            .map_err(|_| {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "bad request target")
+            })
     }
 
-    async fn forward(&self, mut req: Request<Body>, ctx: &RequestContext) -> Result<Response<Body>, ApiError> {
+    async fn forward(
+        &self,
+        mut req: Request<Body>,
+        ctx: &RequestContext,
+    ) -> Result<Response<Body>, ApiError> {
         let upgrade = upgrade_protocol(&req);
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
 
@@ -117,7 +132,9 @@ impl UpstreamSlot {
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
         if let Some(proto) = &upgrade {
-            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, proto.clone());
         }
         self.set_forwarding_headers(&mut parts.headers, ctx);
@@ -128,7 +145,10 @@ impl UpstreamSlot {
                 return Err(ApiError::new(
                     StatusCode::GATEWAY_TIMEOUT,
                     "upstream_timeout",
-                    format!("upstream did not answer within {} ms", self.timeout.as_millis()),
+                    format!(
+                        "upstream did not answer within {} ms",
+                        self.timeout.as_millis()
+                    ),
                 ));
             }
             Ok(Err(e)) => return Err(self.classify(&e, ctx)),
@@ -158,7 +178,9 @@ impl UpstreamSlot {
             let (mut parts, _) = resp.into_parts();
             let proto = parts.headers.get(header::UPGRADE).cloned();
             strip_hop_by_hop(&mut parts.headers);
-            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             if let Some(p) = proto {
                 parts.headers.insert(header::UPGRADE, p);
             }
@@ -180,7 +202,11 @@ impl UpstreamSlot {
         };
         insert_str(h, X_FORWARDED_FOR, &xff);
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-        let for_node = if ip.is_ipv6() { format!("\"[{ip}]\"") } else { ip.to_string() };
+        let for_node = if ip.is_ipv6() {
+            format!("\"[{ip}]\"")
+        } else {
+            ip.to_string()
+        };
         let mut fwd = format!("for={for_node};proto={proto}");
         if let Some(host) = &ctx.host {
             insert_str(h, X_FORWARDED_HOST, host);
@@ -208,10 +234,18 @@ impl UpstreamSlot {
         let detail = error_chain(e);
         if e.is_connect() {
             tracing::warn!(upstream = %self.url, error = %detail, "upstream connect failed");
-            ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", "upstream is unreachable")
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                "upstream is unreachable",
+            )
         } else {
             tracing::warn!(upstream = %self.url, error = %detail, "upstream request failed");
-            ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "upstream request failed")
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "upstream request failed",
+            )
         }
     }
 }
@@ -242,9 +276,16 @@ fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
         return None;
     }
     let wants = req.headers().get_all(header::CONNECTION).iter().any(|v| {
-        v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
     });
-    if wants { req.headers().get(header::UPGRADE).cloned() } else { None }
+    if wants {
+        req.headers().get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
 }
 
 /// Removes hop-by-hop headers, including those named in `Connection`, and `Upgrade`.
@@ -280,10 +321,16 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_and_connection_tokens_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
@@ -293,14 +340,14 @@ mod tests {
 
     #[test]
     fn target_uri_joins_base_path_and_keeps_query() {
-        let spec: SlotSpec = toml::from_str(
-            "name='u'\nkind='upstream'\nurl='http://127.0.0.1:9/base/'",
-        )
-        .unwrap();
-        let slot = UpstreamSlot::new(&spec).unwrap();
-        assert_eq!(slot.target_uri("/x/y", Some("a=1")).unwrap(), "http://127.0.0.1:9/base/x/y?a=1");
         let spec: SlotSpec =
-            toml::from_str("name='u'\nkind='upstream'\nurl='http://h:1'").unwrap();
+            toml::from_str("name='u'\nkind='upstream'\nurl='http://127.0.0.1:9/base/'").unwrap();
+        let slot = UpstreamSlot::new(&spec).unwrap();
+        assert_eq!(
+            slot.target_uri("/x/y", Some("a=1")).unwrap(),
+            "http://127.0.0.1:9/base/x/y?a=1"
+        );
+        let spec: SlotSpec = toml::from_str("name='u'\nkind='upstream'\nurl='http://h:1'").unwrap();
         let slot = UpstreamSlot::new(&spec).unwrap();
         assert_eq!(slot.target_uri("", None).unwrap(), "http://h:1/");
     }

@@ -1,0 +1,251 @@
+//! Upstream proxying: headers, errors, streaming, WebSocket, graceful shutdown.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn forwarding_headers_are_set_and_hop_by_hop_headers_removed() {
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    let gw = Gateway::start(&canary_config(&v1, &v2, 0.0, ""));
+    let c = client();
+    let resp = c
+        .get(gw.url("/api/echo?q=1"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("connection", "x-secret")
+        .header("x-secret", "drop me")
+        .header("x-request-id", "req-abc-123")
+        .header("x-app", "kept")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-request-id"], "req-abc-123");
+    assert_eq!(resp.headers()["x-switchyard-slot"], "v1");
+    assert!(
+        resp.headers().get("keep-alive").is_none(),
+        "hop-by-hop response header leaked"
+    );
+    let body: Value = resp.json().await.unwrap();
+    let h = &body["headers"];
+    assert_eq!(body["path"], "/api/echo");
+    assert_eq!(body["query"], "q=1");
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], gw.data.to_string());
+    assert_eq!(
+        h["forwarded"],
+        format!("for=127.0.0.1;proto=http;host=\"{}\"", gw.data)
+    );
+    assert_eq!(h["x-request-id"], "req-abc-123");
+    assert_eq!(
+        h["host"],
+        v1.addr.to_string(),
+        "Host is the upstream's unless preserve_host"
+    );
+    assert_eq!(h["x-app"], "kept");
+    assert!(
+        h.get("x-secret").is_none(),
+        "header named in Connection was forwarded"
+    );
+
+    // Generated request ids are returned and forwarded.
+    let resp = c.get(gw.url("/api/echo")).send().await.unwrap();
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["headers"]["x-request-id"], id.as_str());
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_and_too_slow_is_504() {
+    let v1 = Upstream::start("v1").await;
+    // A port with nothing listening: bind, note the port, close.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = format!(
+        r#"{}
+[[slot]]
+name = "dead"
+kind = "upstream"
+url = "http://{dead}"
+
+[[slot]]
+name = "slow"
+kind = "upstream"
+url = "{}"
+timeout_ms = 300
+
+[[route]]
+name = "dead"
+path = "/dead"
+stable = "dead"
+
+[[route]]
+name = "slow"
+path = "/slow"
+stable = "slow"
+"#,
+        listeners(""),
+        v1.url()
+    );
+    let gw = Gateway::start(&config);
+    let c = client();
+    let (status, slot, body) = get(&c, &gw.url("/dead/x"), &[]).await;
+    assert_eq!((status, slot.as_str()), (502, "dead"));
+    assert_eq!(body["error"]["code"], "upstream_unavailable");
+    assert!(body["error"]["message"].as_str().is_some());
+
+    let started = Instant::now();
+    let (status, _, body) = get(&c, &gw.url("/slow/slow?ms=3000"), &[]).await;
+    assert_eq!(status, 504);
+    assert_eq!(body["error"]["code"], "upstream_timeout");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "504 came after {:?}",
+        started.elapsed()
+    );
+    let (status, _, _) = get(&c, &gw.url("/slow/slow?ms=10"), &[]).await;
+    assert_eq!(status, 200);
+
+    let slots: Value = c
+        .get(gw.admin_url("/admin/slots"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let dead_stats = slots["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "dead")
+        .unwrap();
+    assert_eq!(dead_stats["last_minute"]["errors"], 1);
+}
+
+#[tokio::test]
+async fn hundred_megabytes_stream_both_ways_in_bounded_memory() {
+    const SIZE: u64 = 100 * 1024 * 1024;
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    let gw = Gateway::start(&canary_config(&v1, &v2, 0.0, "max_body_bytes = 209715200"));
+    let c = client();
+    get(&c, &gw.url("/api/warm"), &[]).await;
+    let before = gw.peak_rss();
+
+    // Upload: a streamed (chunked) body of 100 MiB.
+    let chunk = bytes::Bytes::from(vec![7u8; 256 * 1024]);
+    let stream = futures_util::stream::iter(
+        (0..SIZE / chunk.len() as u64).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    );
+    let resp = c
+        .post(gw.url("/api/upload"))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["received"].as_u64(), Some(SIZE));
+
+    // Download: 100 MiB streamed from the upstream.
+    let resp = c
+        .get(gw.url(&format!("/api/bytes?n={SIZE}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut got = 0u64;
+    let mut s = resp.bytes_stream();
+    while let Some(chunk) = s.next().await {
+        got += chunk.unwrap().len() as u64;
+    }
+    assert_eq!(got, SIZE);
+
+    let growth = gw.peak_rss().saturating_sub(before);
+    assert!(
+        growth < 48 * 1024 * 1024,
+        "gateway peak memory grew by {} MiB",
+        growth / (1024 * 1024)
+    );
+}
+
+#[tokio::test]
+async fn websocket_upgrade_is_passed_through() {
+    let ws = WsEcho::start().await;
+    let config = format!(
+        "{}\n[[slot]]\nname = \"ws\"\nkind = \"upstream\"\nurl = \"http://{}\"\n\n[[route]]\nname = \"ws\"\npath = \"/ws\"\nstable = \"ws\"\n",
+        listeners(""),
+        ws.addr
+    );
+    let gw = Gateway::start(&config);
+    let (mut sock, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws/echo", gw.data))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    assert_eq!(resp.headers()["x-switchyard-slot"], "ws");
+    for i in 0..5 {
+        let msg = format!("hello {i}");
+        sock.send(tokio_tungstenite::tungstenite::Message::text(msg.clone()))
+            .await
+            .unwrap();
+        let echo = tokio::time::timeout(Duration::from_secs(5), sock.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(echo.into_text().unwrap().as_str(), msg);
+    }
+    let big = vec![42u8; 1 << 20];
+    sock.send(tokio_tungstenite::tungstenite::Message::binary(big.clone()))
+        .await
+        .unwrap();
+    let echo = tokio::time::timeout(Duration::from_secs(5), sock.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(echo.into_data().as_ref(), big.as_slice());
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_then_exits() {
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    let mut gw = Gateway::start(&canary_config(&v1, &v2, 0.0, "drain_timeout_ms = 10000"));
+    let c = client();
+    let url = gw.url("/api/slow?ms=1500");
+    let pending = tokio::spawn({
+        let c = c.clone();
+        async move { c.get(url).send().await.map(|r| r.status().as_u16()) }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.signal("TERM");
+    gw.wait_log("drain start", |l| {
+        l["message"] == "shutting down: draining connections"
+    });
+    let ready = c.get(gw.admin_url("/readyz")).send().await;
+    if let Ok(r) = ready {
+        assert_eq!(r.status(), 503, "not ready while draining");
+    }
+    assert_eq!(
+        pending.await.unwrap().unwrap(),
+        200,
+        "in-flight request must finish"
+    );
+    let status = tokio::task::spawn_blocking(move || {
+        let s = gw.child.wait().unwrap();
+        (s, gw)
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "exit status {}", status.0);
+    assert!(
+        std::net::TcpStream::connect(status.1.data).is_err(),
+        "still accepting after shutdown"
+    );
+}
