@@ -1,0 +1,34 @@
+# Switchyard: the two commands of the README, and their parts.
+#   make run    set up, build, and run the gateway on the embedded default config
+#   make test   set up, build, and run the whole test suite
+# CONFIG=path/to.toml make run  runs with a configuration file instead.
+
+CARGO ?= cargo
+CONFIG ?=
+
+.PHONY: setup build run test lint bench bench-proxy clean-cache
+
+setup:
+	@./scripts/bootstrap.sh
+
+build: setup
+	$(CARGO) build --release -p switchyard
+
+run: build
+	./target/release/switchyard serve $(if $(CONFIG),--config $(CONFIG),)
+
+test: setup
+	$(CARGO) test --workspace --all-targets
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Pass-through proxy benchmark against the upstream directly and nginx (installs nginx and wrk).
+bench-proxy: setup
+	./benches/proxy/run.sh
+
+bench: bench-proxy
+
+clean-cache:
+	rm -rf .cache/downloads

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One idempotent set-up for running and testing Switchyard on a fresh Debian machine:
+#   1. Debian packages the tests need (only those missing are installed);
+#   2. the ONNX Runtime library and model files (scripts/fetch_assets.py, pinned by sha256).
+# Fast when everything is already there: no network access at all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages used by the test suite. Later features add to this list.
+APT_PACKAGES=(${SWITCHYARD_APT_PACKAGES:-})
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v python3 >/dev/null || { echo "bootstrap: python3 is required" >&2; exit 1; }
+python3 scripts/fetch_assets.py
