@@ -1,24 +1,26 @@
 //! The data-plane request path: request id → limits → route → splitter → slot → response headers,
 //! metrics and access log.
+//!
+//! One `Arc<Snapshot>` is taken per request and everything else is borrowed from it, so a request
+//! keeps the routes and slots it started with even if they are swapped meanwhile.
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response};
+use http_body::Body as _;
 use http_body_util::Limited;
 use hyper::body::Incoming;
-use metrics::SharedString;
 use switchyard_routing::{Choice, RequestView, strip_route_prefix};
 
 use crate::body::DeadlineBody;
 use crate::error::ApiError;
 use crate::slot::RequestContext;
-use crate::state::{Gateway, SlotHandle};
-use crate::telemetry::{self, RequestLabels};
+use crate::state::{Gateway, RouteRuntime, SlotHandle, Snapshot};
 
 /// Response header naming the slot that answered.
 pub const X_SWITCHYARD_SLOT: HeaderName = HeaderName::from_static("x-switchyard-slot");
@@ -28,15 +30,39 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// How much of a refused (too large) body is read and dropped before answering 413.
 const DISCARD_MAX_BYTES: u64 = 8 * 1024 * 1024;
 /// How long reading a refused body may take before answering 413 anyway.
-const DISCARD_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+const DISCARD_MAX_TIME: Duration = Duration::from_secs(1);
 
-/// Facts about the client connection.
+/// Facts about the client connection, computed once per connection.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The client's address.
     pub peer: SocketAddr,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// The client IP as text (`X-Forwarded-For` element).
+    pub peer_ip: HeaderValue,
+    /// The `Forwarded` element for this client: `for=…;proto=…`.
+    pub forwarded: String,
+}
+
+impl ConnInfo {
+    /// Describes a new connection.
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        let ip = peer.ip();
+        let proto = if tls { "https" } else { "http" };
+        let node = if ip.is_ipv6() {
+            format!("\"[{ip}]\"")
+        } else {
+            ip.to_string()
+        };
+        Self {
+            peer,
+            tls,
+            peer_ip: HeaderValue::try_from(ip.to_string())
+                .unwrap_or(HeaderValue::from_static("unknown")),
+            forwarded: format!("for={node};proto={proto}"),
+        }
+    }
 }
 
 /// A view of the request for the splitter.
@@ -74,18 +100,21 @@ impl RequestView for View<'_> {
     }
 }
 
-fn request_id(req: &Request<Incoming>) -> Arc<str> {
-    match req
-        .headers()
-        .get(&X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-    {
+/// The client's `X-Request-Id` when it is sane (1–128 visible ASCII characters), else a new UUID.
+fn request_id(req: &Request<Incoming>) -> HeaderValue {
+    match req.headers().get(&X_REQUEST_ID) {
         Some(id)
-            if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) =>
+            if !id.is_empty()
+                && id.len() <= 128
+                && id.as_bytes().iter().all(u8::is_ascii_graphic) =>
         {
-            Arc::from(id)
+            id.clone()
         }
-        _ => Arc::from(uuid::Uuid::new_v4().simple().to_string()),
+        _ => {
+            let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+            let id = uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
+            HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("-"))
+        }
     }
 }
 
@@ -97,40 +126,43 @@ fn header_bytes(req: &Request<Incoming>) -> usize {
         + req.uri().path_and_query().map_or(0, |p| p.as_str().len())
 }
 
-/// Records metrics and the access log when a request ends, also when the client goes away and the
-/// request future is dropped (status 499).
-struct Finish {
-    gw_log: bool,
-    start: Instant,
-    request_id: Arc<str>,
+/// The request as the access log needs it (only captured when access logs are on).
+struct AccessInfo {
     method: http::Method,
     path: String,
-    route: Option<Arc<str>>,
-    slot: Option<SlotHandle>,
-    labels: Option<RequestLabels>,
+}
+
+/// Records metrics and the access log when a request ends, also when the client goes away and the
+/// request future is dropped (status 499).
+struct Finish<'s> {
+    start: Instant,
+    request_id: HeaderValue,
+    access: Option<AccessInfo>,
+    route: Option<&'s RouteRuntime>,
+    slot: Option<&'s SlotHandle>,
     status: u16,
     code: Option<&'static str>,
 }
 
-impl Drop for Finish {
+impl Drop for Finish<'_> {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed().as_secs_f64();
-        if let Some(slot) = &self.slot {
+        if let Some(slot) = self.slot {
             let inflight = slot.stats.add_inflight(-1);
+            slot.inflight_gauge.set(inflight as f64);
             slot.stats.record(elapsed, self.status >= 500);
-            if let Some(labels) = &self.labels {
-                telemetry::set_inflight(&labels.slot, inflight);
-                telemetry::record_request(labels, self.status, elapsed);
+            if let Some(m) = self.route.and_then(|r| r.metrics.get(&slot.name)) {
+                m.record(self.status, elapsed);
             }
         }
-        if self.gw_log {
+        if let Some(access) = &self.access {
             tracing::info!(
                 target: "access",
-                request_id = %self.request_id,
-                method = %self.method,
-                path = %self.path,
-                route = self.route.as_deref().unwrap_or("-"),
-                slot = self.slot.as_ref().map_or("-", |s| &*s.name),
+                request_id = self.request_id.to_str().unwrap_or("-"),
+                method = %access.method,
+                path = %access.path,
+                route = self.route.map_or("-", |r| &*r.name),
+                slot = self.slot.map_or("-", |s| &*s.name),
                 status = self.status,
                 error = self.code.unwrap_or(""),
                 duration_ms = (elapsed * 1e6).round() / 1e3,
@@ -146,49 +178,49 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    let snap = gw.snapshot();
+    serve(&snap, &conn, req).await
+}
+
+async fn serve(snap: &Snapshot, conn: &Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
     let start = Instant::now();
     let request_id = request_id(&req);
-    let snap = gw.snapshot();
-    let mut fin = Finish {
-        gw_log: snap.config.log.access_log,
-        start,
-        request_id: request_id.clone(),
+    let access = snap.config.log.access_log.then(|| AccessInfo {
         method: req.method().clone(),
         path: req.uri().path().to_string(),
+    });
+    let mut fin = Finish {
+        start,
+        request_id,
+        access,
         route: None,
         slot: None,
-        labels: None,
         status: 499,
         code: None,
     };
 
-    let mut resp = match route_and_call(&snap, &conn, req, &request_id, start, &mut fin).await {
+    let mut resp = match route_and_call(snap, conn, req, &mut fin).await {
         Ok(resp) => resp,
         Err(e) => {
             fin.code = Some(e.code);
             e.into_response()
         }
     };
-    if let Some(slot) = &fin.slot
-        && let Ok(v) = HeaderValue::from_str(&slot.name)
-    {
-        resp.headers_mut().insert(X_SWITCHYARD_SLOT, v);
+    if let Some(slot) = fin.slot {
+        resp.headers_mut()
+            .insert(X_SWITCHYARD_SLOT, slot.header.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert(X_REQUEST_ID, v);
-    }
+    resp.headers_mut()
+        .insert(X_REQUEST_ID, fin.request_id.clone());
     fin.status = resp.status().as_u16();
-    drop(fin);
     resp
 }
 
-async fn route_and_call(
-    snap: &crate::state::Snapshot,
-    conn: &ConnInfo,
+async fn route_and_call<'s>(
+    snap: &'s Snapshot,
+    conn: &Arc<ConnInfo>,
     req: Request<Incoming>,
-    request_id: &Arc<str>,
-    start: Instant,
-    fin: &mut Finish,
+    fin: &mut Finish<'s>,
 ) -> Result<Response<Body>, ApiError> {
     let server = &snap.config.server;
     if header_bytes(&req) > server.max_header_bytes {
@@ -198,23 +230,17 @@ async fn route_and_call(
             format!("request headers exceed {} bytes", server.max_header_bytes),
         ));
     }
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(String::from)
-        });
+    let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
     let path = req.uri().path();
-    let route = snap
+    let route: &RouteRuntime = snap
         .table
-        .find(host.as_deref(), path)
-        .ok_or_else(|| ApiError::no_route(path))?
-        .clone();
-    fin.route = Some(route.name.clone());
+        .find(host, path)
+        .ok_or_else(|| ApiError::no_route(path))?;
+    fin.route = Some(route);
 
     let view = View {
         req: &req,
@@ -226,26 +252,19 @@ async fn route_and_call(
         0.0
     };
     let slot_name = match route.splitter.choose(weight, &view) {
-        Choice::Override { target, .. } => target.clone(),
-        Choice::Canary { .. } => route.canary.clone().unwrap_or_else(|| route.stable.clone()),
-        Choice::Stable { .. } => route.stable.clone(),
+        Choice::Override { target, .. } => target,
+        Choice::Canary { .. } => route.canary.as_ref().unwrap_or(&route.stable),
+        Choice::Stable { .. } => &route.stable,
     };
-    let slot = snap.slots.get(&slot_name).cloned().ok_or_else(|| {
+    let slot = snap.slots.get(slot_name).ok_or_else(|| {
         ApiError::new(
             http::StatusCode::SERVICE_UNAVAILABLE,
             "slot_unavailable",
             format!("slot `{slot_name}` is not loaded"),
         )
     })?;
-    let inflight = slot.stats.add_inflight(1);
-    let labels = RequestLabels {
-        route: SharedString::from(route.name.clone()),
-        slot: SharedString::from(slot.name.clone()),
-        version: SharedString::from(Arc::<str>::from(slot.spec.version.as_str())),
-    };
-    telemetry::set_inflight(&labels.slot, inflight);
-    fin.labels = Some(labels);
-    fin.slot = Some(slot.clone());
+    slot.inflight_gauge.set(slot.stats.add_inflight(1) as f64);
+    fin.slot = Some(slot);
 
     let limit = route.max_body_bytes;
     let declared = req
@@ -261,22 +280,27 @@ async fn route_and_call(
         fin.code = Some("body_too_large");
         return Ok(resp);
     }
-    let ctx_path = if route.spec.strip_prefix {
-        strip_route_prefix(&route.spec.path, req.uri().path()).into_owned()
-    } else {
-        req.uri().path().to_string()
-    };
     let ctx = RequestContext {
-        request_id: request_id.clone(),
+        request_id: fin.request_id.clone(),
         route: route.name.clone(),
-        peer: conn.peer,
-        tls: conn.tls,
-        host,
-        path: ctx_path,
+        conn: conn.clone(),
+        host: host.map(String::from),
+        path: if route.spec.strip_prefix {
+            strip_route_prefix(&route.spec.path, path).into_owned()
+        } else {
+            path.to_string()
+        },
         max_body_bytes: limit,
     };
-    let deadline = tokio::time::Instant::from_std(start)
-        + std::time::Duration::from_millis(server.request_timeout_ms);
-    let req = req.map(|b| Body::new(Limited::new(DeadlineBody::new(b, deadline), limit as usize)));
+    let req = req.map(|b| {
+        if b.is_end_stream() {
+            // No body (most GETs): no limit or deadline to enforce, no timer to arm.
+            Body::empty()
+        } else {
+            let deadline = tokio::time::Instant::from_std(fin.start)
+                + Duration::from_millis(server.request_timeout_ms);
+            Body::new(Limited::new(DeadlineBody::new(b, deadline), limit as usize))
+        }
+    });
     slot.slot.call(req, &ctx).await
 }

@@ -4,6 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc instead of glibc malloc: ~5 % of a proxied request's CPU was in glibc malloc/free.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use switchyard::run;
 use switchyard::telemetry;
 use switchyard_config::LogFormat;
@@ -72,12 +76,9 @@ fn main() -> ExitCode {
                 }
             };
             telemetry::init_logging(&cfg.log, log_format);
-            let mut rt = tokio::runtime::Builder::new_multi_thread();
-            rt.enable_all();
-            if cfg.server.workers > 0 {
-                rt.worker_threads(cfg.server.workers);
-            }
-            let result = rt
+            // The control runtime (admin, signals, reloads); data-plane workers get their own threads.
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| rt.block_on(run::serve(cfg, config)));

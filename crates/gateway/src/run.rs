@@ -101,20 +101,37 @@ fn reload(gw: &Gateway, tls: &TlsSlot) -> Result<serde_json::Value, ReloadError>
     result
 }
 
-/// Runs the gateway until SIGTERM/SIGINT.
+/// Number of data-plane workers: `server.workers`, or one per CPU core.
+pub fn worker_count(cfg: &Config) -> usize {
+    if cfg.server.workers > 0 {
+        cfg.server.workers
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    }
+}
+
+/// Runs the gateway until SIGTERM/SIGINT. Call on the control runtime.
+///
+/// Threads: this (control) runtime serves the admin listener, signals and reloads; `workers`
+/// data-plane threads each run a single-threaded runtime with their own `SO_REUSEPORT` listener and
+/// their own upstream connection pools, so a request is served start to finish on one thread.
 pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let metrics = telemetry::init_metrics()?;
     let tls: TlsSlot = Arc::new(arc_swap::ArcSwapOption::from(
         build_tls(&config, config_path.as_deref())?.map(Arc::new),
     ));
     let limits = limits(&config);
+    let workers = worker_count(&config);
     let (data_addr, admin_addr) = (config.server.listen.clone(), config.admin.listen.clone());
     let drain = Duration::from_millis(config.server.drain_timeout_ms);
     let gw = Arc::new(Gateway::new(config, config_path)?);
 
-    let (data_listener, data_local) = server::bind(&data_addr, "server.listen").await?;
+    let (data_listeners, data_local) = server::bind_workers(&data_addr, workers, "server.listen")?;
     let (admin_listener, admin_local) = server::bind(&admin_addr, "admin.listen").await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (released_tx, released_rx) = watch::channel(false);
     let tracker = TaskTracker::new();
 
     let reload_fn = {
@@ -127,16 +144,36 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         reload: reload_fn.clone(),
     });
 
-    let data_gw = gw.clone();
-    let data = tokio::spawn(server::serve(
-        "data",
-        data_listener,
-        tls.load().is_some().then(|| tls.clone()),
-        limits,
-        move |conn, req| crate::dataplane::handle(data_gw.clone(), conn, req),
-        shutdown_rx.clone(),
-        tracker.clone(),
-    ));
+    let mut threads = Vec::with_capacity(workers);
+    for (i, std_listener) in data_listeners.into_iter().enumerate() {
+        let (gw, tls, tracker) = (gw.clone(), tls.clone(), tracker.clone());
+        let (shutdown_rx, mut released_rx) = (shutdown_rx.clone(), released_rx.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("data-{i}"))
+            .spawn(move || -> anyhow::Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(std_listener)?;
+                    let tls = tls.load().is_some().then_some(tls);
+                    server::serve(
+                        "data",
+                        listener,
+                        tls,
+                        limits,
+                        move |conn, req| crate::dataplane::handle(gw.clone(), conn, req),
+                        shutdown_rx,
+                        tracker,
+                    )
+                    .await;
+                    // Keep driving this worker's connections until the control thread says the drain is over.
+                    let _ = released_rx.wait_for(|done| *done).await;
+                    Ok(())
+                })
+            })?;
+        threads.push(handle);
+    }
     let admin = tokio::spawn(server::serve(
         "admin",
         admin_listener,
@@ -155,7 +192,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         shutdown_rx.clone(),
         tracker.clone(),
     ));
-    tracing::info!(listener = "data", addr = %data_local, tls = tls.load().is_some(), "listening");
+    tracing::info!(listener = "data", addr = %data_local, tls = tls.load().is_some(), workers, "listening");
     tracing::info!(listener = "admin", addr = %admin_local, "listening");
 
     wait_for_signals(reload_fn).await;
@@ -165,10 +202,18 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     );
     gw.draining.store(true, Ordering::Relaxed);
     let _ = shutdown_tx.send(true);
-    let _ = tokio::join!(data, admin);
+    let _ = admin.await;
     tracker.close();
     if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
         tracing::warn!("drain timeout reached; closing the remaining connections");
+    }
+    let _ = released_tx.send(true);
+    for t in threads {
+        match t.join() {
+            Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "data-plane worker failed"),
+            Err(_) => tracing::error!("data-plane worker panicked"),
+            Ok(Ok(())) => {}
+        }
     }
     tracing::info!("stopped");
     Ok(())

@@ -141,13 +141,13 @@ pub async fn serve<H, F>(
         tracker.spawn(async move {
             match acceptor {
                 None => {
-                    let info = Arc::new(ConnInfo { peer, tls: false });
+                    let info = Arc::new(ConnInfo::new(peer, false));
                     serve_conn(builder, stream, info, limits, handler, shutdown).await;
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
-                            let info = Arc::new(ConnInfo { peer, tls: true });
+                            let info = Arc::new(ConnInfo::new(peer, true));
                             serve_conn(builder, tls_stream, info, limits, handler, shutdown).await;
                         }
                         Ok(Err(e)) => tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed"),
@@ -224,4 +224,39 @@ pub async fn bind(addr: &str, what: &str) -> anyhow::Result<(TcpListener, Socket
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({what}): {e}"))?;
     let local = listener.local_addr()?;
     Ok((listener, local))
+}
+
+/// Binds `n` sockets to one address with `SO_REUSEPORT`, one per data-plane worker, so the kernel
+/// spreads connections across workers (the Envoy/Pingora model; measured faster here than all
+/// workers accepting from one shared socket). With port 0 the first socket picks the port and the
+/// others join it.
+pub fn bind_workers(
+    addr: &str,
+    n: usize,
+    what: &str,
+) -> anyhow::Result<(Vec<std::net::TcpListener>, SocketAddr)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut target: SocketAddr = addr
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{what}: `{addr}`: {e}"))?;
+    let mut out = Vec::with_capacity(n.max(1));
+    for _ in 0..n.max(1) {
+        let socket = Socket::new(
+            Domain::for_address(target),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.set_tcp_nodelay(true)?;
+        socket
+            .bind(&target.into())
+            .map_err(|e| anyhow::anyhow!("cannot listen on {target} ({what}): {e}"))?;
+        socket.listen(1024)?;
+        let listener: std::net::TcpListener = socket.into();
+        target = listener.local_addr()?;
+        out.push(listener);
+    }
+    Ok((out, target))
 }

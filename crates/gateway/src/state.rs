@@ -87,6 +87,10 @@ pub struct SlotHandle {
     pub stats: Arc<SlotStats>,
     /// When this backend was built.
     pub loaded_at: std::time::SystemTime,
+    /// `X-Switchyard-Slot` value, prepared once.
+    pub header: http::HeaderValue,
+    /// `switchyard_inflight_requests{slot}`, registered once.
+    pub inflight_gauge: metrics::Gauge,
 }
 
 /// A route with its live (possibly operator-changed) stable, canary and weight.
@@ -105,10 +109,16 @@ pub struct RouteRuntime {
     pub splitter: Splitter<Arc<str>>,
     /// Body limit for this route.
     pub max_body_bytes: u64,
+    /// Metric handles for each slot this route can send to.
+    pub metrics: Arc<HashMap<Arc<str>, telemetry::RouteSlotMetrics>>,
 }
 
 impl RouteRuntime {
-    fn from_spec(spec: &RouteSpec, server_max_body: u64) -> Self {
+    fn from_spec(
+        spec: &RouteSpec,
+        server_max_body: u64,
+        slots: &HashMap<Arc<str>, SlotHandle>,
+    ) -> Self {
         let rules = spec
             .matches
             .iter()
@@ -143,6 +153,16 @@ impl RouteRuntime {
             },
             splitter: Splitter::new(&spec.name, rules, sticky),
             max_body_bytes: spec.max_body_bytes.unwrap_or(server_max_body),
+            metrics: Arc::new(
+                slots
+                    .values()
+                    .map(|h| {
+                        let m =
+                            telemetry::RouteSlotMetrics::new(&spec.name, &h.name, &h.spec.version);
+                        (h.name.clone(), m)
+                    })
+                    .collect(),
+            ),
         }
     }
 
@@ -155,6 +175,7 @@ impl RouteRuntime {
             weight,
             splitter: self.splitter.clone(),
             max_body_bytes: self.max_body_bytes,
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -394,6 +415,8 @@ fn build_snapshot(
                 let slot = slot::build(spec)
                     .map_err(|e| anyhow::anyhow!("slot `{}`: {e:#}", spec.name))?;
                 SlotHandle {
+                    header: http::HeaderValue::from_str(&spec.name)?,
+                    inflight_gauge: telemetry::inflight_gauge(&name),
                     name: name.clone(),
                     spec: Arc::new(spec.clone()),
                     slot,
@@ -409,7 +432,7 @@ fn build_snapshot(
 
     let mut routes = Vec::new();
     for spec in &config.routes {
-        let fresh = RouteRuntime::from_spec(spec, config.server.max_body_bytes);
+        let fresh = RouteRuntime::from_spec(spec, config.server.max_body_bytes, &slots);
         let prev = old.and_then(|o| o.route(&spec.name));
         let route = match prev {
             Some(p)

@@ -11,6 +11,7 @@
 //! | `switchyard_route_canary_weight` | gauge | route | percent |
 //! | `switchyard_config_reloads_total` | counter | result (`ok`/`error`) | reloads |
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics::{SharedString, Unit};
@@ -52,14 +53,16 @@ pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)?
         .install_recorder()?;
     describe();
+    // Draining histogram samples takes a while under load: keep it off the request threads.
     let upkeep = handle.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(5));
+                upkeep.run_upkeep();
+            }
+        })?;
     Ok(handle)
 }
 
@@ -113,53 +116,57 @@ pub fn count_reload(ok: bool) {
         .increment(1);
 }
 
-/// Labels of one request's metrics, shared (no copies on the hot path).
-pub struct RequestLabels {
-    /// Route name.
-    pub route: SharedString,
-    /// Slot name.
-    pub slot: SharedString,
-    /// Slot version.
-    pub version: SharedString,
+/// `switchyard_inflight_requests{slot}`.
+pub fn inflight_gauge(slot: &str) -> metrics::Gauge {
+    metrics::gauge!("switchyard_inflight_requests", "slot" => slot.to_string())
 }
 
-/// Sets the in-flight gauge of a slot.
-pub fn set_inflight(slot: &SharedString, value: i64) {
-    metrics::gauge!("switchyard_inflight_requests", "slot" => slot.clone()).set(value as f64);
+/// Statuses whose request counters are kept as handles; others are looked up per request.
+const COMMON_STATUSES: [u16; 16] = [
+    200, 201, 204, 206, 301, 302, 304, 400, 401, 403, 404, 413, 499, 500, 502, 504,
+];
+
+/// Metric handles for one (route, slot) pair, registered on first use: no label hashing on the
+/// request path after that, and no empty series for pairs that never see traffic.
+pub struct RouteSlotMetrics {
+    route: SharedString,
+    slot: SharedString,
+    version: SharedString,
+    duration: OnceLock<metrics::Histogram>,
+    common: [OnceLock<metrics::Counter>; COMMON_STATUSES.len()],
 }
 
-/// Records a finished request.
-pub fn record_request(labels: &RequestLabels, status: u16, seconds: f64) {
-    metrics::counter!("switchyard_requests_total",
-        "route" => labels.route.clone(), "slot" => labels.slot.clone(),
-        "version" => labels.version.clone(), "status" => status_label(status))
-    .increment(1);
-    metrics::histogram!("switchyard_request_duration_seconds",
-        "route" => labels.route.clone(), "slot" => labels.slot.clone())
-    .record(seconds);
-}
+impl RouteSlotMetrics {
+    /// Prepares the labels; registers nothing yet.
+    pub fn new(route: &str, slot: &str, version: &str) -> Self {
+        Self {
+            route: SharedString::from(route.to_string()),
+            slot: SharedString::from(slot.to_string()),
+            version: SharedString::from(version.to_string()),
+            duration: OnceLock::new(),
+            common: Default::default(),
+        }
+    }
 
-fn status_label(status: u16) -> SharedString {
-    const COMMON: [(u16, &str); 16] = [
-        (200, "200"),
-        (201, "201"),
-        (204, "204"),
-        (206, "206"),
-        (301, "301"),
-        (302, "302"),
-        (304, "304"),
-        (400, "400"),
-        (401, "401"),
-        (403, "403"),
-        (404, "404"),
-        (413, "413"),
-        (499, "499"),
-        (500, "500"),
-        (502, "502"),
-        (504, "504"),
-    ];
-    match COMMON.iter().find(|(c, _)| *c == status) {
-        Some((_, s)) => SharedString::const_str(s),
-        None => SharedString::from(status.to_string()),
+    fn counter(&self, status: u16) -> metrics::Counter {
+        metrics::counter!("switchyard_requests_total",
+            "route" => self.route.clone(), "slot" => self.slot.clone(),
+            "version" => self.version.clone(), "status" => SharedString::from(status.to_string()))
+    }
+
+    /// Records a finished request.
+    pub fn record(&self, status: u16, seconds: f64) {
+        match COMMON_STATUSES.iter().position(|s| *s == status) {
+            Some(i) => self.common[i]
+                .get_or_init(|| self.counter(status))
+                .increment(1),
+            None => self.counter(status).increment(1),
+        }
+        self.duration
+            .get_or_init(|| {
+                metrics::histogram!("switchyard_request_duration_seconds",
+                    "route" => self.route.clone(), "slot" => self.slot.clone())
+            })
+            .record(seconds);
     }
 }

@@ -9,7 +9,6 @@ mod fixed;
 mod upstream;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -17,6 +16,7 @@ use axum::body::Body;
 use http::{Request, Response};
 use switchyard_config::{SlotKind, SlotSpec};
 
+use crate::dataplane::ConnInfo;
 use crate::error::ApiError;
 
 pub use fixed::StaticSlot;
@@ -26,13 +26,11 @@ pub use upstream::UpstreamSlot;
 #[derive(Debug, Clone)]
 pub struct RequestContext {
     /// The request id (kept from `X-Request-Id` or generated).
-    pub request_id: Arc<str>,
+    pub request_id: http::HeaderValue,
     /// The route that matched.
     pub route: Arc<str>,
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// Whether the client connection is TLS.
-    pub tls: bool,
+    /// The client connection.
+    pub conn: Arc<ConnInfo>,
     /// The host the client asked for (`Host` header or HTTP/2 `:authority`).
     pub host: Option<String>,
     /// The path the slot should see (the route prefix removed when `strip_prefix` is set).

@@ -46,7 +46,11 @@ pub struct UpstreamSlot {
     base_path: String,
     timeout: Duration,
     preserve_host: bool,
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    connect_timeout: Duration,
+    pool_max_idle: usize,
+    /// One pool per data-plane worker thread: a request never crosses threads to reach its
+    /// upstream connection.
+    clients: thread_local::ThreadLocal<Client<HttpsConnector<HttpConnector>, Body>>,
 }
 
 impl UpstreamSlot {
@@ -64,21 +68,6 @@ impl UpstreamSlot {
             .ok_or_else(|| anyhow::anyhow!("`{url}` has no host"))?;
         let base_path = uri.path().trim_end_matches('/').to_string();
 
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_millis(
-            spec.connect_timeout_ms.unwrap_or(2_000),
-        )));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(spec.pool_max_idle.unwrap_or(256))
-            .build(connector);
         Ok(Self {
             url,
             scheme,
@@ -86,7 +75,27 @@ impl UpstreamSlot {
             base_path,
             timeout: Duration::from_millis(spec.timeout_ms.unwrap_or(30_000)),
             preserve_host: spec.preserve_host.unwrap_or(false),
-            client,
+            connect_timeout: Duration::from_millis(spec.connect_timeout_ms.unwrap_or(2_000)),
+            pool_max_idle: spec.pool_max_idle.unwrap_or(256),
+            clients: thread_local::ThreadLocal::new(),
+        })
+    }
+
+    fn client(&self) -> &Client<HttpsConnector<HttpConnector>, Body> {
+        self.clients.get_or(|| {
+            let mut http = HttpConnector::new();
+            http.enforce_http(false);
+            http.set_nodelay(true);
+            http.set_connect_timeout(Some(self.connect_timeout));
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_webpki_roots()
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http);
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .pool_max_idle_per_host(self.pool_max_idle)
+                .build(connector)
         })
     }
 
@@ -126,7 +135,18 @@ impl UpstreamSlot {
         let upgrade = upgrade_protocol(&req);
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
 
-        let uri = self.target_uri(&ctx.path, req.uri().query())?;
+        let uri = match req.uri().path_and_query() {
+            // Common case: nothing to rewrite, reuse the client's path and query as they are.
+            Some(pq) if self.base_path.is_empty() && pq.path() == ctx.path => Uri::builder()
+                .scheme(self.scheme.clone())
+                .authority(self.authority.clone())
+                .path_and_query(pq.clone())
+                .build()
+                .map_err(|_| {
+                    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "bad request target")
+                })?,
+            _ => self.target_uri(&ctx.path, req.uri().query())?,
+        };
         let (mut parts, body) = req.into_parts();
         parts.uri = uri;
         parts.version = Version::HTTP_11;
@@ -140,7 +160,7 @@ impl UpstreamSlot {
         self.set_forwarding_headers(&mut parts.headers, ctx);
 
         let out = Request::from_parts(parts, body);
-        let mut resp = match tokio::time::timeout(self.timeout, self.client.request(out)).await {
+        let mut resp = match tokio::time::timeout(self.timeout, self.client().request(out)).await {
             Err(_) => {
                 return Err(ApiError::new(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -194,30 +214,41 @@ impl UpstreamSlot {
     }
 
     fn set_forwarding_headers(&self, h: &mut HeaderMap, ctx: &RequestContext) {
-        let ip = ctx.peer.ip();
-        let proto = if ctx.tls { "https" } else { "http" };
+        let conn = &ctx.conn;
         let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-            _ => ip.to_string(),
+            Some(prev) if !prev.is_empty() => {
+                HeaderValue::try_from(format!("{prev}, {}", conn.peer_ip.to_str().unwrap_or("")))
+                    .ok()
+            }
+            _ => Some(conn.peer_ip.clone()),
         };
-        insert_str(h, X_FORWARDED_FOR, &xff);
-        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-        let for_node = if ip.is_ipv6() {
-            format!("\"[{ip}]\"")
-        } else {
-            ip.to_string()
-        };
-        let mut fwd = format!("for={for_node};proto={proto}");
+        if let Some(v) = xff {
+            h.insert(X_FORWARDED_FOR, v);
+        }
+        h.insert(
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+        );
+        let mut fwd = String::with_capacity(conn.forwarded.len() + 64);
+        if let Some(prev) = h
+            .get(&FORWARDED)
+            .and_then(|v| v.to_str().ok())
+            .filter(|p| !p.is_empty())
+        {
+            fwd.push_str(prev);
+            fwd.push_str(", ");
+        }
+        fwd.push_str(&conn.forwarded);
         if let Some(host) = &ctx.host {
             insert_str(h, X_FORWARDED_HOST, host);
-            fwd.push_str(&format!(";host=\"{host}\""));
+            fwd.push_str(";host=\"");
+            fwd.push_str(host);
+            fwd.push('"');
         }
-        let fwd = match h.get(&FORWARDED).and_then(|v| v.to_str().ok()) {
-            Some(prev) if !prev.is_empty() => format!("{prev}, {fwd}"),
-            _ => fwd,
-        };
-        insert_str(h, FORWARDED, &fwd);
-        insert_str(h, X_REQUEST_ID, &ctx.request_id);
+        if let Ok(v) = HeaderValue::try_from(fwd) {
+            h.insert(FORWARDED, v);
+        }
+        h.insert(X_REQUEST_ID, ctx.request_id.clone());
         match (&ctx.host, self.preserve_host) {
             (Some(host), true) => insert_str(h, header::HOST, host),
             _ => {

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Pass-through proxy benchmark, one invocation, same load against three targets:
+#   (a) the upstream directly, (b) nginx as a plain reverse proxy, (c) Switchyard with a route that has
+#   two overrides and a 20 % sticky split.
+# The upstream is nginx serving a 1 KiB static body on loopback. Both proxies run 2 workers
+# (nginx worker_processes 2, Switchyard workers = 2) with access logs off, upstream keep-alive on.
+#
+# Usage: benches/proxy/run.sh     (env: DURATION=10s CONNECTIONS=50 THREADS=2 ROUNDS=3)
+# The targets are measured in interleaved rounds (upstream, nginx, switchyard, upstream, …) and the
+# median of the rounds is reported, since one run on a shared 2-core machine varies by ±5 %.
+# Prints requests/s and p50/p99 latency for each, and the Switchyard/nginx ratios.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-50}
+THREADS=${THREADS:-2}
+ROUNDS=${ROUNDS:-3}
+UP_PORT=18081 NGINX_PORT=18082 SY_PORT=18083 SY_ADMIN=18084
+
+need=()
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v wrk >/dev/null || need+=(wrk)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+cargo build --release -q -p switchyard
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+mkdir -p "$work"/{up,proxy}/logs "$work/www"
+chmod 755 "$work"
+head -c 1024 /dev/zero | tr '\0' 'x' > "$work/www/index.html"; chmod -R a+rX "$work"
+
+cat > "$work/up/nginx.conf" <<CONF
+worker_processes 1;
+daemon off; pid $work/up/nginx.pid; error_log $work/up/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$UP_PORT; root $work/www; location / { try_files /index.html =404; } }
+}
+CONF
+cat > "$work/proxy/nginx.conf" <<CONF
+worker_processes 2;
+daemon off; pid $work/proxy/nginx.pid; error_log $work/proxy/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$UP_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+    }
+  }
+}
+CONF
+cat > "$work/switchyard.toml" <<CONF
+[server]
+listen = "127.0.0.1:$SY_PORT"
+workers = 2
+[admin]
+listen = "127.0.0.1:$SY_ADMIN"
+[log]
+access_log = false
+level = "warn"
+[[slot]]
+name = "stable"
+kind = "upstream"
+url = "http://127.0.0.1:$UP_PORT"
+[[slot]]
+name = "canary"
+kind = "upstream"
+url = "http://127.0.0.1:$UP_PORT"
+[[route]]
+name = "bench"
+path = "/"
+stable = "stable"
+canary = "canary"
+canary_weight = 20
+sticky = ["header:x-user-id", "cookie:uid", "ip"]
+[[route.match]]
+header = "x-gray-enable"
+equals = "true"
+slot = "canary"
+[[route.match]]
+cookie = "ABTEST_Bench"
+slot = "canary"
+CONF
+
+nginx -p "$work/up" -c "$work/up/nginx.conf" & pids+=($!)
+nginx -p "$work/proxy" -c "$work/proxy/nginx.conf" & pids+=($!)
+./target/release/switchyard serve --config "$work/switchyard.toml" >"$work/switchyard.log" 2>&1 & pids+=($!)
+for port in $UP_PORT $NGINX_PORT $SY_PORT; do
+  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+done
+
+# Each client request carries a distinct user id so the sticky split really splits.
+cat > "$work/users.lua" <<'LUA'
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", "/", { ["x-user-id"] = "user-" .. n })
+end
+LUA
+
+declare -A RPS P50 P99
+to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v } else if (v ~ /s$/) { sub(/s$/, "", v); print v*1000 } else print v }'; }
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+run() {
+  local name=$1 port=$2
+  local out; out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$work/users.lua" "http://127.0.0.1:$port/")
+  if echo "$out" | grep -q "Non-2xx"; then echo "$out" >&2; echo "error: non-2xx responses from $name" >&2; exit 1; fi
+  RPS[$name]+=" $(echo "$out" | awk '/Requests\/sec/ {print $2}')"
+  P50[$name]+=" $(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")"
+  P99[$name]+=" $(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")"
+}
+for port in $UP_PORT $NGINX_PORT $SY_PORT; do   # warm-up: connections, pools, caches
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$work/users.lua" "http://127.0.0.1:$port/" >/dev/null
+done
+for round in $(seq "$ROUNDS"); do
+  run upstream $UP_PORT
+  run nginx $NGINX_PORT
+  run switchyard $SY_PORT
+done
+
+echo
+echo "pass-through proxy, 1 KiB responses, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, median of $ROUNDS interleaved rounds, $(nproc) cores"
+printf "%-12s %12s %10s %10s   %s\n" target "requests/s" "p50 ms" "p99 ms" "requests/s per round"
+declare -A M_RPS M_P50 M_P99
+for t in upstream nginx switchyard; do
+  M_RPS[$t]=$(echo "${RPS[$t]}" | median); M_P50[$t]=$(echo "${P50[$t]}" | median); M_P99[$t]=$(echo "${P99[$t]}" | median)
+  printf "%-12s %12.0f %10.3f %10.3f  %s\n" "$t" "${M_RPS[$t]}" "${M_P50[$t]}" "${M_P99[$t]}" "${RPS[$t]}"
+done
+awk -v a="${M_RPS[switchyard]}" -v b="${M_RPS[nginx]}" -v c="${M_P99[switchyard]}" -v d="${M_P99[nginx]}" -v e="${M_P50[switchyard]}" -v f="${M_P50[nginx]}" \
+  'BEGIN { printf "switchyard/nginx: throughput %.2fx, p50 %.2fx, p99 %.2fx\n", a/b, e/f, c/d }'
+canary=$(curl -s "http://127.0.0.1:$SY_ADMIN/metrics" | awk -F' ' '/^switchyard_requests_total\{route="bench",slot="canary"/ {s+=$2} /^switchyard_requests_total\{route="bench"/ {t+=$2} END { if (t) printf "%.1f", 100*s/t }')
+echo "switchyard canary share during the run: ${canary}% (weight 20)"
