@@ -100,6 +100,7 @@ CONF
 nginx -p "$work/up" -c "$work/up/nginx.conf" & pids+=($!)
 nginx -p "$work/proxy" -c "$work/proxy/nginx.conf" & pids+=($!)
 ./target/release/switchyard serve --config "$work/switchyard.toml" >"$work/switchyard.log" 2>&1 & pids+=($!)
+SY_PID=$!
 for port in $UP_PORT $NGINX_PORT $SY_PORT; do
   for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
 done
@@ -113,12 +114,28 @@ request = function()
 end
 LUA
 
-declare -A RPS P50 P99
+declare -A RPS P50 P99 CPU
+# CPU seconds (user + system) used so far by the processes of a target (the upstream is excluded).
+cpu_of() {
+  local pids
+  case $1 in
+    upstream) pids=$(cat "$work/up/nginx.pid"; pgrep -P "$(cat "$work/up/nginx.pid")") ;;
+    nginx) pids=$(cat "$work/proxy/nginx.pid"; pgrep -P "$(cat "$work/proxy/nginx.pid")") ;;
+    switchyard) pids=$SY_PID ;;
+  esac
+  local ticks=0
+  for p in $pids; do ticks=$(( ticks + $(awk '{print $14 + $15}' "/proc/$p/stat") )); done
+  echo "$ticks"
+}
 to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v } else if (v ~ /s$/) { sub(/s$/, "", v); print v*1000 } else print v }'; }
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 run() {
   local name=$1 port=$2
+  local c0; c0=$(cpu_of "$name")
   local out; out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$work/users.lua" "http://127.0.0.1:$port/")
+  local c1; c1=$(cpu_of "$name")
+  local reqs; reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  CPU[$name]+=" $(awk -v a="$c0" -v b="$c1" -v r="$reqs" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz * 1e6 / r }')"
   if echo "$out" | grep -q "Non-2xx"; then echo "$out" >&2; echo "error: non-2xx responses from $name" >&2; exit 1; fi
   RPS[$name]+=" $(echo "$out" | awk '/Requests\/sec/ {print $2}')"
   P50[$name]+=" $(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")"
@@ -135,13 +152,15 @@ done
 
 echo
 echo "pass-through proxy, 1 KiB responses, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, median of $ROUNDS interleaved rounds, $(nproc) cores"
-printf "%-12s %12s %10s %10s   %s\n" target "requests/s" "p50 ms" "p99 ms" "requests/s per round"
-declare -A M_RPS M_P50 M_P99
+printf "%-12s %12s %10s %10s %14s   %s\n" target "requests/s" "p50 ms" "p99 ms" "CPU us/req" "requests/s per round"
+declare -A M_RPS M_P50 M_P99 M_CPU
 for t in upstream nginx switchyard; do
-  M_RPS[$t]=$(echo "${RPS[$t]}" | median); M_P50[$t]=$(echo "${P50[$t]}" | median); M_P99[$t]=$(echo "${P99[$t]}" | median)
-  printf "%-12s %12.0f %10.3f %10.3f  %s\n" "$t" "${M_RPS[$t]}" "${M_P50[$t]}" "${M_P99[$t]}" "${RPS[$t]}"
+  M_RPS[$t]=$(echo "${RPS[$t]}" | median); M_P50[$t]=$(echo "${P50[$t]}" | median)
+  M_P99[$t]=$(echo "${P99[$t]}" | median); M_CPU[$t]=$(echo "${CPU[$t]}" | median)
+  printf "%-12s %12.0f %10.3f %10.3f %14.2f  %s\n" "$t" "${M_RPS[$t]}" "${M_P50[$t]}" "${M_P99[$t]}" "${M_CPU[$t]}" "${RPS[$t]}"
 done
 awk -v a="${M_RPS[switchyard]}" -v b="${M_RPS[nginx]}" -v c="${M_P99[switchyard]}" -v d="${M_P99[nginx]}" -v e="${M_P50[switchyard]}" -v f="${M_P50[nginx]}" \
-  'BEGIN { printf "switchyard/nginx: throughput %.2fx, p50 %.2fx, p99 %.2fx\n", a/b, e/f, c/d }'
+  -v g="${M_CPU[switchyard]}" -v h="${M_CPU[nginx]}" \
+  'BEGIN { printf "switchyard/nginx: throughput %.2fx, p50 %.2fx, p99 %.2fx, CPU per request %.2fx\n", a/b, e/f, c/d, g/h }'
 canary=$(curl -s "http://127.0.0.1:$SY_ADMIN/metrics" | awk -F' ' '/^switchyard_requests_total\{route="bench",slot="canary"/ {s+=$2} /^switchyard_requests_total\{route="bench"/ {t+=$2} END { if (t) printf "%.1f", 100*s/t }')
 echo "switchyard canary share during the run: ${canary}% (weight 20)"

@@ -68,7 +68,7 @@ impl ConnInfo {
 /// A view of the request for the splitter.
 struct View<'a> {
     req: &'a Request<Incoming>,
-    peer: IpAddr,
+    conn: &'a ConnInfo,
 }
 
 impl RequestView for View<'_> {
@@ -96,7 +96,11 @@ impl RequestView for View<'_> {
     }
 
     fn client_ip(&self) -> Option<IpAddr> {
-        Some(self.peer)
+        Some(self.conn.peer.ip())
+    }
+
+    fn client_ip_text(&self) -> Option<Cow<'_, str>> {
+        self.conn.peer_ip.to_str().ok().map(Cow::Borrowed)
     }
 }
 
@@ -242,10 +246,7 @@ async fn route_and_call<'s>(
         .ok_or_else(|| ApiError::no_route(path))?;
     fin.route = Some(route);
 
-    let view = View {
-        req: &req,
-        peer: conn.peer.ip(),
-    };
+    let view = View { req: &req, conn };
     let weight = if route.canary.is_some() {
         route.weight
     } else {

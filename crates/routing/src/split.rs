@@ -30,6 +30,11 @@ pub trait RequestView {
     fn query(&self, name: &str) -> Option<Cow<'_, str>>;
     /// The client's address as the gateway sees it.
     fn client_ip(&self) -> Option<IpAddr>;
+    /// The client's address as text (`203.0.113.7`, `2001:db8::1`): the bytes the `ip` sticky key
+    /// hashes. Override it when the text is already at hand.
+    fn client_ip_text(&self) -> Option<Cow<'_, str>> {
+        self.client_ip().map(|ip| Cow::Owned(ip.to_string()))
+    }
 }
 
 /// Where a key value is read from.
@@ -68,7 +73,7 @@ impl KeySource {
             KeySource::Header(n) => req.header(n).map(Cow::Borrowed),
             KeySource::Cookie(n) => req.cookie(n),
             KeySource::Query(n) => req.query(n),
-            KeySource::Ip => req.client_ip().map(|ip| Cow::Owned(ip.to_string())),
+            KeySource::Ip => req.client_ip_text(),
         }
     }
 }

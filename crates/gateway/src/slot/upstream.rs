@@ -321,6 +321,13 @@ fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
 
 /// Removes hop-by-hop headers, including those named in `Connection`, and `Upgrade`.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Usually none is present: one pass over the names instead of a hashed removal per candidate.
+    if !h
+        .keys()
+        .any(|k| *k == header::UPGRADE || HOP_BY_HOP.contains(k))
+    {
+        return;
+    }
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
