@@ -52,13 +52,18 @@ fn default_config_is_valid() {
 
 #[test]
 fn shipped_example_configs_are_valid() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            load_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut checked = 0;
+    for dir in ["config", "deploy/docker"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                load_file(&path).unwrap_or_else(|e| panic!("{e}"));
+                checked += 1;
+            }
         }
     }
+    assert!(checked >= 3, "{checked} files checked");
 }
 
 fn problems(text: &str) -> Vec<String> {
