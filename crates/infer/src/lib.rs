@@ -1,0 +1,634 @@
+//! Inference engines behind one interface: ONNX Runtime (through `ort` with `load-dynamic`) and
+//! tract (pure Rust).
+//!
+//! * [`Runtime::init`] finds and loads the ONNX Runtime library once (config path, `ORT_DYLIB_PATH`,
+//!   `.cache/onnxruntime/`, next to the executable); when it is missing, `auto` falls back to tract.
+//! * [`Model::load`] reads an ONNX file, applies declared [`Patch`]es to its graph (so both engines run
+//!   the same graph), and builds a pool of ONNX Runtime sessions or a tract plan.
+//! * [`Model::run`] is blocking: call it off the async reactor. It takes and returns plain
+//!   [`Tensor`]s, so callers know nothing of either engine.
+//!
+//! This crate knows nothing of faces or speech.
+
+mod patch;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+pub use patch::Patch;
+use tract_onnx::prelude::{
+    Datum, DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue,
+    TValue, TypedSimplePlan, tvec,
+};
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The ONNX Runtime library could not be used.
+    #[error("ONNX Runtime: {0}")]
+    Runtime(String),
+    /// The model could not be read, patched or prepared.
+    #[error("model `{path}`: {message}")]
+    Load {
+        /// Model file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Inference failed.
+    #[error("inference: {0}")]
+    Run(String),
+}
+
+/// Result of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Which engine runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EngineKind {
+    /// ONNX Runtime.
+    Ort,
+    /// tract.
+    Tract,
+}
+
+impl EngineKind {
+    /// `ort` or `tract`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Ort => "ort",
+            EngineKind::Tract => "tract",
+        }
+    }
+}
+
+/// The engine a slot asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineChoice {
+    /// ONNX Runtime when its library loads, else tract.
+    #[default]
+    Auto,
+    /// ONNX Runtime, or fail.
+    Ort,
+    /// tract.
+    Tract,
+}
+
+impl std::str::FromStr for EngineChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "ort" | "onnxruntime" => Ok(Self::Ort),
+            "tract" => Ok(Self::Tract),
+            _ => Err(format!("engine `{s}` is not one of auto, ort, tract")),
+        }
+    }
+}
+
+/// Where ONNX Runtime runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    /// CPU execution provider.
+    #[default]
+    Cpu,
+    /// CUDA execution provider on this device.
+    Cuda(i32),
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            _ => match s.strip_prefix("cuda:").map(str::parse) {
+                Some(Ok(n)) if n >= 0 => Ok(Self::Cuda(n)),
+                _ => Err(format!("device `{s}` is not `cpu` or `cuda:N`")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// The ONNX Runtime library, loaded once per process.
+pub struct Runtime {
+    env: ort::environment::Environment,
+    /// The library file that was loaded.
+    pub library: PathBuf,
+}
+
+static RUNTIME: OnceLock<std::result::Result<Arc<Runtime>, String>> = OnceLock::new();
+
+/// The library file name the PyPI wheel ships.
+pub const ORT_LIBRARY_NAME: &str = "libonnxruntime.so.1.31.1";
+
+impl Runtime {
+    /// Candidate library paths, in order: `explicit`, `ORT_DYLIB_PATH`, next to the executable, then
+    /// `.cache/onnxruntime/` in the working directory, the executable's directory, or up to four of
+    /// their parents (a checkout's `target/…/` binaries and tests find the workspace's copy).
+    pub fn candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        if let Some(p) = explicit.filter(|p| !p.as_os_str().is_empty()) {
+            out.push(p.to_path_buf());
+        }
+        if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+            out.push(PathBuf::from(p));
+        }
+        let exe_dir = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf));
+        if let Some(dir) = &exe_dir {
+            out.push(dir.join(ORT_LIBRARY_NAME));
+        }
+        for start in [std::env::current_dir().ok(), exe_dir]
+            .into_iter()
+            .flatten()
+        {
+            for dir in start.ancestors().take(5) {
+                let p = dir.join(".cache/onnxruntime").join(ORT_LIBRARY_NAME);
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// Loads ONNX Runtime from the first candidate that exists (once per process; later calls
+    /// return the first result). An explicitly configured path that does not exist is an error.
+    pub fn init(explicit: Option<&Path>) -> Result<Arc<Runtime>> {
+        RUNTIME
+            .get_or_init(|| {
+                if let Some(p) = explicit.filter(|p| !p.as_os_str().is_empty())
+                    && !p.exists()
+                {
+                    return Err(format!("ort_library `{}` does not exist", p.display()));
+                }
+                let candidates = Self::candidates(explicit);
+                let Some(path) = candidates.iter().find(|p| p.exists()) else {
+                    return Err(format!(
+                        "library not found (looked at {}); run `make setup`",
+                        candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                    ));
+                };
+                let path = path.canonicalize().unwrap_or_else(|_| path.clone());
+                let env = ort::init_from(&path)
+                    .map_err(|e| format!("cannot load `{}`: {e}", path.display()))?
+                    .with_name("switchyard")
+                    .build()
+                    .map_err(|e| format!("cannot create the environment from `{}`: {e}", path.display()))?;
+                tracing::info!(library = %path.display(), api = ort::MINOR_VERSION, "ONNX Runtime loaded");
+                Ok(Arc::new(Runtime { env, library: path }))
+            })
+            .clone()
+            .map_err(Error::Runtime)
+    }
+
+    /// The runtime if it was loaded successfully before.
+    pub fn loaded() -> Option<Arc<Runtime>> {
+        RUNTIME.get().and_then(|r| r.as_ref().ok().cloned())
+    }
+}
+
+/// A dense tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    /// Dimensions.
+    pub shape: Vec<usize>,
+    /// Elements in row-major order.
+    pub data: TensorData,
+}
+
+/// Element storage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    /// 32-bit floats.
+    F32(Vec<f32>),
+    /// 64-bit integers.
+    I64(Vec<i64>),
+}
+
+impl Tensor {
+    /// A float tensor.
+    pub fn f32(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        Self {
+            shape,
+            data: TensorData::F32(data),
+        }
+    }
+
+    /// An integer tensor.
+    pub fn i64(shape: Vec<usize>, data: Vec<i64>) -> Self {
+        Self {
+            shape,
+            data: TensorData::I64(data),
+        }
+    }
+
+    /// The float elements, or an error for another type.
+    pub fn as_f32(&self) -> Result<&[f32]> {
+        match &self.data {
+            TensorData::F32(v) => Ok(v),
+            TensorData::I64(_) => Err(Error::Run("expected a float tensor, got int64".into())),
+        }
+    }
+
+    /// The integer elements, or an error for another type.
+    pub fn as_i64(&self) -> Result<&[i64]> {
+        match &self.data {
+            TensorData::I64(v) => Ok(v),
+            TensorData::F32(_) => Err(Error::Run("expected an int64 tensor, got float".into())),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match &self.data {
+            TensorData::F32(v) => v.len(),
+            TensorData::I64(v) => v.len(),
+        }
+    }
+}
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Requested engine.
+    pub engine: EngineChoice,
+    /// ONNX Runtime device.
+    pub device: Device,
+    /// With `device = cuda:N` and no CUDA provider: use the CPU (true) or fail (false).
+    pub device_fallback: bool,
+    /// Intra-op threads per session (0 = engine default).
+    pub threads: usize,
+    /// ONNX Runtime sessions in the pool: how many requests run at once on this model.
+    pub sessions: usize,
+    /// Graph edits applied before either engine sees the model.
+    pub patches: Vec<Patch>,
+    /// Explicit ONNX Runtime library path.
+    pub ort_library: Option<PathBuf>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            engine: EngineChoice::Auto,
+            device: Device::Cpu,
+            device_fallback: false,
+            threads: 0,
+            sessions: 1,
+            patches: Vec::new(),
+            ort_library: None,
+        }
+    }
+}
+
+type TractPlan = TypedSimplePlan;
+
+enum Backend {
+    Ort {
+        sessions: Vec<Mutex<ort::session::Session>>,
+    },
+    Tract {
+        proto: Box<tract_onnx::pb::ModelProto>,
+        plans: Mutex<HashMap<Vec<Vec<usize>>, Arc<TractPlan>>>,
+    },
+}
+
+/// A loaded model, runnable from many threads at once.
+pub struct Model {
+    backend: Backend,
+    /// The engine running it.
+    pub engine: EngineKind,
+    /// The device it runs on.
+    pub device: Device,
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Input names in graph order.
+    pub inputs: Vec<String>,
+    /// Output names in graph order.
+    pub outputs: Vec<String>,
+    /// Model metadata (`metadata_props`).
+    pub metadata: HashMap<String, String>,
+    /// How long loading took, in seconds.
+    pub load_seconds: f64,
+}
+
+/// Most distinct input shapes a tract model keeps a plan for.
+const TRACT_PLAN_CACHE: usize = 8;
+
+impl Model {
+    /// Loads a model file.
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Model> {
+        let started = Instant::now();
+        let load_err = |message: String| Error::Load {
+            path: path.display().to_string(),
+            message,
+        };
+        let mut proto = tract_onnx::onnx()
+            .proto_model_for_path(path)
+            .map_err(|e| load_err(format!("{e:#}")))?;
+        for p in &opts.patches {
+            p.apply(&mut proto);
+        }
+        let graph = proto
+            .graph
+            .as_ref()
+            .ok_or_else(|| load_err("the file has no graph".into()))?;
+        let initializers: std::collections::HashSet<&str> =
+            graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let inputs: Vec<String> = graph
+            .input
+            .iter()
+            .map(|i| i.name.clone())
+            .filter(|n| !initializers.contains(n.as_str()))
+            .collect();
+        let outputs: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
+        let metadata = proto
+            .metadata_props
+            .iter()
+            .map(|p| (p.key.clone(), p.value.clone()))
+            .collect();
+
+        let engine = match opts.engine {
+            EngineChoice::Tract => EngineKind::Tract,
+            EngineChoice::Ort => {
+                Runtime::init(opts.ort_library.as_deref())?;
+                EngineKind::Ort
+            }
+            EngineChoice::Auto => match Runtime::init(opts.ort_library.as_deref()) {
+                Ok(_) => EngineKind::Ort,
+                Err(e) => {
+                    tracing::warn!(error = %e, model = %path.display(), "ONNX Runtime unavailable; using tract");
+                    EngineKind::Tract
+                }
+            },
+        };
+        let (backend, device) = match engine {
+            EngineKind::Ort => {
+                let rt = Runtime::init(opts.ort_library.as_deref())?;
+                let bytes = prost::Message::encode_to_vec(&proto);
+                let mut device = opts.device;
+                let mut sessions = Vec::new();
+                for _ in 0..opts.sessions.max(1) {
+                    let (session, used) =
+                        ort_session(&rt, &bytes, opts, device).map_err(load_err)?;
+                    device = used;
+                    sessions.push(Mutex::new(session));
+                }
+                (Backend::Ort { sessions }, device)
+            }
+            EngineKind::Tract => {
+                if opts.device != Device::Cpu && !opts.device_fallback {
+                    return Err(load_err(format!(
+                        "tract runs on the CPU only, not {}",
+                        opts.device
+                    )));
+                }
+                (
+                    Backend::Tract {
+                        proto: Box::new(proto),
+                        plans: Mutex::new(HashMap::new()),
+                    },
+                    Device::Cpu,
+                )
+            }
+        };
+        Ok(Model {
+            backend,
+            engine,
+            device,
+            path: path.to_path_buf(),
+            inputs,
+            outputs,
+            metadata,
+            load_seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Runs the model on named inputs; returns the outputs in graph order. Blocking.
+    pub fn run(&self, inputs: Vec<(&str, Tensor)>) -> Result<Vec<Tensor>> {
+        for (name, t) in &inputs {
+            if t.len() != t.shape.iter().product::<usize>() {
+                return Err(Error::Run(format!(
+                    "input `{name}`: {} elements for shape {:?}",
+                    t.len(),
+                    t.shape
+                )));
+            }
+        }
+        match &self.backend {
+            Backend::Ort { sessions } => self.run_ort(sessions, inputs),
+            Backend::Tract { proto, plans } => self.run_tract(proto, plans, inputs),
+        }
+    }
+
+    fn run_ort(
+        &self,
+        sessions: &[Mutex<ort::session::Session>],
+        inputs: Vec<(&str, Tensor)>,
+    ) -> Result<Vec<Tensor>> {
+        let run_err = |e: ort::Error| Error::Run(e.to_string());
+        let mut values: Vec<(
+            std::borrow::Cow<'_, str>,
+            ort::session::SessionInputValue<'_>,
+        )> = Vec::new();
+        for (name, t) in inputs {
+            let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+            let value: ort::value::DynValue = match t.data {
+                TensorData::F32(v) => ort::value::Tensor::from_array((shape, v))
+                    .map_err(run_err)?
+                    .into_dyn(),
+                TensorData::I64(v) => ort::value::Tensor::from_array((shape, v))
+                    .map_err(run_err)?
+                    .into_dyn(),
+            };
+            values.push((name.to_string().into(), value.into()));
+        }
+        // A free session if there is one, else wait for the first.
+        let mut guard = match sessions.iter().find_map(|s| s.try_lock().ok()) {
+            Some(g) => g,
+            None => sessions[0]
+                .lock()
+                .map_err(|_| Error::Run("session lock poisoned".into()))?,
+        };
+        let outputs = guard.run(values).map_err(run_err)?;
+        let mut out = Vec::with_capacity(self.outputs.len());
+        for name in &self.outputs {
+            let v = &outputs[name.as_str()];
+            if let Ok((shape, data)) = v.try_extract_tensor::<f32>() {
+                out.push(Tensor::f32(
+                    shape.iter().map(|&d| d as usize).collect(),
+                    data.to_vec(),
+                ));
+            } else {
+                let (shape, data) = v.try_extract_tensor::<i64>().map_err(run_err)?;
+                out.push(Tensor::i64(
+                    shape.iter().map(|&d| d as usize).collect(),
+                    data.to_vec(),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    fn run_tract(
+        &self,
+        proto: &tract_onnx::pb::ModelProto,
+        plans: &Mutex<HashMap<Vec<Vec<usize>>, Arc<TractPlan>>>,
+        inputs: Vec<(&str, Tensor)>,
+    ) -> Result<Vec<Tensor>> {
+        let run_err = |e: tract_onnx::prelude::TractError| Error::Run(format!("{e:#}"));
+        // Inputs in graph order.
+        let mut ordered = Vec::with_capacity(self.inputs.len());
+        let mut by_name: HashMap<&str, Tensor> = inputs.into_iter().collect();
+        for name in &self.inputs {
+            let t = by_name
+                .remove(name.as_str())
+                .ok_or_else(|| Error::Run(format!("missing input `{name}`")))?;
+            ordered.push(t);
+        }
+        let key: Vec<Vec<usize>> = ordered.iter().map(|t| t.shape.clone()).collect();
+        let plan = {
+            let mut cache = plans
+                .lock()
+                .map_err(|_| Error::Run("plan cache poisoned".into()))?;
+            match cache.get(&key) {
+                Some(p) => p.clone(),
+                None => {
+                    let plan = self.tract_plan(proto, &ordered)?;
+                    if cache.len() >= TRACT_PLAN_CACHE {
+                        cache.clear();
+                    }
+                    cache.insert(key, plan.clone());
+                    plan
+                }
+            }
+        };
+        let tvalues: tract_onnx::prelude::TVec<TValue> = ordered
+            .into_iter()
+            .map(|t| -> Result<TValue> {
+                let tensor = match t.data {
+                    TensorData::F32(v) => tract_onnx::prelude::Tensor::from_shape(&t.shape, &v),
+                    TensorData::I64(v) => tract_onnx::prelude::Tensor::from_shape(&t.shape, &v),
+                }
+                .map_err(run_err)?;
+                Ok(tensor.into_tvalue())
+            })
+            .collect::<Result<_>>()?;
+        let outputs = plan.run(tvalues).map_err(run_err)?;
+        outputs
+            .into_iter()
+            .map(|v| {
+                let shape = v.shape().to_vec();
+                let view = v.try_as_plain_ram().map_err(run_err)?;
+                match v.datum_type() {
+                    DatumType::F32 => Ok(Tensor::f32(
+                        shape,
+                        view.as_slice::<f32>().map_err(run_err)?.to_vec(),
+                    )),
+                    DatumType::I64 => Ok(Tensor::i64(
+                        shape,
+                        view.as_slice::<i64>().map_err(run_err)?.to_vec(),
+                    )),
+                    other => Err(Error::Run(format!("unsupported output type {other:?}"))),
+                }
+            })
+            .collect()
+    }
+
+    fn tract_plan(
+        &self,
+        proto: &tract_onnx::pb::ModelProto,
+        inputs: &[Tensor],
+    ) -> Result<Arc<TractPlan>> {
+        let err = |e: tract_onnx::prelude::TractError| Error::Load {
+            path: self.path.display().to_string(),
+            message: format!("{e:#}"),
+        };
+        let mut model = tract_onnx::onnx()
+            .with_ignore_output_shapes(true)
+            .with_ignore_value_info(true)
+            .model_for_proto_model(proto)
+            .map_err(err)?;
+        for (i, t) in inputs.iter().enumerate() {
+            let dt = match t.data {
+                TensorData::F32(_) => f32::datum_type(),
+                TensorData::I64(_) => i64::datum_type(),
+            };
+            model
+                .set_input_fact(i, InferenceFact::dt_shape(dt, tvec_of(&t.shape)))
+                .map_err(err)?;
+        }
+        for o in 0..model.outputs.len() {
+            model
+                .set_output_fact(o, InferenceFact::default())
+                .map_err(err)?;
+        }
+        model
+            .into_optimized()
+            .map_err(err)?
+            .into_runnable()
+            .map_err(err)
+    }
+
+    /// Number of requests that can run at once without waiting (ONNX Runtime sessions; tract: any).
+    pub fn parallelism(&self) -> usize {
+        match &self.backend {
+            Backend::Ort { sessions } => sessions.len(),
+            Backend::Tract { .. } => usize::MAX,
+        }
+    }
+}
+
+fn tvec_of(shape: &[usize]) -> tract_onnx::prelude::TVec<usize> {
+    let mut v = tvec![];
+    v.extend_from_slice(shape);
+    v
+}
+
+fn ort_session(
+    rt: &Runtime,
+    bytes: &[u8],
+    opts: &LoadOptions,
+    device: Device,
+) -> std::result::Result<(ort::session::Session, Device), String> {
+    let build = |device: Device| -> std::result::Result<ort::session::Session, String> {
+        let mut b = ort::session::Session::builder(&rt.env).map_err(|e| e.to_string())?;
+        b = b
+            .with_optimization_level(ort::session::builder::GraphOptimizationLevel::Level3)
+            .map_err(|e| e.to_string())?;
+        if opts.threads > 0 {
+            b = b
+                .with_intra_threads(opts.threads)
+                .map_err(|e| e.to_string())?;
+        }
+        if let Device::Cuda(id) = device {
+            b = b
+                .with_execution_providers([ort::ep::CUDA::default()
+                    .with_device_id(id)
+                    .build()
+                    .error_on_failure()])
+                .map_err(|e| format!("CUDA execution provider unavailable on cuda:{id}: {e}"))?;
+        }
+        b.commit_from_memory(bytes).map_err(|e| e.to_string())
+    };
+    match build(device) {
+        Ok(s) => Ok((s, device)),
+        Err(e) if device != Device::Cpu && opts.device_fallback => {
+            tracing::warn!(error = %e, "falling back to the CPU (device_fallback = true)");
+            build(Device::Cpu).map(|s| (s, Device::Cpu))
+        }
+        Err(e) => Err(e),
+    }
+}
