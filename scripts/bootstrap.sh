@@ -22,3 +22,24 @@ fi
 
 command -v python3 >/dev/null || { echo "bootstrap: python3 is required" >&2; exit 1; }
 python3 scripts/fetch_assets.py
+
+# The Python environment of the independent reference pipelines (onnxruntime, numpy, Pillow, onnx),
+# rebuilt only when tests/reference/requirements.txt changes.
+VENV=.cache/venv
+want=$(sha256sum tests/reference/requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
+  echo "bootstrap: creating $VENV"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r tests/reference/requirements.txt
+  echo "$want" > "$VENV/.requirements.sha256"
+fi
+
+# Golden outputs of the reference pipelines, regenerated when a script or its inputs change.
+mkdir -p .cache/reference
+faces=.cache/reference/faces.json
+if [ ! -s "$faces" ] || [ tests/reference/face_reference.py -nt "$faces" ] || [ models/manifest.toml -nt "$faces" ]; then
+  echo "bootstrap: computing reference face boxes"
+  "$VENV/bin/python" tests/reference/face_reference.py --root . --out "$faces.tmp"
+  mv "$faces.tmp" "$faces"
+fi

@@ -1,0 +1,248 @@
+//! Face detectors over either engine, with tiling for small faces in large photos.
+
+use std::path::Path;
+
+use fast_image_resize as fr;
+use image::RgbImage;
+use switchyard_infer::{LoadOptions, Model, Patch};
+
+use crate::{Face, Result, blazeface, centerface, nms};
+
+/// Which detector a slot runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DetectorKind {
+    /// BlazeFace short range, 128×128 (close, selfie-size faces).
+    BlazeFaceFront,
+    /// BlazeFace full range, 256×256.
+    BlazeFaceBack,
+    /// CenterFace at a resolution derived from the image.
+    CenterFace,
+}
+
+impl DetectorKind {
+    /// Parses `blazeface-front`, `blazeface-back`, `centerface`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "blazeface-front" => Some(Self::BlazeFaceFront),
+            "blazeface-back" => Some(Self::BlazeFaceBack),
+            "centerface" => Some(Self::CenterFace),
+            _ => None,
+        }
+    }
+
+    /// The configuration name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BlazeFaceFront => "blazeface-front",
+            Self::BlazeFaceBack => "blazeface-back",
+            Self::CenterFace => "centerface",
+        }
+    }
+
+    fn input_side(self) -> Option<u32> {
+        match self {
+            Self::BlazeFaceFront => Some(128),
+            Self::BlazeFaceBack => Some(256),
+            Self::CenterFace => None,
+        }
+    }
+
+    fn patches(self) -> Vec<Patch> {
+        match self {
+            Self::BlazeFaceFront | Self::BlazeFaceBack => vec![Patch::ConstantOfShapeF32],
+            Self::CenterFace => vec![Patch::DynamicInputs],
+        }
+    }
+}
+
+/// Detection settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DetectorParams {
+    /// Minimum score of a face.
+    pub score_threshold: f32,
+    /// Overlap above which two detections are one face.
+    pub nms_iou: f32,
+    /// BlazeFace full range: also run on overlapping tiles (sides `min_tile`·2ᵏ) besides the full
+    /// frame. (The short-range model is for close faces and never tiles.)
+    pub tiling: bool,
+    /// BlazeFace: side of the smallest tiles, in image pixels.
+    pub min_tile: u32,
+    /// CenterFace: largest input side (the image is scaled down to fit, never up).
+    pub max_side: u32,
+}
+
+impl Default for DetectorParams {
+    fn default() -> Self {
+        Self {
+            score_threshold: 0.5,
+            nms_iou: 0.3,
+            tiling: true,
+            min_tile: 256,
+            max_side: 1280,
+        }
+    }
+}
+
+/// A loaded detector.
+pub struct FaceDetector {
+    /// Which detector.
+    pub kind: DetectorKind,
+    /// The model.
+    pub model: Model,
+    /// Settings.
+    pub params: DetectorParams,
+    anchors: Vec<[f32; 2]>,
+}
+
+impl FaceDetector {
+    /// Loads `path` as a `kind` detector; the model patches the detector needs are added to `opts`.
+    pub fn load(
+        kind: DetectorKind,
+        path: &Path,
+        params: DetectorParams,
+        mut opts: LoadOptions,
+    ) -> Result<Self> {
+        opts.patches.extend(kind.patches());
+        let model = Model::load(path, &opts)?;
+        let det = Self {
+            kind,
+            model,
+            params,
+            anchors: blazeface::anchors(),
+        };
+        // Fail now, not at the first request, when the file is not this detector's model.
+        let probe = RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128]));
+        det.detect_single(&probe)?;
+        Ok(det)
+    }
+
+    /// One pass over the whole image (no tiling).
+    pub fn detect_single(&self, img: &RgbImage) -> Result<Vec<Face>> {
+        let raw = match self.kind.input_side() {
+            Some(side) => self.blaze_region(img, (0, 0, img.width(), img.height()), side)?,
+            None => self.centerface(img)?,
+        };
+        Ok(self.suppress(raw))
+    }
+
+    /// Full detection: for BlazeFace with tiling, the full frame plus overlapping tiles at each
+    /// scale, merged by NMS.
+    pub fn detect(&self, img: &RgbImage) -> Result<Vec<Face>> {
+        if self.kind != DetectorKind::BlazeFaceBack || !self.params.tiling {
+            return self.detect_single(img);
+        }
+        let side = 256;
+        let mut raw = Vec::new();
+        for region in tiles(
+            img.width(),
+            img.height(),
+            self.params.min_tile.max(side / 2),
+        ) {
+            raw.extend(self.blaze_region(img, region, side)?);
+        }
+        Ok(self.suppress(raw))
+    }
+
+    fn suppress(&self, raw: Vec<Face>) -> Vec<Face> {
+        match self.kind {
+            DetectorKind::CenterFace => nms::greedy(raw, self.params.nms_iou),
+            _ => nms::weighted(raw, self.params.nms_iou),
+        }
+    }
+
+    fn blaze_region(
+        &self,
+        img: &RgbImage,
+        region: (u32, u32, u32, u32),
+        side: u32,
+    ) -> Result<Vec<Face>> {
+        let (input, lb) = blazeface::preprocess(img, region, side)?;
+        let out = self
+            .model
+            .run(vec![(self.model.inputs[0].as_str(), input)])?;
+        blazeface::decode(&out, side, lb, self.params.score_threshold, &self.anchors)
+    }
+
+    fn centerface(&self, img: &RgbImage) -> Result<Vec<Face>> {
+        let (w, h) = centerface::input_size(img.width(), img.height(), self.params.max_side);
+        let input = centerface::preprocess(img, w, h)?;
+        let out = self
+            .model
+            .run(vec![(self.model.inputs[0].as_str(), input)])?;
+        centerface::decode(
+            &out,
+            w,
+            h,
+            img.width(),
+            img.height(),
+            self.params.score_threshold,
+        )
+    }
+}
+
+/// Regions to run BlazeFace on: the full frame, then square tiles of side `min_tile`·2ᵏ (smaller than
+/// the image) with 25 % overlap, covering the image edge to edge.
+pub fn tiles(w: u32, h: u32, min_tile: u32) -> Vec<(u32, u32, u32, u32)> {
+    let mut out = vec![(0, 0, w, h)];
+    let mut side = min_tile.max(16);
+    while side < w.max(h) {
+        let positions = |dim: u32| -> Vec<u32> {
+            if dim <= side {
+                return vec![0];
+            }
+            let step = (side as f32 * 0.75).max(1.0);
+            let n = ((dim - side) as f32 / step).ceil() as u32 + 1;
+            (0..n)
+                .map(|i| ((dim - side) as f32 * i as f32 / (n - 1) as f32).round() as u32)
+                .collect()
+        };
+        for y in positions(h) {
+            for x in positions(w) {
+                out.push((x, y, side.min(w), side.min(h)));
+            }
+        }
+        side *= 2;
+    }
+    out
+}
+
+/// Resizes the region `(x, y, w, h)` of `img` to `dst_w`×`dst_h` with Pillow-compatible bilinear
+/// convolution.
+pub(crate) fn resize_region(
+    img: &RgbImage,
+    region: (u32, u32, u32, u32),
+    dst_w: u32,
+    dst_h: u32,
+) -> Result<RgbImage> {
+    let (x, y, w, h) = region;
+    let mut dst = RgbImage::new(dst_w.max(1), dst_h.max(1));
+    let opts = fr::ResizeOptions::new()
+        .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear))
+        .crop(f64::from(x), f64::from(y), f64::from(w), f64::from(h));
+    fr::Resizer::new()
+        .resize(img, &mut dst, &opts)
+        .map_err(|e| crate::Error::BadImage(format!("resize: {e}")))?;
+    Ok(dst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_cover_the_image_with_overlap() {
+        assert_eq!(tiles(300, 200, 384), vec![(0, 0, 300, 200)]);
+        let t = tiles(1920, 1080, 384);
+        assert_eq!(t[0], (0, 0, 1920, 1080));
+        let small: Vec<_> = t.iter().filter(|r| r.2 == 384).collect();
+        // Every pixel column and row is inside some 384 tile.
+        for x in (0..1920).step_by(7) {
+            assert!(small.iter().any(|r| x >= r.0 && x < r.0 + r.2));
+        }
+        for y in (0..1080).step_by(7) {
+            assert!(small.iter().any(|r| y >= r.1 && y < r.1 + r.3));
+        }
+        assert!(t.iter().all(|r| r.0 + r.2 <= 1920 && r.1 + r.3 <= 1080));
+        assert!(t.iter().any(|r| r.2 == 768) && t.iter().any(|r| r.2 == 1536));
+    }
+}

@@ -1,0 +1,224 @@
+//! Image decoding and encoding for untrusted input.
+//!
+//! Decoding refuses anything that is not JPEG, PNG or WebP, checks the pixel count from the header
+//! *before* decoding (so a decompression bomb is refused without allocating), bounds the decoder's
+//! allocations, and applies the EXIF orientation. Encoding writes pixels only: EXIF, GPS and other
+//! metadata of the input never reach the output.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
+
+use crate::{Error, Result};
+
+/// Supported formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// JPEG.
+    Jpeg,
+    /// PNG.
+    Png,
+    /// WebP (encoded losslessly).
+    Webp,
+}
+
+impl Format {
+    /// Parses `jpeg`/`jpg`, `png`, `webp`.
+    pub fn from_name(s: &str) -> Option<Format> {
+        match s.to_ascii_lowercase().as_str() {
+            "jpeg" | "jpg" | "image/jpeg" => Some(Format::Jpeg),
+            "png" | "image/png" => Some(Format::Png),
+            "webp" | "image/webp" => Some(Format::Webp),
+            _ => None,
+        }
+    }
+
+    /// The MIME type.
+    pub fn mime(self) -> &'static str {
+        match self {
+            Format::Jpeg => "image/jpeg",
+            Format::Png => "image/png",
+            Format::Webp => "image/webp",
+        }
+    }
+
+    /// The usual file extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Jpeg => "jpg",
+            Format::Png => "png",
+            Format::Webp => "webp",
+        }
+    }
+}
+
+/// A decoded image, upright.
+pub struct Decoded {
+    /// RGB pixels after EXIF orientation.
+    pub image: RgbImage,
+    /// The input's format.
+    pub format: Format,
+}
+
+/// Decodes untrusted bytes into an upright RGB image of at most `max_pixels` pixels.
+pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Decoded> {
+    if bytes.is_empty() {
+        return Err(Error::BadImage("the body is empty; send an image".into()));
+    }
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Error::BadImage(format!("cannot read the image: {e}")))?;
+    let format = match reader.format() {
+        Some(ImageFormat::Jpeg) => Format::Jpeg,
+        Some(ImageFormat::Png) => Format::Png,
+        Some(ImageFormat::WebP) => Format::Webp,
+        Some(other) => {
+            return Err(Error::Unsupported(format!(
+                "{other:?} images are not supported; send JPEG, PNG or WebP"
+            )));
+        }
+        None => {
+            return Err(Error::BadImage(
+                "the body is not a JPEG, PNG or WebP image".into(),
+            ));
+        }
+    };
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(max_pixels.saturating_mul(4).saturating_add(64 << 20));
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(decode_error)?;
+    let (w, h) = decoder.dimensions();
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels == 0 {
+        return Err(Error::BadImage("the image has no pixels".into()));
+    }
+    if pixels > max_pixels {
+        return Err(Error::TooLarge(format!(
+            "the image has {w}×{h} = {pixels} pixels; the limit is {max_pixels}"
+        )));
+    }
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
+    img.apply_orientation(orientation);
+    let image = match img {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        other => other.to_rgb8(),
+    };
+    Ok(Decoded { image, format })
+}
+
+fn decode_error(e: image::ImageError) -> Error {
+    match e {
+        image::ImageError::Limits(l) => {
+            Error::TooLarge(format!("the image is too large to decode: {l}"))
+        }
+        other => Error::BadImage(format!("the image is damaged or truncated: {other}")),
+    }
+}
+
+/// Encodes RGB pixels (no metadata). JPEG uses `quality` (1–100).
+pub fn encode(img: &RgbImage, format: Format, quality: u8) -> Result<Vec<u8>> {
+    let mut out = Cursor::new(Vec::with_capacity(img.as_raw().len() / 4));
+    let result = match format {
+        Format::Jpeg => {
+            let enc =
+                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100));
+            img.write_with_encoder(enc)
+        }
+        Format::Png => img.write_with_encoder(image::codecs::png::PngEncoder::new(&mut out)),
+        Format::Webp => {
+            img.write_with_encoder(image::codecs::webp::WebPEncoder::new_lossless(&mut out))
+        }
+    };
+    result.map_err(|e| Error::Encode(e.to_string()))?;
+    Ok(out.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        encode(
+            &RgbImage::from_pixel(w, h, image::Rgb([10, 20, 30])),
+            Format::Png,
+            90,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn round_trips_each_format() {
+        let img = RgbImage::from_fn(32, 16, |x, y| image::Rgb([x as u8 * 8, y as u8 * 16, 7]));
+        for f in [Format::Jpeg, Format::Png, Format::Webp] {
+            let d = decode(&encode(&img, f, 95).unwrap(), 1 << 20).unwrap();
+            assert_eq!((d.format, d.image.dimensions()), (f, (32, 16)));
+        }
+    }
+
+    #[test]
+    fn refuses_garbage_empty_truncated_and_huge() {
+        assert!(matches!(decode(b"", 100), Err(Error::BadImage(_))));
+        assert!(matches!(
+            decode(b"hello, not an image at all", 100),
+            Err(Error::BadImage(_))
+        ));
+        let full = png(64, 64);
+        assert!(matches!(
+            decode(&full[..full.len() / 2], 1 << 20),
+            Err(Error::BadImage(_))
+        ));
+        assert!(matches!(
+            decode(&full, 64 * 64 - 1),
+            Err(Error::TooLarge(_))
+        ));
+        // GIF is recognised but not accepted.
+        assert!(matches!(
+            decode(b"GIF89a\x01\x00\x01\x00\x00\x00\x00", 100),
+            Err(Error::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn decompression_bomb_is_refused_from_the_header() {
+        // A PNG header claiming 100000×100000 pixels, with no pixel data behind it.
+        let mut bomb = Vec::new();
+        bomb.extend_from_slice(b"\x89PNG\r\n\x1a\n");
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(b"IHDR");
+        ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+        ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        bomb.extend_from_slice(&13u32.to_be_bytes());
+        bomb.extend_from_slice(&ihdr);
+        bomb.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+        // The start of the pixel data: a valid zlib stream of a few zero bytes (a real bomb would go
+        // on for gigabytes).
+        let mut idat = b"IDAT".to_vec();
+        idat.extend_from_slice(&[0x78, 0x01, 0x01, 0x0a, 0x00, 0xf5, 0xff]);
+        idat.extend_from_slice(&[0u8; 10]);
+        idat.extend_from_slice(&0x000a_0001u32.to_be_bytes()); // adler32 of ten zero bytes
+        bomb.extend_from_slice(&((idat.len() - 4) as u32).to_be_bytes());
+        bomb.extend_from_slice(&idat);
+        bomb.extend_from_slice(&crc32(&idat).to_be_bytes());
+        let r = decode(&bomb, 50_000_000);
+        assert!(matches!(r, Err(Error::TooLarge(_))), "{:?}", r.err());
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+}

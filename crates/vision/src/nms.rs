@@ -1,0 +1,119 @@
+//! Non-maximum suppression: greedy (CenterFace) and weighted "blending" (MediaPipe BlazeFace).
+
+use crate::Face;
+
+/// Intersection over union of two `[x1, y1, x2, y2]` boxes (0 when either is empty).
+pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = iw * ih;
+    let area = |r: &[f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
+    let union = area(a) + area(b) - inter;
+    if union <= 0.0 { 0.0 } else { inter / union }
+}
+
+fn by_score_desc(faces: &mut [Face]) {
+    faces.sort_by(|a, b| b.score.total_cmp(&a.score));
+}
+
+/// Greedy NMS: keep the best box, drop every other box overlapping it by more than `threshold`.
+pub fn greedy(mut faces: Vec<Face>, threshold: f32) -> Vec<Face> {
+    by_score_desc(&mut faces);
+    let mut kept: Vec<Face> = Vec::new();
+    for f in faces {
+        if kept.iter().all(|k| iou(&k.bbox, &f.bbox) <= threshold) {
+            kept.push(f);
+        }
+    }
+    kept
+}
+
+/// Weighted NMS: the best box and every box overlapping it by more than `threshold` are replaced by
+/// their score-weighted average (box and landmarks), with the best box's score.
+pub fn weighted(mut faces: Vec<Face>, threshold: f32) -> Vec<Face> {
+    by_score_desc(&mut faces);
+    let mut out = Vec::new();
+    while !faces.is_empty() {
+        let top = faces[0].bbox;
+        let (cluster, rest): (Vec<Face>, Vec<Face>) = faces
+            .into_iter()
+            .partition(|f| iou(&top, &f.bbox) > threshold || f.bbox == top);
+        faces = rest;
+        let total: f32 = cluster.iter().map(|f| f.score).sum();
+        let mut merged = cluster[0].clone();
+        if total > 0.0 && cluster.len() > 1 {
+            let mut bbox = [0.0f32; 4];
+            let mut lms = vec![[0.0f32; 2]; merged.landmarks.len()];
+            for f in &cluster {
+                let w = f.score / total;
+                for (b, v) in bbox.iter_mut().zip(f.bbox) {
+                    *b += v * w;
+                }
+                for (l, v) in lms.iter_mut().zip(&f.landmarks) {
+                    l[0] += v[0] * w;
+                    l[1] += v[1] * w;
+                }
+            }
+            merged.bbox = bbox;
+            if cluster.iter().all(|f| f.landmarks.len() == lms.len()) {
+                merged.landmarks = lms;
+            }
+        }
+        out.push(merged);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn face(b: [f32; 4], s: f32) -> Face {
+        Face {
+            bbox: b,
+            score: s,
+            landmarks: vec![[b[0], b[1]]],
+        }
+    }
+
+    #[test]
+    fn iou_of_known_boxes() {
+        assert_eq!(iou(&[0.0, 0.0, 10.0, 10.0], &[0.0, 0.0, 10.0, 10.0]), 1.0);
+        assert!(
+            (iou(&[0.0, 0.0, 10.0, 10.0], &[5.0, 0.0, 15.0, 10.0]) - 50.0 / 150.0).abs() < 1e-6
+        );
+        assert_eq!(iou(&[0.0, 0.0, 1.0, 1.0], &[2.0, 2.0, 3.0, 3.0]), 0.0);
+        assert_eq!(iou(&[0.0, 0.0, 0.0, 0.0], &[0.0, 0.0, 0.0, 0.0]), 0.0);
+    }
+
+    #[test]
+    fn greedy_keeps_best_of_overlapping_and_all_separate() {
+        let out = greedy(
+            vec![
+                face([0.0, 0.0, 10.0, 10.0], 0.6),
+                face([1.0, 0.0, 11.0, 10.0], 0.9),
+                face([50.0, 50.0, 60.0, 60.0], 0.5),
+            ],
+            0.3,
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].score, 0.9);
+        assert_eq!(out[0].bbox, [1.0, 0.0, 11.0, 10.0]);
+    }
+
+    #[test]
+    fn weighted_averages_by_score() {
+        let out = weighted(
+            vec![
+                face([0.0, 0.0, 10.0, 10.0], 0.75),
+                face([2.0, 0.0, 12.0, 10.0], 0.25),
+            ],
+            0.3,
+        );
+        assert_eq!(out.len(), 1);
+        assert!((out[0].bbox[0] - 0.5).abs() < 1e-6);
+        assert!((out[0].bbox[2] - 10.5).abs() < 1e-6);
+        assert_eq!(out[0].score, 0.75);
+        assert!((out[0].landmarks[0][0] - 0.5).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,42 @@
+//! Paths of the real models and photos fetched by `make setup`.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use switchyard_infer::{EngineChoice, LoadOptions};
+use switchyard_vision::{DetectorKind, DetectorParams, FaceDetector};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn existing(rel: &str) -> PathBuf {
+    let p = root().join(rel);
+    assert!(p.exists(), "{} is missing: run `make setup`", p.display());
+    p
+}
+
+pub fn model_file(kind: DetectorKind) -> PathBuf {
+    existing(match kind {
+        DetectorKind::BlazeFaceFront => "models/blazeface/face_detection_front_128x128.onnx",
+        DetectorKind::BlazeFaceBack => "models/blazeface/face_detection_back_256x256.onnx",
+        DetectorKind::CenterFace => "models/centerface/centerface.onnx",
+    })
+}
+
+pub fn detector(kind: DetectorKind, engine: EngineChoice, params: DetectorParams) -> FaceDetector {
+    let opts = LoadOptions {
+        engine,
+        threads: 2,
+        ..Default::default()
+    };
+    FaceDetector::load(kind, &model_file(kind), params, opts).expect("load detector")
+}
+
+pub fn photo(name: &str) -> image::RgbImage {
+    let bytes = std::fs::read(existing(&format!(".cache/testdata/{name}"))).unwrap();
+    switchyard_vision::imageio::decode(&bytes, 100_000_000)
+        .unwrap()
+        .image
+}

@@ -1,0 +1,220 @@
+//! Real photos through the real models.
+
+mod common;
+
+use common::*;
+use image::{RgbImage, imageops};
+use switchyard_infer::EngineChoice;
+use switchyard_vision::{DetectorKind, DetectorParams, Face, Style, anonymize};
+
+#[test]
+fn group_photo_faces_are_found_and_blurred_and_nothing_else_changes() {
+    let img = photo("t1.jpg");
+    let cf = detector(
+        DetectorKind::CenterFace,
+        EngineChoice::Ort,
+        DetectorParams::default(),
+    );
+    let faces = cf.detect(&img).unwrap();
+    assert_eq!(faces.len(), 6, "{faces:?}");
+    let bf = detector(
+        DetectorKind::BlazeFaceBack,
+        EngineChoice::Ort,
+        DetectorParams::default(),
+    );
+    let tiled = bf.detect(&img).unwrap();
+    assert!(tiled.len() >= 5, "tiled BlazeFace found {}", tiled.len());
+
+    let mut out = img.clone();
+    anonymize(&mut out, &faces, Style::Blur, 1.0, 0.2);
+    for f in &faces {
+        let [x1, y1, x2, y2] = f.bbox.map(|v| v as u32);
+        let (cx, cy) = ((x1 + x2) / 2, (y1 + y2) / 2);
+        let mut changed = 0;
+        let mut total = 0;
+        for y in (cy - (y2 - y1) / 4..cy + (y2 - y1) / 4).step_by(2) {
+            for x in (cx - (x2 - x1) / 4..cx + (x2 - x1) / 4).step_by(2) {
+                total += 1;
+                changed += usize::from(out.get_pixel(x, y) != img.get_pixel(x, y));
+            }
+        }
+        assert!(
+            changed * 10 >= total * 9,
+            "face {:?}: only {changed}/{total} pixels changed",
+            f.bbox
+        );
+    }
+    // Pixels farther than one face size from every face are untouched.
+    let far = |x: u32, y: u32| {
+        faces.iter().all(|f| {
+            let (w, h) = f.size();
+            (x as f32) < f.bbox[0] - w
+                || (x as f32) > f.bbox[2] + w
+                || (y as f32) < f.bbox[1] - h
+                || (y as f32) > f.bbox[3] + h
+        })
+    };
+    let mut checked = 0;
+    for y in (0..img.height()).step_by(5) {
+        for x in (0..img.width()).step_by(5) {
+            if far(x, y) {
+                assert_eq!(
+                    out.get_pixel(x, y),
+                    img.get_pixel(x, y),
+                    "pixel {x},{y} far from faces changed"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 10_000, "{checked}");
+}
+
+#[test]
+fn astronaut_has_one_face_on_every_detector() {
+    let img = photo("astronaut.png");
+    for kind in [
+        DetectorKind::CenterFace,
+        DetectorKind::BlazeFaceBack,
+        DetectorKind::BlazeFaceFront,
+    ] {
+        let faces = detector(kind, EngineChoice::Ort, DetectorParams::default())
+            .detect(&img)
+            .unwrap();
+        assert_eq!(faces.len(), 1, "{}: {faces:?}", kind.as_str());
+        let [x1, y1, x2, y2] = faces[0].bbox;
+        assert!(
+            x1 > 150.0 && x2 < 300.0 && y1 > 40.0 && y2 < 200.0,
+            "{}: {:?}",
+            kind.as_str(),
+            faces[0].bbox
+        );
+    }
+}
+
+/// A 3840×2560 real background with the real 112-px face pasted at sizes from 160 down to 16 px.
+fn far_face_scene() -> (RgbImage, Vec<(u32, [u32; 4])>) {
+    let bg = imageops::resize(
+        &photo("rocket.jpg"),
+        3840,
+        2560,
+        imageops::FilterType::Triangle,
+    );
+    let face = photo("face112.png");
+    let mut scene = bg;
+    let mut placed = Vec::new();
+    let sizes = [160u32, 128, 96, 64, 48, 32, 24, 20, 16];
+    for (row, y) in [300u32, 1300, 2100].into_iter().enumerate() {
+        for (i, &size) in sizes.iter().enumerate() {
+            let x = 150 + i as u32 * 400 + row as u32 * 60;
+            let patch = imageops::resize(&face, size, size, imageops::FilterType::Lanczos3);
+            imageops::overlay(&mut scene, &patch, i64::from(x), i64::from(y));
+            placed.push((size, [x, y, x + size, y + size]));
+        }
+    }
+    (scene, placed)
+}
+
+fn found(faces: &[Face], at: [u32; 4]) -> bool {
+    let size = (at[2] - at[0]) as f32;
+    faces.iter().any(|f| {
+        let (cx, cy) = ((f.bbox[0] + f.bbox[2]) / 2.0, (f.bbox[1] + f.bbox[3]) / 2.0);
+        let w = f.size().0;
+        cx > at[0] as f32
+            && cx < at[2] as f32
+            && cy > at[1] as f32
+            && cy < at[3] as f32
+            && w > size * 0.3
+            && w < size * 2.0
+    })
+}
+
+#[test]
+fn far_faces_are_found_by_the_tiled_detector() {
+    let (scene, placed) = far_face_scene();
+    let detectors = [
+        (
+            "blazeface-back tiled",
+            detector(
+                DetectorKind::BlazeFaceBack,
+                EngineChoice::Ort,
+                DetectorParams::default(),
+            ),
+        ),
+        (
+            "blazeface-back full frame",
+            detector(
+                DetectorKind::BlazeFaceBack,
+                EngineChoice::Ort,
+                DetectorParams {
+                    tiling: false,
+                    ..Default::default()
+                },
+            ),
+        ),
+        (
+            "centerface max_side 1280",
+            detector(
+                DetectorKind::CenterFace,
+                EngineChoice::Ort,
+                DetectorParams::default(),
+            ),
+        ),
+        (
+            "centerface max_side 3840",
+            detector(
+                DetectorKind::CenterFace,
+                EngineChoice::Ort,
+                DetectorParams {
+                    max_side: 3840,
+                    ..Default::default()
+                },
+            ),
+        ),
+    ];
+    println!("recall by face size (3 faces per size) in a 3840×2560 photo:");
+    println!(
+        "{:<28} {}",
+        "detector",
+        placed
+            .iter()
+            .take(9)
+            .map(|p| format!("{:>5}", p.0))
+            .collect::<String>()
+    );
+    let mut tiled_recall = Vec::new();
+    for (name, det) in &detectors {
+        let faces = det.detect(&scene).unwrap();
+        let mut row = String::new();
+        for size in placed.iter().take(9).map(|p| p.0) {
+            let hits = placed
+                .iter()
+                .filter(|p| p.0 == size && found(&faces, p.1))
+                .count();
+            row.push_str(
+                &format!("{:>4}/3", hits)
+                    .chars()
+                    .rev()
+                    .take(5)
+                    .collect::<String>()
+                    .chars()
+                    .rev()
+                    .collect::<String>(),
+            );
+            if *name == "blazeface-back tiled" {
+                tiled_recall.push((size, hits));
+            }
+        }
+        println!("{name:<28} {row}   ({} detections)", faces.len());
+    }
+    // Measured at the default threshold (0.5): 3/3 down to 32 px, 2/3 at 24 and 20 px (the third
+    // 24-px face, on a busy background, scores 0.33), 0/3 at 16 px. Lowering the threshold to 0.3
+    // finds it but adds many false faces on real photos, so the default stays 0.5.
+    for (size, hits) in tiled_recall {
+        match size {
+            32.. => assert_eq!(hits, 3, "tiled BlazeFace found {hits}/3 faces of {size} px"),
+            24 => assert!(hits >= 2, "tiled BlazeFace found {hits}/3 faces of 24 px"),
+            _ => {}
+        }
+    }
+}
