@@ -15,6 +15,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Inference engines for model slots.
+    pub engine: EngineConfig,
     /// Backends that turn a request into a response.
     #[serde(rename = "slot")]
     pub slots: Vec<SlotSpec>,
@@ -128,6 +130,34 @@ pub enum LogFormat {
     Json,
 }
 
+/// `[engine]`: how model slots run.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct EngineConfig {
+    /// `auto` (ONNX Runtime when its library loads, else tract), `ort` or `tract`.
+    pub default: String,
+    /// Path of `libonnxruntime.so…`; empty = `ORT_DYLIB_PATH`, `.cache/onnxruntime/`, next to the binary.
+    pub ort_library: String,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// With `cuda:N` and no CUDA provider: run on the CPU instead of failing.
+    pub device_fallback: bool,
+    /// Intra-op threads per model; 0 = engine default (one per core).
+    pub threads: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            default: "auto".into(),
+            ort_library: String::new(),
+            device: "cpu".into(),
+            device_fallback: false,
+            threads: 0,
+        }
+    }
+}
+
 /// The kind of a slot.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
@@ -136,6 +166,8 @@ pub enum SlotKind {
     Upstream,
     /// Answers every request with a fixed response (health pages, maintenance, demos).
     Static,
+    /// Finds and anonymises faces in photos, in-process.
+    Face,
 }
 
 impl SlotKind {
@@ -144,6 +176,7 @@ impl SlotKind {
         match self {
             SlotKind::Upstream => "upstream",
             SlotKind::Static => "static",
+            SlotKind::Face => "face",
         }
     }
 }
@@ -178,6 +211,30 @@ pub struct SlotSpec {
     pub body: Option<String>,
     /// `static`: response content type (default `text/plain; charset=utf-8`).
     pub content_type: Option<String>,
+
+    // --- model slots (face) ---
+    /// `face`: `blazeface-front`, `blazeface-back` or `centerface`.
+    pub detector: Option<String>,
+    /// `face`: ONNX model file.
+    pub model: Option<String>,
+    /// Model slots: engine override (`auto`, `ort`, `tract`).
+    pub engine: Option<String>,
+    /// `face`: minimum detection score (default 0.5).
+    pub score_threshold: Option<f32>,
+    /// `face`: NMS overlap (default 0.3).
+    pub nms_iou: Option<f32>,
+    /// `face`, BlazeFace full range: run on overlapping tiles too (default true).
+    pub tiling: Option<bool>,
+    /// `face`, BlazeFace full range: smallest tile side in pixels (default 256).
+    pub min_tile: Option<u32>,
+    /// `face`, CenterFace: largest detector input side (default 1280).
+    pub max_side: Option<u32>,
+    /// `face`: largest decoded image in pixels (default 40,000,000); over it: 413.
+    pub max_pixels: Option<u64>,
+    /// Model slots: requests processed at once (default: CPU cores); the rest wait their turn.
+    pub max_concurrency: Option<usize>,
+    /// Model slots: ONNX Runtime sessions (default 1).
+    pub sessions: Option<usize>,
 }
 
 fn default_version() -> String {
@@ -199,14 +256,33 @@ impl SlotSpec {
             ("body", self.body.is_some()),
             ("content_type", self.content_type.is_some()),
         ];
-        let foreign: &[(&'static str, bool)] = match self.kind {
-            SlotKind::Upstream => &fixed,
-            SlotKind::Static => &upstream,
-        };
+        let face = [
+            ("detector", self.detector.is_some()),
+            ("model", self.model.is_some()),
+            ("engine", self.engine.is_some()),
+            ("score_threshold", self.score_threshold.is_some()),
+            ("nms_iou", self.nms_iou.is_some()),
+            ("tiling", self.tiling.is_some()),
+            ("min_tile", self.min_tile.is_some()),
+            ("max_side", self.max_side.is_some()),
+            ("max_pixels", self.max_pixels.is_some()),
+            ("max_concurrency", self.max_concurrency.is_some()),
+            ("sessions", self.sessions.is_some()),
+        ];
+        let mut foreign = Vec::new();
+        if self.kind != SlotKind::Upstream {
+            foreign.extend_from_slice(&upstream);
+        }
+        if self.kind != SlotKind::Static {
+            foreign.extend_from_slice(&fixed);
+        }
+        if self.kind != SlotKind::Face {
+            foreign.extend_from_slice(&face);
+        }
         foreign
-            .iter()
+            .into_iter()
             .filter(|(_, set)| *set)
-            .map(|(n, _)| *n)
+            .map(|(n, _)| n)
             .collect()
     }
 }

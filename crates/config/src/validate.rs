@@ -75,12 +75,7 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
                 ));
                 continue;
             }
-            let p = Path::new(file);
-            let full = match base_dir {
-                Some(dir) if p.is_relative() && !p.exists() => dir.join(p),
-                _ => p.to_path_buf(),
-            };
-            if !full.is_file() {
+            if !resolve(base_dir, file).is_file() {
                 out.push((
                     path!["server", "tls", key],
                     format!("file `{file}` does not exist"),
@@ -103,6 +98,32 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
             ))
         }
         _ => {}
+    }
+
+    if !matches!(cfg.engine.default.as_str(), "auto" | "ort" | "tract") {
+        out.push((
+            path!["engine", "default"],
+            format!(
+                "engine `{}` is not one of auto, ort, tract",
+                cfg.engine.default
+            ),
+        ));
+    }
+    let device = cfg.engine.device.as_str();
+    let cuda_ok = device
+        .strip_prefix("cuda:")
+        .is_some_and(|n| n.parse::<u32>().is_ok());
+    if device != "cpu" && device != "cuda" && !cuda_ok {
+        out.push((
+            path!["engine", "device"],
+            format!("device `{device}` is not `cpu` or `cuda:N`"),
+        ));
+    }
+    if !cfg.engine.ort_library.is_empty() && !resolve(base_dir, &cfg.engine.ort_library).is_file() {
+        out.push((
+            path!["engine", "ort_library"],
+            format!("file `{}` does not exist", cfg.engine.ort_library),
+        ));
     }
 
     let mut slot_kinds: HashMap<&str, SlotKind> = HashMap::new();
@@ -140,6 +161,51 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
                     }
                 }
             },
+            SlotKind::Face => {
+                match slot.detector.as_deref() {
+                    None => out.push((path!["slot", i], "a face slot needs `detector`".into())),
+                    Some("blazeface-front" | "blazeface-back" | "centerface") => {}
+                    Some(d) => out.push((
+                        path!["slot", i, "detector"],
+                        format!("detector `{d}` is not one of blazeface-front, blazeface-back, centerface"),
+                    )),
+                }
+                match slot.model.as_deref() {
+                    None => out.push((path!["slot", i], "a face slot needs `model`".into())),
+                    Some(m) if !resolve(base_dir, m).is_file() => out.push((
+                        path!["slot", i, "model"],
+                        format!("model file `{m}` does not exist"),
+                    )),
+                    Some(_) => {}
+                }
+                if let Some(e) = slot.engine.as_deref()
+                    && !matches!(e, "auto" | "ort" | "tract")
+                {
+                    out.push((
+                        path!["slot", i, "engine"],
+                        format!("engine `{e}` is not one of auto, ort, tract"),
+                    ));
+                }
+                for (key, v) in [
+                    ("score_threshold", slot.score_threshold),
+                    ("nms_iou", slot.nms_iou),
+                ] {
+                    if v.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+                        out.push((path!["slot", i, key], "must be between 0 and 1".into()));
+                    }
+                }
+                for (key, v) in [
+                    ("min_tile", slot.min_tile.map(u64::from)),
+                    ("max_side", slot.max_side.map(u64::from)),
+                    ("max_pixels", slot.max_pixels),
+                    ("max_concurrency", slot.max_concurrency.map(|v| v as u64)),
+                    ("sessions", slot.sessions.map(|v| v as u64)),
+                ] {
+                    if v == Some(0) {
+                        out.push((path!["slot", i, key], "must be greater than 0".into()));
+                    }
+                }
+            }
             SlotKind::Static => {
                 if let Some(status) = slot.status
                     && http::StatusCode::from_u16(status).is_err()
@@ -264,6 +330,16 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
         }
     }
     out
+}
+
+/// A path from the configuration: as given if it exists (absolute, or relative to the working
+/// directory), else relative to the configuration file's folder.
+pub fn resolve(base_dir: Option<&Path>, file: &str) -> std::path::PathBuf {
+    let p = Path::new(file);
+    match base_dir {
+        Some(dir) if p.is_relative() && !p.exists() => dir.join(p),
+        _ => p.to_path_buf(),
+    }
 }
 
 fn check_addr(addr: &str, path: Vec<Seg>, out: &mut Found) {

@@ -40,6 +40,7 @@ pub struct ReloadError {
 pub fn router(state: AdminState) -> Router {
     let api = Router::new()
         .route("/slots", get(slots))
+        .route("/slots/{slot}/load", post(load_slot))
         .route("/routes", get(routes))
         .route("/routes/{route}", get(route))
         .route("/routes/{route}/weight", put(set_weight))
@@ -130,7 +131,8 @@ async fn slots(State(st): State<AdminState>) -> Response {
             json!({
                 "name": &*h.name,
                 "kind": h.spec.kind.as_str(),
-                "version": h.spec.version,
+                "version": &*h.live_version(),
+                "configured_version": h.spec.version,
                 "inflight": h.stats.inflight(),
                 "loaded_at": humantime::format_rfc3339_seconds(h.loaded_at).to_string(),
                 "last_minute": {
@@ -147,6 +149,36 @@ async fn slots(State(st): State<AdminState>) -> Response {
         .collect();
     list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     json_response(StatusCode::OK, &json!({ "slots": list }))
+}
+
+async fn load_slot(
+    State(st): State<AdminState>,
+    Path(name): Path<String>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> Response {
+    let Json(params) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.body_text())
+                .into_response();
+        }
+    };
+    let snap = st.gw.snapshot();
+    let Some(handle) = snap.slots.get(name.as_str()) else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_slot",
+            format!("no slot named `{name}`"),
+        )
+        .into_response();
+    };
+    match handle.slot.load(params).await {
+        Ok(details) => json_response(StatusCode::OK, &json!({ "slot": name, "details": details })),
+        Err(e) => {
+            tracing::warn!(slot = %name, error = %e.message, "admin: model load refused; the slot keeps serving");
+            e.into_response()
+        }
+    }
 }
 
 async fn routes(State(st): State<AdminState>) -> Response {

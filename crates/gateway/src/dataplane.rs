@@ -156,7 +156,7 @@ impl Drop for Finish<'_> {
             slot.inflight_gauge.set(inflight as f64);
             slot.stats.record(elapsed, self.status >= 500);
             if let Some(m) = self.route.and_then(|r| r.metrics.get(&slot.name)) {
-                m.record(self.status, elapsed);
+                m.record(self.status, elapsed, slot.slot.version().as_deref());
             }
         }
         if let Some(access) = &self.access {

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod cli;
 pub mod dataplane;
 pub mod error;
 pub mod run;

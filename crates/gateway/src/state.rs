@@ -285,7 +285,11 @@ impl Gateway {
     pub fn new(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Self> {
         let epoch = Instant::now();
         let token = resolve_token(&config)?;
-        let snapshot = build_snapshot(config, None, epoch)?;
+        let base = config_path
+            .as_deref()
+            .and_then(std::path::Path::parent)
+            .map(std::path::Path::to_path_buf);
+        let snapshot = build_snapshot(config, None, epoch, base.as_deref())?;
         publish_gauges(&snapshot, None);
         Ok(Self {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -321,7 +325,11 @@ impl Gateway {
             .map_err(|_| anyhow::anyhow!("state lock poisoned"))?;
         let token = resolve_token(&config)?;
         let old = self.snapshot.load_full();
-        let new = build_snapshot(config, Some(&old), self.epoch)?;
+        let base = self
+            .config_path
+            .as_deref()
+            .and_then(std::path::Path::parent);
+        let new = build_snapshot(config, Some(&old), self.epoch, base)?;
         publish_gauges(&new, Some(&old));
         self.snapshot.store(Arc::new(new));
         self.admin_token.store(Arc::new(token));
@@ -403,6 +411,7 @@ fn build_snapshot(
     config: Config,
     old: Option<&Snapshot>,
     epoch: Instant,
+    base_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<Snapshot> {
     let mut slots = HashMap::new();
     for spec in &config.slots {
@@ -410,9 +419,15 @@ fn build_snapshot(
         let prev = old.and_then(|o| o.slots.get(&name));
         let handle = match prev {
             // Unchanged slot: keep the running backend (and its pools, models, stats).
-            Some(p) if *p.spec == *spec => p.clone(),
+            Some(p)
+                if *p.spec == *spec
+                    && (spec.kind != switchyard_config::SlotKind::Face
+                        || old.is_some_and(|o| o.config.engine == config.engine)) =>
+            {
+                p.clone()
+            }
             _ => {
-                let slot = slot::build(spec)
+                let slot = slot::build(spec, &config.engine, base_dir)
                     .map_err(|e| anyhow::anyhow!("slot `{}`: {e:#}", spec.name))?;
                 SlotHandle {
                     header: http::HeaderValue::from_str(&spec.name)?,
@@ -480,5 +495,14 @@ fn publish_gauges(new: &Snapshot, old: Option<&Snapshot>) {
     }
     for r in &new.routes {
         telemetry::set_route_weight(&r.name, r.weight);
+    }
+}
+
+impl SlotHandle {
+    /// The version serving now (a hot swap may have changed it from the configured one).
+    pub fn live_version(&self) -> Arc<str> {
+        self.slot
+            .version()
+            .unwrap_or_else(|| Arc::from(self.spec.version.as_str()))
     }
 }

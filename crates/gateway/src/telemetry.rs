@@ -10,6 +10,8 @@
 //! | `switchyard_slot_info` | gauge (1 = present) | slot, kind, version | – |
 //! | `switchyard_route_canary_weight` | gauge | route | percent |
 //! | `switchyard_config_reloads_total` | counter | result (`ok`/`error`) | reloads |
+//! | `switchyard_inference_seconds` | histogram | slot, stage | seconds |
+//! | `switchyard_faces_detected_total` | counter | slot | faces |
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -26,9 +28,16 @@ pub const SECONDS_BUCKETS: &[f64] = &[
 
 /// Installs the global tracing subscriber. `RUST_LOG` overrides the configured level.
 pub fn init_logging(cfg: &LogConfig, format_override: Option<LogFormat>) {
+    // ONNX Runtime warns about harmless graph clean-ups at every model load: keep it to errors
+    // unless the filter names `ort` itself.
+    let level = if cfg.level.contains("ort") {
+        cfg.level.clone()
+    } else {
+        format!("{},ort=error", cfg.level)
+    };
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&cfg.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .or_else(|_| EnvFilter::try_new(&level))
+        .unwrap_or_else(|_| EnvFilter::new("info,ort=error"));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -91,6 +100,16 @@ fn describe() {
         Unit::Percent,
         "Share of sticky buckets sent to the route's canary"
     );
+    metrics::describe_histogram!(
+        "switchyard_inference_seconds",
+        Unit::Seconds,
+        "Time of each stage of a model slot's work: decode, infer, anonymise, encode"
+    );
+    metrics::describe_counter!(
+        "switchyard_faces_detected_total",
+        Unit::Count,
+        "Faces found by a face slot"
+    );
     metrics::describe_counter!(
         "switchyard_config_reloads_total",
         Unit::Count,
@@ -114,6 +133,16 @@ pub fn set_route_weight(route: &str, weight: f64) {
 pub fn count_reload(ok: bool) {
     metrics::counter!("switchyard_config_reloads_total", "result" => if ok { "ok" } else { "error" })
         .increment(1);
+}
+
+/// `switchyard_inference_seconds{slot,stage}`.
+pub fn inference_histogram(slot: &str, stage: &'static str) -> metrics::Histogram {
+    metrics::histogram!("switchyard_inference_seconds", "slot" => slot.to_string(), "stage" => stage)
+}
+
+/// `switchyard_faces_detected_total{slot}`.
+pub fn faces_counter(slot: &str) -> metrics::Counter {
+    metrics::counter!("switchyard_faces_detected_total", "slot" => slot.to_string())
 }
 
 /// `switchyard_inflight_requests{slot}`.
@@ -154,13 +183,21 @@ impl RouteSlotMetrics {
             "version" => self.version.clone(), "status" => SharedString::from(status.to_string()))
     }
 
-    /// Records a finished request.
-    pub fn record(&self, status: u16, seconds: f64) {
-        match COMMON_STATUSES.iter().position(|s| *s == status) {
-            Some(i) => self.common[i]
+    /// Records a finished request. `live_version` is the slot's version now when it may differ from
+    /// the configured one (hot swap).
+    pub fn record(&self, status: u16, seconds: f64, live_version: Option<&str>) {
+        match (
+            COMMON_STATUSES.iter().position(|s| *s == status),
+            live_version,
+        ) {
+            (_, Some(v)) if *v != *self.version => metrics::counter!("switchyard_requests_total",
+                "route" => self.route.clone(), "slot" => self.slot.clone(),
+                "version" => v.to_string(), "status" => SharedString::from(status.to_string()))
+            .increment(1),
+            (Some(i), _) => self.common[i]
                 .get_or_init(|| self.counter(status))
                 .increment(1),
-            None => self.counter(status).increment(1),
+            (None, _) => self.counter(status).increment(1),
         }
         self.duration
             .get_or_init(|| {

@@ -83,6 +83,11 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Decoded> {
             ));
         }
     };
+    if format == Format::Jpeg && !jpeg_is_complete(bytes) {
+        return Err(Error::BadImage(
+            "the JPEG is truncated (no end-of-image marker after its last scan)".into(),
+        ));
+    }
     let mut limits = Limits::default();
     limits.max_alloc = Some(max_pixels.saturating_mul(4).saturating_add(64 << 20));
     reader.limits(limits);
@@ -107,6 +112,17 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Decoded> {
         other => other.to_rgb8(),
     };
     Ok(Decoded { image, format })
+}
+
+/// Whether a JPEG ends its last scan with an end-of-image marker. Inside entropy-coded data 0xFF is
+/// always followed by 0x00 or a restart marker, so `FF D9` after the last `FF DA` (start of scan) can
+/// only be the real end. Data after the marker (motion photos, padding) is allowed.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    match last_sos {
+        Some(i) => bytes[i..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => false,
+    }
 }
 
 fn decode_error(e: image::ImageError) -> Error {

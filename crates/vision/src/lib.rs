@@ -13,6 +13,7 @@ mod centerface;
 mod detector;
 pub mod imageio;
 pub mod nms;
+pub mod pipeline;
 
 pub use anonymize::{Style, anonymize};
 pub use detector::{DetectorKind, DetectorParams, FaceDetector};

@@ -5,6 +5,7 @@
 //! started with. To add a kind: implement [`Slot`], add a `SlotKind` in the config crate, and a branch
 //! in [`build`].
 
+mod face;
 mod fixed;
 mod upstream;
 
@@ -14,11 +15,12 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use http::{Request, Response};
-use switchyard_config::{SlotKind, SlotSpec};
+use switchyard_config::{EngineConfig, SlotKind, SlotSpec};
 
 use crate::dataplane::ConnInfo;
 use crate::error::ApiError;
 
+pub use face::FaceSlot;
 pub use fixed::StaticSlot;
 pub use upstream::UpstreamSlot;
 
@@ -39,6 +41,10 @@ pub struct RequestContext {
     pub max_body_bytes: u64,
 }
 
+/// A boxed future of a hot-load's result.
+pub type LoadFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<serde_json::Value, ApiError>> + Send + 'a>>;
+
 /// A boxed future of a slot's answer.
 pub type SlotFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Response<Body>, ApiError>> + Send + 'a>>;
@@ -51,12 +57,33 @@ pub trait Slot: Send + Sync + 'static {
 
     /// Kind-specific facts for `GET /admin/slots` (URL, model path, …).
     fn describe(&self) -> serde_json::Value;
+
+    /// The version serving now, when it can change at run time (hot swap); `None` = the configured one.
+    fn version(&self) -> Option<Arc<str>> {
+        None
+    }
+
+    /// Loads a new model version next to the serving one and swaps it in (`POST /admin/slots/{slot}/load`).
+    fn load<'a>(&'a self, _params: serde_json::Value) -> LoadFuture<'a> {
+        Box::pin(async {
+            Err(ApiError::new(
+                http::StatusCode::CONFLICT,
+                "not_loadable",
+                "this kind of slot has no model to load; change its configuration and reload",
+            ))
+        })
+    }
 }
 
-/// Builds a slot from its configuration.
-pub fn build(spec: &SlotSpec) -> anyhow::Result<Arc<dyn Slot>> {
+/// Builds a slot from its configuration. Model slots load their model here (blocking).
+pub fn build(
+    spec: &SlotSpec,
+    engine: &EngineConfig,
+    base_dir: Option<&std::path::Path>,
+) -> anyhow::Result<Arc<dyn Slot>> {
     Ok(match spec.kind {
         SlotKind::Upstream => Arc::new(UpstreamSlot::new(spec)?),
         SlotKind::Static => Arc::new(StaticSlot::new(spec)?),
+        SlotKind::Face => Arc::new(FaceSlot::new(spec, engine, base_dir)?),
     })
 }

@@ -1,0 +1,193 @@
+//! `switchyard blur` and `switchyard detect`: the face pipeline on files, without a server.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use switchyard_infer::{Device, EngineChoice, LoadOptions};
+use switchyard_vision::imageio::Format;
+use switchyard_vision::pipeline::{self, BlurOptions};
+use switchyard_vision::{DetectorKind, DetectorParams, FaceDetector, Style};
+
+/// Which model to run.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// blazeface-front, blazeface-back or centerface.
+    #[arg(long, default_value = "centerface")]
+    pub detector: String,
+    /// Model file (default: the detector's file under models/).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// auto, ort or tract.
+    #[arg(long, default_value = "auto")]
+    pub engine: String,
+    /// cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Intra-op threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Minimum detection score.
+    #[arg(long, default_value_t = 0.5)]
+    pub score_threshold: f32,
+    /// CenterFace: largest detector input side.
+    #[arg(long, default_value_t = 1280)]
+    pub max_side: u32,
+    /// BlazeFace full range: do not run on tiles.
+    #[arg(long)]
+    pub no_tiling: bool,
+    /// Largest image in pixels.
+    #[arg(long, default_value_t = 100_000_000)]
+    pub max_pixels: u64,
+}
+
+impl ModelArgs {
+    fn load(&self) -> anyhow::Result<FaceDetector> {
+        let kind = DetectorKind::parse(&self.detector).ok_or_else(|| {
+            anyhow::anyhow!(
+                "detector `{}` is not one of blazeface-front, blazeface-back, centerface",
+                self.detector
+            )
+        })?;
+        let model = self.model.clone().unwrap_or_else(|| {
+            PathBuf::from(match kind {
+                DetectorKind::BlazeFaceFront => {
+                    "models/blazeface/face_detection_front_128x128.onnx"
+                }
+                DetectorKind::BlazeFaceBack => "models/blazeface/face_detection_back_256x256.onnx",
+                DetectorKind::CenterFace => "models/centerface/centerface.onnx",
+            })
+        });
+        let opts = LoadOptions {
+            engine: self
+                .engine
+                .parse::<EngineChoice>()
+                .map_err(|e| anyhow::anyhow!(e))?,
+            device: self
+                .device
+                .parse::<Device>()
+                .map_err(|e| anyhow::anyhow!(e))?,
+            threads: self.threads,
+            ..Default::default()
+        };
+        let params = DetectorParams {
+            score_threshold: self.score_threshold,
+            max_side: self.max_side,
+            tiling: !self.no_tiling,
+            ..Default::default()
+        };
+        FaceDetector::load(kind, &model, params, opts).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+/// Prints an error and maps to an exit code.
+pub fn exit(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchyard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Blurs every input into `out`. Files that fail are reported and counted; the others proceed.
+pub fn blur(
+    inputs: &[PathBuf],
+    out: &Path,
+    model: &ModelArgs,
+    style: &str,
+    strength: f32,
+    margin: f32,
+    format: Option<&str>,
+) -> anyhow::Result<()> {
+    let style = Style::parse(style)
+        .ok_or_else(|| anyhow::anyhow!("style `{style}` is not blur, pixelate or mask"))?;
+    let format = format
+        .map(|f| {
+            Format::from_name(f)
+                .ok_or_else(|| anyhow::anyhow!("format `{f}` is not jpeg, png or webp"))
+        })
+        .transpose()?;
+    let det = model.load()?;
+    std::fs::create_dir_all(out)?;
+    let opts = BlurOptions {
+        style,
+        strength,
+        margin,
+        format,
+        ..Default::default()
+    };
+    let bar = indicatif::ProgressBar::new(inputs.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} images  {per_sec}  eta {eta}  {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    if inputs.len() < 2 {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let (mut faces, mut failed) = (0usize, 0usize);
+    for input in inputs {
+        let result = std::fs::read(input)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| {
+                pipeline::blur(&det, &bytes, model.max_pixels, &opts)
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+            });
+        match result {
+            Ok((bytes, fmt, d)) => {
+                let stem = input
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "image".into());
+                std::fs::write(out.join(format!("{stem}.{}", fmt.extension())), bytes)?;
+                faces += d.faces.len();
+            }
+            Err(e) => {
+                failed += 1;
+                bar.suspend(|| eprintln!("{}: {e:#}", input.display()));
+            }
+        }
+        bar.set_message(format!("{faces} faces"));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    eprintln!(
+        "{} images, {faces} faces blurred, {failed} failed → {}",
+        inputs.len(),
+        out.display()
+    );
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} images failed", inputs.len());
+    }
+    Ok(())
+}
+
+/// Prints the faces of one image as JSON.
+pub fn detect(input: &Path, model: &ModelArgs) -> anyhow::Result<()> {
+    let det = model.load()?;
+    let bytes = std::fs::read(input)?;
+    let (_, d) =
+        pipeline::detect(&det, &bytes, model.max_pixels).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let faces: Vec<_> = d
+        .faces
+        .iter()
+        .map(|f| serde_json::json!({ "box": f.bbox, "score": f.score, "landmarks": f.landmarks }))
+        .collect();
+    let out = serde_json::json!({
+        "file": input.display().to_string(),
+        "width": d.width,
+        "height": d.height,
+        "detector": det.kind.as_str(),
+        "engine": det.model.engine.as_str(),
+        "faces": faces,
+        "timings_ms": { "decode": d.timings.decode * 1e3, "infer": d.timings.infer * 1e3 },
+    });
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,109 @@
+//! The whole job on encoded bytes: decode → detect → anonymise → encode, with the time of each stage.
+//! Shared by the HTTP face slot and the `switchyard blur`/`detect` commands.
+
+use std::time::Instant;
+
+use crate::imageio::{self, Format};
+use crate::{Face, FaceDetector, Result, Style, anonymize};
+
+/// How to anonymise.
+#[derive(Debug, Clone, Copy)]
+pub struct BlurOptions {
+    /// Style.
+    pub style: Style,
+    /// Strength multiplier (1 = default).
+    pub strength: f32,
+    /// Box growth on each side, as a fraction of the box size.
+    pub margin: f32,
+    /// Output format; `None` = the input's.
+    pub format: Option<Format>,
+    /// JPEG quality.
+    pub quality: u8,
+}
+
+impl Default for BlurOptions {
+    fn default() -> Self {
+        Self {
+            style: Style::Blur,
+            strength: 1.0,
+            margin: 0.2,
+            format: None,
+            quality: 90,
+        }
+    }
+}
+
+/// Seconds spent in each stage.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    /// Decoding the input.
+    pub decode: f64,
+    /// Detection (pre-processing, inference, decoding of outputs, NMS).
+    pub infer: f64,
+    /// Anonymising.
+    pub anonymize: f64,
+    /// Encoding the output.
+    pub encode: f64,
+}
+
+/// Faces found in an image.
+#[derive(Debug, Clone)]
+pub struct Detection {
+    /// Image width after EXIF orientation.
+    pub width: u32,
+    /// Image height after EXIF orientation.
+    pub height: u32,
+    /// The faces, in image pixels.
+    pub faces: Vec<Face>,
+    /// The input's format.
+    pub format: Format,
+    /// Stage times.
+    pub timings: Timings,
+}
+
+/// Decodes and detects.
+pub fn detect(
+    det: &FaceDetector,
+    bytes: &[u8],
+    max_pixels: u64,
+) -> Result<(image::RgbImage, Detection)> {
+    let t0 = Instant::now();
+    let decoded = imageio::decode(bytes, max_pixels)?;
+    let t1 = Instant::now();
+    let faces = det.detect(&decoded.image)?;
+    let t2 = Instant::now();
+    let (width, height) = decoded.image.dimensions();
+    let timings = Timings {
+        decode: (t1 - t0).as_secs_f64(),
+        infer: (t2 - t1).as_secs_f64(),
+        ..Default::default()
+    };
+    Ok((
+        decoded.image,
+        Detection {
+            width,
+            height,
+            faces,
+            format: decoded.format,
+            timings,
+        },
+    ))
+}
+
+/// Decodes, detects, anonymises and encodes. Returns the output bytes, their format and the detection.
+pub fn blur(
+    det: &FaceDetector,
+    bytes: &[u8],
+    max_pixels: u64,
+    opts: &BlurOptions,
+) -> Result<(Vec<u8>, Format, Detection)> {
+    let (mut img, mut d) = detect(det, bytes, max_pixels)?;
+    let t0 = Instant::now();
+    anonymize(&mut img, &d.faces, opts.style, opts.strength, opts.margin);
+    let t1 = Instant::now();
+    let format = opts.format.unwrap_or(d.format);
+    let out = imageio::encode(&img, format, opts.quality)?;
+    d.timings.anonymize = (t1 - t0).as_secs_f64();
+    d.timings.encode = t1.elapsed().as_secs_f64();
+    Ok((out, format, d))
+}

@@ -1,0 +1,581 @@
+//! Face slots through the real binary: routing between detectors, blur correctness, bad input, hot swap.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+fn repo(rel: &str) -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel);
+    assert!(p.exists(), "{} is missing: run `make setup`", p.display());
+    p.canonicalize().unwrap().display().to_string()
+}
+
+fn blaze() -> String {
+    repo("models/blazeface/face_detection_back_256x256.onnx")
+}
+
+fn center() -> String {
+    repo("models/centerface/centerface.onnx")
+}
+
+fn photo(name: &str) -> Vec<u8> {
+    std::fs::read(repo(&format!(".cache/testdata/{name}"))).unwrap()
+}
+
+/// `/v1/face`: stable BlazeFace (v1), canary CenterFace (v2), gray users by header or cookie.
+fn face_config(weight: f64) -> String {
+    format!(
+        r#"{}
+[[slot]]
+name = "faces-v1"
+kind = "face"
+detector = "blazeface-back"
+model = "{}"
+version = "1.0"
+max_concurrency = 2
+
+[[slot]]
+name = "faces-v2"
+kind = "face"
+detector = "centerface"
+model = "{}"
+version = "2.0"
+max_pixels = 20000000
+
+[[route]]
+name = "faces"
+path = "/v1/face"
+stable = "faces-v1"
+canary = "faces-v2"
+canary_weight = {weight}
+sticky = ["header:x-user-id", "ip"]
+
+[[route.match]]
+header = "x-gray-enable"
+equals = "true"
+slot = "faces-v2"
+
+[[route.match]]
+cookie = "ABTEST_FaceV2"
+slot = "faces-v2"
+"#,
+        listeners("max_body_bytes = 20000000"),
+        blaze(),
+        center()
+    )
+}
+
+async fn post(
+    c: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+    ct: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut rb = c.post(url).header("content-type", ct).body(body);
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    rb.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn detect_routes_between_blazeface_and_centerface_slots() {
+    let gw = Gateway::start(&face_config(0.0));
+    let c = client();
+    let url = gw.url("/v1/face/detect");
+
+    let r = post(&c, &url, photo("t1.jpg"), "image/jpeg", &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-switchyard-slot"], "faces-v1");
+    let v1: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v1["slot"].as_str(), v1["version"].as_str()),
+        (Some("faces-v1"), Some("1.0"))
+    );
+    assert_eq!(
+        (v1["width"].as_u64(), v1["height"].as_u64()),
+        (Some(1280), Some(886))
+    );
+    assert!(v1["faces"].as_array().unwrap().len() >= 5, "{v1}");
+    assert!(v1["timings_ms"]["infer"].as_f64().unwrap() > 0.0);
+
+    for headers in [
+        &[("x-gray-enable", "true")][..],
+        &[("cookie", "ABTEST_FaceV2=1")][..],
+    ] {
+        let r = post(&c, &url, photo("t1.jpg"), "image/jpeg", headers).await;
+        assert_eq!(r.headers()["x-switchyard-slot"], "faces-v2");
+        let v2: Value = r.json().await.unwrap();
+        assert_eq!(
+            v2["faces"].as_array().unwrap().len(),
+            6,
+            "CenterFace finds all six: {v2}"
+        );
+        let f = &v2["faces"][0];
+        assert_eq!(f["landmarks"].as_array().unwrap().len(), 5);
+        assert!(f["score"].as_f64().unwrap() > 0.5);
+    }
+
+    // Sticky split at 50 %: each user stays on one detector.
+    c.put(gw.admin_url("/admin/routes/faces/weight"))
+        .json(&json!({"canary_weight": 50}))
+        .send()
+        .await
+        .unwrap();
+    let small = photo("astronaut.png");
+    let mut seen = std::collections::HashSet::new();
+    for user in ["ana", "bo", "cy", "di", "ed", "fay"] {
+        let first = post(&c, &url, small.clone(), "image/png", &[("x-user-id", user)]).await;
+        let slot = first.headers()["x-switchyard-slot"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let again = post(&c, &url, small.clone(), "image/png", &[("x-user-id", user)]).await;
+        assert_eq!(again.headers()["x-switchyard-slot"].to_str().unwrap(), slot);
+        seen.insert(slot);
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "six users at 50 % all landed on one side: {seen:?}"
+    );
+
+    let metrics = c
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        "switchyard_inference_seconds_bucket{slot=\"faces-v2\",stage=\"infer\"",
+        "switchyard_inference_seconds_count{slot=\"faces-v1\",stage=\"decode\"}",
+        "switchyard_faces_detected_total{slot=\"faces-v2\"}",
+        "switchyard_slot_info{slot=\"faces-v1\",kind=\"face\",version=\"1.0\"} 1",
+    ] {
+        assert!(metrics.contains(want), "missing {want}");
+    }
+    let slots: Value = c
+        .get(gw.admin_url("/admin/slots"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let v2 = slots["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "faces-v2")
+        .unwrap();
+    assert_eq!(v2["details"]["detector"], "centerface");
+    assert_eq!(v2["details"]["engine"], "ort");
+    assert_eq!(v2["details"]["device"], "cpu");
+    assert!(
+        v2["details"]["model"]
+            .as_str()
+            .unwrap()
+            .ends_with("centerface.onnx")
+    );
+}
+
+fn decode_png(bytes: &[u8]) -> image::RgbImage {
+    image::load_from_memory_with_format(bytes, image::ImageFormat::Png)
+        .unwrap()
+        .to_rgb8()
+}
+
+#[tokio::test]
+async fn blur_changes_faces_only_and_accepts_multipart() {
+    let gw = Gateway::start(&face_config(0.0));
+    let c = client();
+    let input = photo("t1.jpg");
+    let original = image::load_from_memory(&input).unwrap().to_rgb8();
+    let faces: Value = post(
+        &c,
+        &gw.url("/v1/face/detect"),
+        input.clone(),
+        "image/jpeg",
+        &[("x-gray-enable", "true")],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let boxes: Vec<[f32; 4]> = faces["faces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let b = f["box"].as_array().unwrap();
+            [0, 1, 2, 3].map(|i| b[i].as_f64().unwrap() as f32)
+        })
+        .collect();
+    assert_eq!(boxes.len(), 6);
+
+    let r = post(
+        &c,
+        &gw.url("/v1/face/blur?format=png&style=pixelate"),
+        input.clone(),
+        "image/jpeg",
+        &[("x-gray-enable", "true")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/png");
+    assert_eq!(r.headers()["x-faces"], "6");
+    let out = decode_png(&r.bytes().await.unwrap());
+    assert_eq!(out.dimensions(), original.dimensions());
+    for b in &boxes {
+        let (cx, cy) = (((b[0] + b[2]) / 2.0) as u32, ((b[1] + b[3]) / 2.0) as u32);
+        let changed = (0..10)
+            .flat_map(|dy| (0..10).map(move |dx| (cx - 5 + dx, cy - 5 + dy)))
+            .filter(|&(x, y)| out.get_pixel(x, y) != original.get_pixel(x, y))
+            .count();
+        assert!(changed >= 80, "face at {b:?}: {changed}/100 pixels changed");
+    }
+    let far = |x: u32, y: u32| {
+        boxes.iter().all(|b| {
+            let (w, h) = (b[2] - b[0], b[3] - b[1]);
+            (x as f32) < b[0] - w
+                || (x as f32) > b[2] + w
+                || (y as f32) < b[1] - h
+                || (y as f32) > b[3] + h
+        })
+    };
+    for y in (0..original.height()).step_by(9) {
+        for x in (0..original.width()).step_by(9) {
+            if far(x, y) {
+                assert_eq!(
+                    out.get_pixel(x, y),
+                    original.get_pixel(x, y),
+                    "pixel {x},{y} far from faces changed"
+                );
+            }
+        }
+    }
+
+    // The same through a multipart form, JPEG in and out.
+    let form = reqwest::multipart::Form::new()
+        .text("note", "ignored")
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(input)
+                .file_name("t1.jpg")
+                .mime_str("image/jpeg")
+                .unwrap(),
+        );
+    let r = c
+        .post(gw.url("/v1/face/blur"))
+        .header("x-gray-enable", "true")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        (
+            r.headers()["content-type"].to_str().unwrap(),
+            r.headers()["x-faces"].to_str().unwrap()
+        ),
+        ("image/jpeg", "6")
+    );
+}
+
+/// A JPEG with an EXIF block saying "rotate 90° clockwise" (orientation 6).
+fn jpeg_with_exif_orientation_6() -> Vec<u8> {
+    let img = image::load_from_memory(&photo("astronaut.png"))
+        .unwrap()
+        .to_rgb8();
+    let small = image::imageops::crop_imm(&img, 0, 0, 512, 384).to_image();
+    let mut jpeg = Vec::new();
+    small
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    let mut exif = vec![0xFF, 0xE1, 0x00, 34];
+    exif.extend_from_slice(b"Exif\0\0MM\0\x2a\0\0\0\x08");
+    exif.extend_from_slice(&[
+        0x00, 0x01, 0x01, 0x12, 0x00, 0x03, 0x00, 0x00, 0x00, 0x01, 0x00, 0x06, 0x00, 0x00,
+    ]);
+    exif.extend_from_slice(&[0, 0, 0, 0]);
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&exif);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+#[tokio::test]
+async fn exif_orientation_is_applied_and_metadata_is_stripped() {
+    let gw = Gateway::start(&face_config(0.0));
+    let c = client();
+    let input = jpeg_with_exif_orientation_6();
+    assert!(input.windows(4).any(|w| w == b"Exif"));
+    let d: Value = post(
+        &c,
+        &gw.url("/v1/face/detect"),
+        input.clone(),
+        "image/jpeg",
+        &[],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        (d["width"].as_u64(), d["height"].as_u64()),
+        (Some(384), Some(512)),
+        "rotated upright"
+    );
+    let r = post(&c, &gw.url("/v1/face/blur"), input, "image/jpeg", &[]).await;
+    assert_eq!(r.status(), 200);
+    let out = r.bytes().await.unwrap();
+    assert!(
+        !out.windows(4).any(|w| w == b"Exif"),
+        "EXIF leaked into the output"
+    );
+    let decoded = image::load_from_memory(&out).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (384, 512));
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// The start of a PNG claiming `w`×`h` pixels: header and the first bytes of pixel data.
+fn png_bomb(w: u32, h: u32) -> Vec<u8> {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8], data: &[u8]| {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&crc32(&body).to_be_bytes());
+    };
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(b"IHDR", &ihdr);
+    chunk(
+        b"IDAT",
+        &[
+            0x78, 0x01, 0x01, 0x0a, 0x00, 0xf5, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x00, 0x0a,
+            0x00, 0x01,
+        ],
+    );
+    out
+}
+
+#[tokio::test]
+async fn bad_images_get_clear_client_errors_and_nothing_breaks() {
+    let gw = Gateway::start(&face_config(0.0));
+    let c = client();
+    let url = gw.url("/v1/face/blur");
+    let jpeg = photo("t1.jpg");
+    let bomb = png_bomb(100_000, 100_000);
+    let cases: Vec<(&str, Vec<u8>, &str, u16, &str)> = vec![
+        (
+            "text body",
+            b"hello".to_vec(),
+            "text/plain",
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "garbage",
+            b"definitely not an image".to_vec(),
+            "image/jpeg",
+            400,
+            "bad_image",
+        ),
+        ("empty", Vec::new(), "image/jpeg", 400, "bad_image"),
+        (
+            "truncated",
+            jpeg[..jpeg.len() / 3].to_vec(),
+            "image/jpeg",
+            400,
+            "bad_image",
+        ),
+        (
+            "gif",
+            b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec(),
+            "image/gif",
+            415,
+            "unsupported_image",
+        ),
+        (
+            "decompression bomb",
+            bomb,
+            "image/png",
+            413,
+            "image_too_large",
+        ),
+        (
+            "bad multipart",
+            b"--x\r\n\r\n".to_vec(),
+            "multipart/form-data; boundary=x",
+            400,
+            "bad_multipart",
+        ),
+    ];
+    for (what, body, ct, status, code) in cases {
+        let r = post(&c, &url, body, ct, &[]).await;
+        assert_eq!(r.status().as_u16(), status, "{what}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], code, "{what}: {v}");
+    }
+    let r = post(
+        &c,
+        &gw.url("/v1/face/blur?style=swirl"),
+        jpeg.clone(),
+        "image/jpeg",
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let r = c.get(gw.url("/v1/face/blur")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    // Over the body limit: 413 before decoding (or, as the gateway reads at most 8 MiB of a refused
+    // body, a reset while this client is still sending the rest).
+    let r = c
+        .post(&url)
+        .header("content-type", "image/jpeg")
+        .body(vec![0xFF; 21_000_000])
+        .send()
+        .await;
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 413);
+    }
+    // Still healthy.
+    let r = post(&c, &url, jpeg, "image/jpeg", &[]).await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn hot_swap_under_load_drops_nothing_and_failed_loads_change_nothing() {
+    let gw = Gateway::start(&face_config(0.0));
+    let c = client();
+    let url = gw.url("/v1/face/detect");
+    let image = photo("astronaut.png");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let (c, url, image, stop) = (c.clone(), url.clone(), image.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let mut versions = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = post(&c, &url, image.clone(), "image/png", &[]).await;
+                assert_eq!(r.status(), 200, "request failed during a swap");
+                let version = r.headers()["x-switchyard-version"]
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                let v: Value = r.json().await.unwrap();
+                assert_eq!(v["version"], version.as_str());
+                assert_eq!(v["faces"].as_array().unwrap().len(), 1);
+                versions.push(version);
+            }
+            versions
+        }));
+    }
+    let load = |body: Value| {
+        let c = c.clone();
+        let url = gw.admin_url("/admin/slots/faces-v1/load");
+        async move {
+            let r = c.post(url).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let mut valid = vec!["1.0".to_string()];
+    for i in 0..5 {
+        let (detector, model) = if i % 2 == 0 {
+            ("centerface", center())
+        } else {
+            ("blazeface-back", blaze())
+        };
+        let version = format!("1.{}", i + 1);
+        let (status, body) =
+            load(json!({"model": model, "detector": detector, "version": version})).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["details"]["version"], version.as_str());
+        valid.push(version);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Failed loads: missing file, a file that is not that detector's model, garbage. The slot keeps
+    // serving 1.5.
+    let junk = std::env::temp_dir().join(format!("junk-{}.onnx", std::process::id()));
+    std::fs::write(&junk, b"not a model").unwrap();
+    for body in [
+        json!({"model": "/nonexistent/model.onnx", "version": "9"}),
+        json!({"model": center(), "detector": "blazeface-back", "version": "9"}),
+        json!({"model": junk.display().to_string(), "version": "9"}),
+    ] {
+        let (status, v) = load(body.clone()).await;
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (422, Some("model_load_failed")),
+            "{body}: {v}"
+        );
+    }
+    let (status, v) = load(json!({"modle": "x"})).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("bad_body"))
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut seen = std::collections::HashSet::new();
+    for h in clients {
+        for v in h.await.unwrap() {
+            assert!(valid.contains(&v), "response named version {v}");
+            seen.insert(v);
+        }
+    }
+    assert!(seen.len() >= 3, "the clients saw only {seen:?}");
+    let slots: Value = c
+        .get(gw.admin_url("/admin/slots"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let s = slots["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "faces-v1")
+        .unwrap();
+    assert_eq!(
+        (s["version"].as_str(), s["details"]["detector"].as_str()),
+        (Some("1.5"), Some("centerface"))
+    );
+    let r = c
+        .post(gw.admin_url("/admin/slots/nope/load"))
+        .json(&json!({"model": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
