@@ -47,7 +47,8 @@ fn good_file_loads_with_defaults() {
 #[test]
 fn default_config_is_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let cfg = load_named(DEFAULT_CONFIG, "<embedded default>", Some(&root)).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = load_named(DEFAULT_CONFIG, "<embedded default>", Some(&root))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(cfg.routes.iter().any(|r| r.path == "/"));
     assert!(cfg.slots.iter().any(|s| s.kind == SlotKind::Face));
 }
@@ -62,7 +63,8 @@ fn shipped_example_configs_are_valid() {
             if path.extension().is_some_and(|e| e == "toml") {
                 // Model paths in shipped files are relative to the repository root (where `make run` runs).
                 let text = std::fs::read_to_string(&path).unwrap();
-                load_named(&text, &path.display().to_string(), Some(&root)).unwrap_or_else(|e| panic!("{e}"));
+                load_named(&text, &path.display().to_string(), Some(&root))
+                    .unwrap_or_else(|e| panic!("{e}"));
                 checked += 1;
             }
         }

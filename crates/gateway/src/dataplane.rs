@@ -203,11 +203,20 @@ async fn serve(snap: &Snapshot, conn: &Arc<ConnInfo>, req: Request<Incoming>) ->
         code: None,
     };
 
+    // An HTTP/1 request whose body we may refuse before reading it: the connection cannot be reused
+    // after such a refusal, so say so instead of letting the client find a closed socket.
+    let unread_body_closes =
+        req.version() <= http::Version::HTTP_11 && !http_body::Body::is_end_stream(req.body());
     let mut resp = match route_and_call(snap, conn, req, &mut fin).await {
         Ok(resp) => resp,
         Err(e) => {
             fin.code = Some(e.code);
-            e.into_response()
+            let mut resp = e.into_response();
+            if unread_body_closes {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            resp
         }
     };
     if let Some(slot) = fin.slot {

@@ -31,7 +31,10 @@ fn detector(kind: DetectorKind, engine: EngineChoice) -> FaceDetector {
         DetectorKind::BlazeFaceBack => "models/blazeface/face_detection_back_256x256.onnx",
         DetectorKind::CenterFace => "models/centerface/centerface.onnx",
     });
-    let opts = LoadOptions { engine, ..Default::default() };
+    let opts = LoadOptions {
+        engine,
+        ..Default::default()
+    };
     FaceDetector::load(kind, &path, DetectorParams::default(), opts).unwrap()
 }
 
@@ -41,12 +44,22 @@ fn stages(c: &mut Criterion) {
     let faces = cf.detect(&img).unwrap();
     let mut g = c.benchmark_group("stages_1080p");
     g.sample_size(20).measurement_time(Duration::from_secs(4));
-    g.bench_function("decode_jpeg", |b| b.iter(|| imageio::decode(&jpeg, u64::MAX).unwrap()));
-    g.bench_function("detect_centerface_1280_ort", |b| b.iter(|| cf.detect(&img).unwrap()));
-    g.bench_function("anonymise_blur", |b| {
-        b.iter_batched(|| img.clone(), |mut i| anonymize(&mut i, &faces, Style::Blur, 1.0, 0.2), criterion::BatchSize::LargeInput)
+    g.bench_function("decode_jpeg", |b| {
+        b.iter(|| imageio::decode(&jpeg, u64::MAX).unwrap())
     });
-    g.bench_function("encode_jpeg_q90", |b| b.iter(|| imageio::encode(&img, Format::Jpeg, 90).unwrap()));
+    g.bench_function("detect_centerface_1280_ort", |b| {
+        b.iter(|| cf.detect(&img).unwrap())
+    });
+    g.bench_function("anonymise_blur", |b| {
+        b.iter_batched(
+            || img.clone(),
+            |mut i| anonymize(&mut i, &faces, Style::Blur, 1.0, 0.2),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("encode_jpeg_q90", |b| {
+        b.iter(|| imageio::encode(&img, Format::Jpeg, 90).unwrap())
+    });
     g.finish();
 }
 
@@ -66,17 +79,50 @@ fn median_ms(model: &Model, input: &Tensor, runs: usize) -> f64 {
 
 fn engines(_c: &mut Criterion) {
     let cases: [(&str, &str, Patch, Vec<usize>); 4] = [
-        ("blazeface-front 1x128x128x3", "models/blazeface/face_detection_front_128x128.onnx", Patch::ConstantOfShapeF32, vec![1, 128, 128, 3]),
-        ("blazeface-back 1x256x256x3", "models/blazeface/face_detection_back_256x256.onnx", Patch::ConstantOfShapeF32, vec![1, 256, 256, 3]),
-        ("centerface 1x3x480x640", "models/centerface/centerface.onnx", Patch::DynamicInputs, vec![1, 3, 480, 640]),
-        ("centerface 1x3x736x1280", "models/centerface/centerface.onnx", Patch::DynamicInputs, vec![1, 3, 736, 1280]),
+        (
+            "blazeface-front 1x128x128x3",
+            "models/blazeface/face_detection_front_128x128.onnx",
+            Patch::ConstantOfShapeF32,
+            vec![1, 128, 128, 3],
+        ),
+        (
+            "blazeface-back 1x256x256x3",
+            "models/blazeface/face_detection_back_256x256.onnx",
+            Patch::ConstantOfShapeF32,
+            vec![1, 256, 256, 3],
+        ),
+        (
+            "centerface 1x3x480x640",
+            "models/centerface/centerface.onnx",
+            Patch::DynamicInputs,
+            vec![1, 3, 480, 640],
+        ),
+        (
+            "centerface 1x3x736x1280",
+            "models/centerface/centerface.onnx",
+            Patch::DynamicInputs,
+            vec![1, 3, 736, 1280],
+        ),
     ];
     println!("\nengine comparison (median ms per inference, default threads):");
-    println!("{:<28} {:>9} {:>9} {:>12}", "model", "ort", "tract", "tract/ort");
+    println!(
+        "{:<28} {:>9} {:>9} {:>12}",
+        "model", "ort", "tract", "tract/ort"
+    );
     for (name, file, patch, shape) in cases {
         let n: usize = shape.iter().product();
         let input = Tensor::f32(shape, (0..n).map(|i| (i % 251) as f32 / 251.0).collect());
-        let load = |engine| Model::load(&root().join(file), &LoadOptions { engine, patches: vec![patch], ..Default::default() }).unwrap();
+        let load = |engine| {
+            Model::load(
+                &root().join(file),
+                &LoadOptions {
+                    engine,
+                    patches: vec![patch],
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        };
         let runs = if name.contains("1280") { 9 } else { 25 };
         let ort = median_ms(&load(EngineChoice::Ort), &input, runs);
         let tract = median_ms(&load(EngineChoice::Tract), &input, runs);
