@@ -75,7 +75,7 @@ def blazeface(model_path: Path, img: Image.Image, size: int):
     by_shape = {tuple(o.shape): o for o in outs}
     reg = np.concatenate([by_shape[(1, 512, 16)][0], by_shape[(1, 384, 16)][0]])
     logits = np.concatenate([by_shape[(1, 512, 1)][0, :, 0], by_shape[(1, 384, 1)][0, :, 0]])
-    scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -100, 100)))
+    scores = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -100, 100)))
     anchors = blaze_anchors()
     sx = rw / w
 

@@ -273,6 +273,7 @@ pub struct LoadOptions {
     pub threads: usize,
     /// ONNX Runtime sessions in the pool: how many requests run at once on this model.
     pub sessions: usize,
+
     /// Graph edits applied before either engine sees the model.
     pub patches: Vec<Patch>,
     /// Explicit ONNX Runtime library path.

@@ -4,6 +4,8 @@
 //! headers are removed and `X-Forwarded-*`/`Forwarded` set; WebSocket (HTTP/1.1 `Upgrade`) is passed
 //! through. Upstream unreachable → 502, no response headers within `timeout_ms` → 504.
 
+use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -48,9 +50,70 @@ pub struct UpstreamSlot {
     preserve_host: bool,
     connect_timeout: Duration,
     pool_max_idle: usize,
-    /// One pool per data-plane worker thread: a request never crosses threads to reach its
-    /// upstream connection.
+    /// Plain-HTTP keep-alive connections, one pool per data-plane worker thread: a request never
+    /// crosses threads to reach its upstream connection, and no pool lock or dispatch task is shared.
+    idle: Arc<thread_local::ThreadLocal<RefCell<Vec<Sender>>>>,
+    /// HTTPS and protocol upgrades go through hyper-util's pooled client, also one per thread.
     clients: thread_local::ThreadLocal<Client<HttpsConnector<HttpConnector>, Body>>,
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Body>;
+
+/// An upstream response body that gives its connection back to the thread's pool once fully read.
+struct PooledBody {
+    inner: hyper::body::Incoming,
+    sender: Option<Sender>,
+    idle: Arc<thread_local::ThreadLocal<RefCell<Vec<Sender>>>>,
+    max_idle: usize,
+}
+
+impl PooledBody {
+    /// Gives the connection back once the response has been read to its end. (A server writing a
+    /// body of known length stops polling after the last byte, so the end is seen through
+    /// `is_end_stream`, not only through a final `None`.)
+    fn release_if_done(&mut self) {
+        if http_body::Body::is_end_stream(&self.inner)
+            && let Some(sender) = self.sender.take()
+        {
+            let mut idle = self.idle.get_or(Default::default).borrow_mut();
+            if idle.len() < self.max_idle {
+                idle.push(sender);
+            }
+        }
+    }
+}
+
+impl http_body::Body for PooledBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let res = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(res, std::task::Poll::Ready(None | Some(Ok(_)))) {
+            this.release_if_done();
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // Read to the end but the last poll came before the end was known: still reusable. A body
+        // dropped half-read takes its connection down with it.
+        self.release_if_done();
+    }
 }
 
 impl UpstreamSlot {
@@ -77,8 +140,125 @@ impl UpstreamSlot {
             preserve_host: spec.preserve_host.unwrap_or(false),
             connect_timeout: Duration::from_millis(spec.connect_timeout_ms.unwrap_or(2_000)),
             pool_max_idle: spec.pool_max_idle.unwrap_or(256),
+            idle: Arc::new(thread_local::ThreadLocal::new()),
             clients: thread_local::ThreadLocal::new(),
         })
+    }
+
+    /// An idle connection of this thread that is ready for a request, or a new one.
+    async fn checkout(&self) -> Result<Sender, ApiError> {
+        loop {
+            let candidate = self.idle.get_or(Default::default).borrow_mut().pop();
+            match candidate {
+                Some(mut s) if !s.is_closed() => {
+                    if s.ready().await.is_ok() {
+                        return Ok(s);
+                    }
+                }
+                Some(_) => continue,
+                None => return self.connect().await,
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Sender, ApiError> {
+        let unavailable = |e: String| {
+            tracing::warn!(upstream = %self.url, error = %e, "upstream connect failed");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                "upstream is unreachable",
+            )
+        };
+        let host = self
+            .authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = self.authority.port_u16().unwrap_or(80);
+        let stream = tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::TcpStream::connect((host, port)),
+        )
+        .await
+        .map_err(|_| unavailable("connect timed out".into()))?
+        .map_err(|e| unavailable(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Plain HTTP without upgrade: this thread's own keep-alive connections.
+    async fn send_pooled(
+        &self,
+        mut req: Request<Body>,
+        ctx: &RequestContext,
+    ) -> Result<Response<Body>, ApiError> {
+        // hyper's connection-level client writes the URI as given: origin form, Host set here.
+        let pq = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(pq);
+        if !req.headers().contains_key(header::HOST) {
+            req.headers_mut().insert(
+                header::HOST,
+                HeaderValue::from_str(self.authority.as_str()).map_err(|_| {
+                    ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_error",
+                        "bad upstream authority",
+                    )
+                })?,
+            );
+        }
+        let mut attempt = 0;
+        let resp = loop {
+            let mut sender = self.checkout().await?;
+            match sender.try_send_request(req).await {
+                Ok(resp) => break (resp, sender),
+                Err(mut e) => {
+                    // The connection closed before the request went out (an idle keep-alive connection
+                    // the upstream dropped): the request comes back untouched; retry once on a new one.
+                    if attempt == 0
+                        && let Some(r) = e.take_message()
+                    {
+                        attempt += 1;
+                        req = r;
+                        continue;
+                    }
+                    let err = e.into_error();
+                    if let Some(client_err) = client_body_error(&err, ctx.max_body_bytes) {
+                        return Err(client_err);
+                    }
+                    tracing::warn!(upstream = %self.url, error = %error_chain(&err), "upstream request failed");
+                    return Err(ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_error",
+                        "upstream request failed",
+                    ));
+                }
+            }
+        };
+        let (resp, sender) = resp;
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let body = PooledBody {
+            inner: body,
+            sender: Some(sender),
+            idle: self.idle.clone(),
+            max_idle: self.pool_max_idle,
+        };
+        Ok(Response::from_parts(parts, Body::new(body)))
     }
 
     fn client(&self) -> &Client<HttpsConnector<HttpConnector>, Body> {
@@ -160,6 +340,12 @@ impl UpstreamSlot {
         self.set_forwarding_headers(&mut parts.headers, ctx);
 
         let out = Request::from_parts(parts, body);
+        if upgrade.is_none() && self.scheme == Scheme::HTTP {
+            return match tokio::time::timeout(self.timeout, self.send_pooled(out, ctx)).await {
+                Ok(r) => r,
+                Err(_) => Err(self.timeout_error()),
+            };
+        }
         let mut resp = match tokio::time::timeout(self.timeout, self.client().request(out)).await {
             Err(_) => {
                 return Err(ApiError::new(
@@ -256,6 +442,17 @@ impl UpstreamSlot {
                 h.remove(header::HOST);
             }
         }
+    }
+
+    fn timeout_error(&self) -> ApiError {
+        ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            format!(
+                "upstream did not answer within {} ms",
+                self.timeout.as_millis()
+            ),
+        )
     }
 
     fn classify(&self, e: &hyper_util::client::legacy::Error, ctx: &RequestContext) -> ApiError {
