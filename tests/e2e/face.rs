@@ -162,20 +162,7 @@ async fn detect_routes_between_blazeface_and_centerface_slots() {
     ] {
         assert!(metrics.contains(want), "missing {want}");
     }
-    let slots: Value = c
-        .get(gw.admin_url("/admin/slots"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let v2 = slots["slots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "faces-v2")
-        .unwrap();
+    let v2 = slot_state(&c, &gw, "faces-v2").await;
     assert_eq!(v2["details"]["detector"], "centerface");
     assert_eq!(v2["details"]["engine"], "ort");
     assert_eq!(v2["details"]["device"], "cpu");
@@ -538,20 +525,7 @@ async fn hot_swap_under_load_drops_nothing_and_failed_loads_change_nothing() {
         }
     }
     assert!(seen.len() >= 3, "the clients saw only {seen:?}");
-    let slots: Value = c
-        .get(gw.admin_url("/admin/slots"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let s = slots["slots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "faces-v1")
-        .unwrap();
+    let s = slot_state(&c, &gw, "faces-v1").await;
     assert_eq!(
         (s["version"].as_str(), s["details"]["detector"].as_str()),
         (Some("1.5"), Some("centerface"))

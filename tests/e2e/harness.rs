@@ -396,3 +396,22 @@ pub async fn get(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> (u
     let body = resp.json::<Value>().await.unwrap_or(Value::Null);
     (status, slot, body)
 }
+
+/// One slot's entry in `GET /admin/slots`.
+pub async fn slot_state(c: &reqwest::Client, gw: &Gateway, name: &str) -> Value {
+    let slots: Value = c
+        .get(gw.admin_url("/admin/slots"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    slots["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no slot `{name}` in {slots}"))
+}

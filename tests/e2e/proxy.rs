@@ -112,20 +112,7 @@ stable = "slow"
     let (status, _, _) = get(&c, &gw.url("/slow/slow?ms=10"), &[]).await;
     assert_eq!(status, 200);
 
-    let slots: Value = c
-        .get(gw.admin_url("/admin/slots"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let dead_stats = slots["slots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "dead")
-        .unwrap();
+    let dead_stats = slot_state(&c, &gw, "dead").await;
     assert_eq!(dead_stats["last_minute"]["errors"], 1);
 }
 
