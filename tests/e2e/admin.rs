@@ -210,7 +210,7 @@ async fn reload_applies_good_files_and_keeps_serving_on_bad_ones() {
     // Syntax error via SIGHUP: logged, still serving.
     gw.write_config("[[route]\n");
     gw.signal("HUP");
-    gw.wait_log("failed reload", |l| {
+    gw.wait_log_count("failed reload after SIGHUP", 2, |l| {
         l["message"] == "configuration reload failed; keeping the previous one"
     });
     let (status, _, _) = get(&c, &gw.url("/api"), &[]).await;

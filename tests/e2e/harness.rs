@@ -292,9 +292,21 @@ impl Gateway {
 
     /// Waits for a log record satisfying `pred`.
     pub fn wait_log(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_log_count(what, 1, pred)
+    }
+
+    /// Waits until `n` log records satisfy `pred`; returns the last of them.
+    pub fn wait_log_count(&self, what: &str, n: usize, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(v) = self.logs.lock().unwrap().iter().find(|l| pred(l)) {
+            if let Some(v) = self
+                .logs
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| pred(l))
+                .nth(n - 1)
+            {
                 return v.clone();
             }
             assert!(
@@ -306,8 +318,11 @@ impl Gateway {
         }
     }
 
+    /// Replaces the config file atomically (a reload never sees a half-written file).
     pub fn write_config(&self, text: &str) {
-        std::fs::write(&self.config_path, text).unwrap();
+        let tmp = self.config_path.with_extension("toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.config_path).unwrap();
     }
 }
 

@@ -48,15 +48,10 @@ impl ModelArgs {
                 self.detector
             )
         })?;
-        let model = self.model.clone().unwrap_or_else(|| {
-            PathBuf::from(match kind {
-                DetectorKind::BlazeFaceFront => {
-                    "models/blazeface/face_detection_front_128x128.onnx"
-                }
-                DetectorKind::BlazeFaceBack => "models/blazeface/face_detection_back_256x256.onnx",
-                DetectorKind::CenterFace => "models/centerface/centerface.onnx",
-            })
-        });
+        let model = self
+            .model
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(kind.default_model()));
         let opts = LoadOptions {
             engine: self
                 .engine

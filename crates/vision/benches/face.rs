@@ -26,11 +26,7 @@ fn photo_1080p() -> (RgbImage, Vec<u8>) {
 }
 
 fn detector(kind: DetectorKind, engine: EngineChoice) -> FaceDetector {
-    let path = root().join(match kind {
-        DetectorKind::BlazeFaceFront => "models/blazeface/face_detection_front_128x128.onnx",
-        DetectorKind::BlazeFaceBack => "models/blazeface/face_detection_back_256x256.onnx",
-        DetectorKind::CenterFace => "models/centerface/centerface.onnx",
-    });
+    let path = root().join(kind.default_model());
     let opts = LoadOptions {
         engine,
         ..Default::default()
@@ -81,25 +77,25 @@ fn engines(_c: &mut Criterion) {
     let cases: [(&str, &str, Patch, Vec<usize>); 4] = [
         (
             "blazeface-front 1x128x128x3",
-            "models/blazeface/face_detection_front_128x128.onnx",
+            DetectorKind::BlazeFaceFront.default_model(),
             Patch::ConstantOfShapeF32,
             vec![1, 128, 128, 3],
         ),
         (
             "blazeface-back 1x256x256x3",
-            "models/blazeface/face_detection_back_256x256.onnx",
+            DetectorKind::BlazeFaceBack.default_model(),
             Patch::ConstantOfShapeF32,
             vec![1, 256, 256, 3],
         ),
         (
             "centerface 1x3x480x640",
-            "models/centerface/centerface.onnx",
+            DetectorKind::CenterFace.default_model(),
             Patch::DynamicInputs,
             vec![1, 3, 480, 640],
         ),
         (
             "centerface 1x3x736x1280",
-            "models/centerface/centerface.onnx",
+            DetectorKind::CenterFace.default_model(),
             Patch::DynamicInputs,
             vec![1, 3, 736, 1280],
         ),

@@ -39,6 +39,15 @@ impl DetectorKind {
         }
     }
 
+    /// Where `make setup` puts this detector's model, relative to the repository root.
+    pub fn default_model(self) -> &'static str {
+        match self {
+            Self::BlazeFaceFront => "models/blazeface/face_detection_front_128x128.onnx",
+            Self::BlazeFaceBack => "models/blazeface/face_detection_back_256x256.onnx",
+            Self::CenterFace => "models/centerface/centerface.onnx",
+        }
+    }
+
     fn input_side(self) -> Option<u32> {
         match self {
             Self::BlazeFaceFront => Some(128),

@@ -18,11 +18,7 @@ pub fn existing(rel: &str) -> PathBuf {
 }
 
 pub fn model_file(kind: DetectorKind) -> PathBuf {
-    existing(match kind {
-        DetectorKind::BlazeFaceFront => "models/blazeface/face_detection_front_128x128.onnx",
-        DetectorKind::BlazeFaceBack => "models/blazeface/face_detection_back_256x256.onnx",
-        DetectorKind::CenterFace => "models/centerface/centerface.onnx",
-    })
+    existing(kind.default_model())
 }
 
 pub fn detector(kind: DetectorKind, engine: EngineChoice, params: DetectorParams) -> FaceDetector {

@@ -370,6 +370,24 @@ impl FaceSlot {
 
 fn blur_options(query: Option<&str>) -> Result<BlurOptions, ApiError> {
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_option", m);
+    /// A number in `lo..=hi`, or a 400 naming the option.
+    fn ranged<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
+        name: &str,
+        v: &str,
+        lo: T,
+        hi: T,
+    ) -> Result<T, ApiError> {
+        v.parse()
+            .ok()
+            .filter(|x| *x >= lo && *x <= hi)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_option",
+                    format!("{name} `{v}` is not a number from {lo} to {hi}"),
+                )
+            })
+    }
     let mut o = BlurOptions::default();
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match &*k {
@@ -377,32 +395,14 @@ fn blur_options(query: Option<&str>) -> Result<BlurOptions, ApiError> {
                 o.style = Style::parse(&v)
                     .ok_or_else(|| bad(format!("style `{v}` is not blur, pixelate or mask")))?
             }
-            "strength" => {
-                o.strength = v
-                    .parse()
-                    .ok()
-                    .filter(|s: &f32| (0.1..=10.0).contains(s))
-                    .ok_or_else(|| bad(format!("strength `{v}` is not a number from 0.1 to 10")))?
-            }
-            "margin" => {
-                o.margin = v
-                    .parse()
-                    .ok()
-                    .filter(|s: &f32| (0.0..=2.0).contains(s))
-                    .ok_or_else(|| bad(format!("margin `{v}` is not a number from 0 to 2")))?
-            }
+            "strength" => o.strength = ranged("strength", &v, 0.1, 10.0)?,
+            "margin" => o.margin = ranged("margin", &v, 0.0, 2.0)?,
+            "quality" => o.quality = ranged("quality", &v, 1u8, 100)?,
             "format" => {
                 o.format = Some(
                     Format::from_name(&v)
                         .ok_or_else(|| bad(format!("format `{v}` is not jpeg, png or webp")))?,
                 )
-            }
-            "quality" => {
-                o.quality = v
-                    .parse()
-                    .ok()
-                    .filter(|q: &u8| (1..=100).contains(q))
-                    .ok_or_else(|| bad(format!("quality `{v}` is not 1–100")))?
             }
             _ => {}
         }
