@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages used by the test suite. Later features add to this list.
-APT_PACKAGES=(${SWITCHYARD_APT_PACKAGES:-})
+# pocketsphinx-testdata: real English speech with reference transcripts (BSD-2) for the ASR tests.
+APT_PACKAGES=(pocketsphinx-testdata ${SWITCHYARD_APT_PACKAGES:-})
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

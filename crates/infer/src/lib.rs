@@ -317,12 +317,25 @@ pub struct Model {
     pub path: PathBuf,
     /// Input names in graph order.
     pub inputs: Vec<String>,
+    /// Input names, shapes and types in graph order, as the file declares them.
+    pub input_info: Vec<InputInfo>,
     /// Output names in graph order.
     pub outputs: Vec<String>,
     /// Model metadata (`metadata_props`).
     pub metadata: HashMap<String, String>,
     /// How long loading took, in seconds.
     pub load_seconds: f64,
+}
+
+/// A model input as declared in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputInfo {
+    /// Name.
+    pub name: String,
+    /// Dimensions; `None` for symbolic or unknown ones.
+    pub shape: Vec<Option<usize>>,
+    /// Element type is int64 (else float32 or other).
+    pub is_i64: bool,
 }
 
 /// Most distinct input shapes a tract model keeps a plan for.
@@ -353,6 +366,12 @@ impl Model {
             .iter()
             .map(|i| i.name.clone())
             .filter(|n| !initializers.contains(n.as_str()))
+            .collect();
+        let input_info: Vec<InputInfo> = graph
+            .input
+            .iter()
+            .filter(|i| !initializers.contains(i.name.as_str()))
+            .map(input_info_of)
             .collect();
         let outputs: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
         let metadata = proto
@@ -411,6 +430,7 @@ impl Model {
             device,
             path: path.to_path_buf(),
             inputs,
+            input_info,
             outputs,
             metadata,
             load_seconds: started.elapsed().as_secs_f64(),
@@ -589,6 +609,31 @@ impl Model {
             Backend::Ort { sessions } => sessions.len(),
             Backend::Tract { .. } => usize::MAX,
         }
+    }
+}
+
+fn input_info_of(i: &tract_onnx::pb::ValueInfoProto) -> InputInfo {
+    use tract_onnx::pb::tensor_shape_proto::dimension::Value;
+    use tract_onnx::pb::type_proto::Value as TypeValue;
+    let mut shape = Vec::new();
+    let mut is_i64 = false;
+    if let Some(TypeValue::TensorType(t)) = i.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        is_i64 = t.elem_type == 7;
+        if let Some(s) = &t.shape {
+            shape = s
+                .dim
+                .iter()
+                .map(|d| match d.value {
+                    Some(Value::DimValue(v)) if v > 0 => Some(v as usize),
+                    _ => None,
+                })
+                .collect();
+        }
+    }
+    InputInfo {
+        name: i.name.clone(),
+        shape,
+        is_i64,
     }
 }
 

@@ -1,0 +1,317 @@
+//! Audio in: container/codec decoding (symphonia), downmixing and resampling to 16 kHz (rubato).
+
+use std::io::Cursor;
+
+use rubato::Resampler as _;
+use symphonia::core::audio::SampleBuffer;
+use symphonia::core::codecs::{CODEC_TYPE_NULL, DecoderOptions};
+use symphonia::core::errors::Error as SymError;
+use symphonia::core::formats::FormatOptions;
+use symphonia::core::io::MediaSourceStream;
+use symphonia::core::meta::MetadataOptions;
+use symphonia::core::probe::Hint;
+
+/// The sample rate every model here runs at.
+pub const MODEL_RATE: u32 = 16_000;
+/// Lowest input sample rate accepted.
+pub const MIN_RATE: u32 = 4_000;
+/// Highest input sample rate accepted.
+pub const MAX_RATE: u32 = 384_000;
+
+/// Why audio could not be used. All of them are the client's fault (4xx).
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum AudioError {
+    /// Not a container/codec we can read, or a broken header.
+    #[error("not decodable audio: {0}")]
+    Unsupported(String),
+    /// Decodes to nothing.
+    #[error("the audio has no samples")]
+    Empty,
+    /// Sample rate outside [`MIN_RATE`, `MAX_RATE`].
+    #[error("sample rate {0} Hz is outside {MIN_RATE}..={MAX_RATE}")]
+    BadRate(u32),
+    /// Longer than allowed.
+    #[error("audio is longer than the {0} s limit")]
+    TooLong(f64),
+}
+
+/// Decoded audio: mono, 16 kHz, samples in [-1, 1].
+#[derive(Debug, Clone)]
+pub struct Audio {
+    /// Mono samples at [`MODEL_RATE`].
+    pub samples: Vec<f32>,
+    /// Sample rate of the source.
+    pub source_rate: u32,
+    /// Channels of the source.
+    pub source_channels: usize,
+    /// Codec name (`pcm_s16le`, `flac`, `mp3`, …).
+    pub codec: String,
+}
+
+impl Audio {
+    /// Duration in seconds.
+    pub fn duration_s(&self) -> f64 {
+        self.samples.len() as f64 / MODEL_RATE as f64
+    }
+}
+
+fn check_rate(rate: u32) -> Result<(), AudioError> {
+    if (MIN_RATE..=MAX_RATE).contains(&rate) {
+        Ok(())
+    } else {
+        Err(AudioError::BadRate(rate))
+    }
+}
+
+/// Decodes a whole file (WAV of any PCM/float format, FLAC, MP3, OGG/Vorbis), downmixes and
+/// resamples it. `hint` is a file extension or MIME subtype if known. Stops with
+/// [`AudioError::TooLong`] as soon as more than `max_seconds` have been decoded, so memory stays
+/// bounded whatever the header claims.
+pub fn decode<T>(bytes: T, hint: Option<&str>, max_seconds: f64) -> Result<Audio, AudioError>
+where
+    T: AsRef<[u8]> + Send + Sync + 'static,
+{
+    let unsupported = |e: SymError| AudioError::Unsupported(e.to_string());
+    let mss = MediaSourceStream::new(Box::new(Cursor::new(bytes)), Default::default());
+    let mut h = Hint::new();
+    if let Some(ext) = hint {
+        h.with_extension(ext);
+    }
+    let probed = symphonia::default::get_probe()
+        .format(
+            &h,
+            mss,
+            &FormatOptions::default(),
+            &MetadataOptions::default(),
+        )
+        .map_err(unsupported)?;
+    let mut format = probed.format;
+    let track = format
+        .tracks()
+        .iter()
+        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+        .ok_or_else(|| AudioError::Unsupported("no audio track".into()))?;
+    let track_id = track.id;
+    let params = track.codec_params.clone();
+    let rate = params
+        .sample_rate
+        .ok_or_else(|| AudioError::Unsupported("unknown sample rate".into()))?;
+    check_rate(rate)?;
+    let codec = symphonia::default::get_codecs()
+        .get_codec(params.codec)
+        .map(|d| d.short_name.to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let mut decoder = symphonia::default::get_codecs()
+        .make(&params, &DecoderOptions::default())
+        .map_err(unsupported)?;
+    let max_frames = (max_seconds * rate as f64).ceil() as usize;
+    if let Some(n) = params.n_frames
+        && n as usize > max_frames
+    {
+        return Err(AudioError::TooLong(max_seconds));
+    }
+
+    let mut mono: Vec<f32> = Vec::new();
+    let mut channels = params.channels.map(|c| c.count()).unwrap_or(1);
+    let mut sample_buf: Option<SampleBuffer<f32>> = None;
+    let mut decoded_any = false;
+    loop {
+        let packet = match format.next_packet() {
+            Ok(p) => p,
+            // End of stream, or a truncated file: keep what was decoded.
+            Err(SymError::IoError(_)) | Err(SymError::ResetRequired) => break,
+            Err(e) if decoded_any => {
+                tracing::debug!(error = %e, "audio ends with an unreadable packet");
+                break;
+            }
+            Err(e) => return Err(unsupported(e)),
+        };
+        if packet.track_id() != track_id {
+            continue;
+        }
+        let buf = match decoder.decode(&packet) {
+            Ok(b) => b,
+            // A corrupt packet: skip it, as players do.
+            Err(SymError::DecodeError(e)) => {
+                tracing::debug!(error = e, "skipping an undecodable audio packet");
+                continue;
+            }
+            Err(SymError::IoError(_)) => break,
+            Err(e) => return Err(unsupported(e)),
+        };
+        decoded_any = true;
+        let spec = *buf.spec();
+        check_rate(spec.rate)?;
+        channels = spec.channels.count().max(1);
+        let sb = match &mut sample_buf {
+            Some(sb) if sb.capacity() >= buf.capacity() * channels => sb,
+            _ => sample_buf.insert(SampleBuffer::new(buf.capacity() as u64, spec)),
+        };
+        sb.copy_interleaved_ref(buf);
+        downmix_into(sb.samples(), channels, &mut mono);
+        if mono.len() > max_frames {
+            return Err(AudioError::TooLong(max_seconds));
+        }
+    }
+    if mono.is_empty() {
+        return Err(AudioError::Empty);
+    }
+    Ok(Audio {
+        samples: resample(&mono, rate, MODEL_RATE),
+        source_rate: rate,
+        source_channels: channels,
+        codec,
+    })
+}
+
+/// Raw 16-bit little-endian PCM (`audio/l16`, `.raw`/`.pcm` files), `channels` interleaved.
+pub fn from_pcm16(
+    bytes: &[u8],
+    rate: u32,
+    channels: usize,
+    max_seconds: f64,
+) -> Result<Audio, AudioError> {
+    check_rate(rate)?;
+    let channels = channels.max(1);
+    if bytes.len() / 2 / channels > (max_seconds * rate as f64).ceil() as usize {
+        return Err(AudioError::TooLong(max_seconds));
+    }
+    let interleaved = pcm16_to_f32(bytes);
+    let mut mono = Vec::with_capacity(interleaved.len() / channels);
+    downmix_into(&interleaved, channels, &mut mono);
+    if mono.is_empty() {
+        return Err(AudioError::Empty);
+    }
+    Ok(Audio {
+        samples: resample(&mono, rate, MODEL_RATE),
+        source_rate: rate,
+        source_channels: channels,
+        codec: "pcm_s16le".into(),
+    })
+}
+
+/// 16-bit little-endian PCM to floats in [-1, 1] (a trailing odd byte is ignored).
+pub fn pcm16_to_f32(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0)
+        .collect()
+}
+
+fn downmix_into(interleaved: &[f32], channels: usize, out: &mut Vec<f32>) {
+    if channels == 1 {
+        out.extend_from_slice(interleaved);
+        return;
+    }
+    let scale = 1.0 / channels as f32;
+    out.extend(
+        interleaved
+            .chunks_exact(channels)
+            .map(|f| f.iter().sum::<f32>() * scale),
+    );
+}
+
+/// Resamples a whole mono signal (band-limited FFT resampler; output length `n·to/from`).
+pub fn resample(samples: &[f32], from: u32, to: u32) -> Vec<f32> {
+    if from == to {
+        return samples.to_vec();
+    }
+    let mut r = StreamResampler::new(from, to);
+    let mut out = r.push(samples);
+    out.extend(r.finish());
+    out
+}
+
+/// Resampling of a signal that arrives in pieces (live streams): the concatenated output of
+/// [`push`](Self::push) and [`finish`](Self::finish) equals [`resample`] of the whole signal.
+pub struct StreamResampler {
+    inner: Option<rubato::FftFixedIn<f32>>,
+    from: u32,
+    to: u32,
+    pending: Vec<f32>,
+    /// Output samples still to drop (the resampler's delay).
+    skip: usize,
+    consumed: u64,
+    produced: u64,
+}
+
+const RESAMPLE_CHUNK: usize = 1024;
+
+impl StreamResampler {
+    /// From `from` Hz to `to` Hz. Both rates must be within [`MIN_RATE`, `MAX_RATE`].
+    pub fn new(from: u32, to: u32) -> Self {
+        let inner = if from == to {
+            None
+        } else {
+            rubato::FftFixedIn::<f32>::new(from as usize, to as usize, RESAMPLE_CHUNK, 2, 1).ok()
+        };
+        let skip = inner.as_ref().map(|r| r.output_delay()).unwrap_or(0);
+        Self {
+            inner,
+            from,
+            to,
+            pending: Vec::new(),
+            skip,
+            consumed: 0,
+            produced: 0,
+        }
+    }
+
+    /// Adds input; returns the output that is ready.
+    pub fn push(&mut self, input: &[f32]) -> Vec<f32> {
+        let Some(r) = &mut self.inner else {
+            return input.to_vec();
+        };
+        self.pending.extend_from_slice(input);
+        let mut out = Vec::new();
+        let mut at = 0;
+        while self.pending.len() - at >= r.input_frames_next() {
+            let n = r.input_frames_next();
+            if let Ok(mut o) = r.process(&[&self.pending[at..at + n]], None) {
+                out.append(&mut o[0]);
+            }
+            at += n;
+            self.consumed += n as u64;
+        }
+        self.pending.drain(..at);
+        self.trim(out)
+    }
+
+    /// Ends the signal; returns the rest of the output.
+    pub fn finish(&mut self) -> Vec<f32> {
+        let Some(r) = &mut self.inner else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let rest = std::mem::take(&mut self.pending);
+        self.consumed += rest.len() as u64;
+        if let Ok(mut o) = r.process_partial(Some(&[&rest[..]]), None) {
+            out.append(&mut o[0]);
+        }
+        // Flush the delay line until the expected length is reached.
+        let expected = self.consumed * self.to as u64 / self.from as u64;
+        let mut guard = 0;
+        while self.produced + (out.len().saturating_sub(self.skip)) as u64 <= expected && guard < 8 {
+            match r.process_partial::<&[f32]>(None, None) {
+                Ok(mut o) => out.append(&mut o[0]),
+                Err(_) => break,
+            }
+            guard += 1;
+        }
+        let mut out = self.trim(out);
+        let left = expected.saturating_sub(self.produced - out.len() as u64) as usize;
+        out.truncate(left);
+        self.produced = expected;
+        out
+    }
+
+    fn trim(&mut self, mut out: Vec<f32>) -> Vec<f32> {
+        if self.skip > 0 {
+            let n = self.skip.min(out.len());
+            out.drain(..n);
+            self.skip -= n;
+        }
+        self.produced += out.len() as u64;
+        out
+    }
+}
