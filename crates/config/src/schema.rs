@@ -23,6 +23,27 @@ pub struct Config {
     /// Path/host routes, each with a stable and an optional canary slot.
     #[serde(rename = "route")]
     pub routes: Vec<RouteSpec>,
+    /// Recognition history (SQLite); off when absent.
+    pub history: Option<HistoryConfig>,
+}
+
+/// `[history]`: every ASR result is stored in SQLite, queryable per route.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct HistoryConfig {
+    /// Database file (created with its folder if missing).
+    pub path: String,
+    /// Rows kept; the oldest are deleted beyond it.
+    pub max_rows: u64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            path: "data/history.db".into(),
+            max_rows: 1_000_000,
+        }
+    }
 }
 
 /// `[server]`: the data-plane listener and its limits.
@@ -168,6 +189,8 @@ pub enum SlotKind {
     Static,
     /// Finds and anonymises faces in photos, in-process.
     Face,
+    /// Speech recognition (streaming transducer), in-process.
+    Asr,
 }
 
 impl SlotKind {
@@ -177,6 +200,7 @@ impl SlotKind {
             SlotKind::Upstream => "upstream",
             SlotKind::Static => "static",
             SlotKind::Face => "face",
+            SlotKind::Asr => "asr",
         }
     }
 }
@@ -235,6 +259,22 @@ pub struct SlotSpec {
     pub max_concurrency: Option<usize>,
     /// Model slots: ONNX Runtime sessions (default 1).
     pub sessions: Option<usize>,
+
+    // --- asr ---
+    /// `asr`: model family; only `transducer` (sherpa-onnx streaming transducer layout).
+    pub family: Option<String>,
+    /// `asr`: folder with `encoder.onnx`, `decoder.onnx`, `joiner.onnx`, `tokens.txt`.
+    pub model_dir: Option<String>,
+    /// `asr`: Silero VAD model file; segments long audio and ends live utterances.
+    pub vad: Option<String>,
+    /// `asr`: longest audio accepted, seconds (default 600); longer: 413, or stream closed.
+    pub max_audio_seconds: Option<f64>,
+    /// `asr`: files of one `/batch` request recognised at once (default 2).
+    pub batch_concurrency: Option<usize>,
+    /// `asr`: a live stream that sends nothing for this long is closed (default 30,000).
+    pub stream_idle_timeout_ms: Option<u64>,
+    /// `asr` without VAD: trailing silence that ends an utterance, ms (default 1,200).
+    pub endpoint_silence_ms: Option<u64>,
 }
 
 fn default_version() -> String {
@@ -259,15 +299,26 @@ impl SlotSpec {
         let face = [
             ("detector", self.detector.is_some()),
             ("model", self.model.is_some()),
-            ("engine", self.engine.is_some()),
             ("score_threshold", self.score_threshold.is_some()),
             ("nms_iou", self.nms_iou.is_some()),
             ("tiling", self.tiling.is_some()),
             ("min_tile", self.min_tile.is_some()),
             ("max_side", self.max_side.is_some()),
             ("max_pixels", self.max_pixels.is_some()),
+        ];
+        let model = [
+            ("engine", self.engine.is_some()),
             ("max_concurrency", self.max_concurrency.is_some()),
             ("sessions", self.sessions.is_some()),
+        ];
+        let asr = [
+            ("family", self.family.is_some()),
+            ("model_dir", self.model_dir.is_some()),
+            ("vad", self.vad.is_some()),
+            ("max_audio_seconds", self.max_audio_seconds.is_some()),
+            ("batch_concurrency", self.batch_concurrency.is_some()),
+            ("stream_idle_timeout_ms", self.stream_idle_timeout_ms.is_some()),
+            ("endpoint_silence_ms", self.endpoint_silence_ms.is_some()),
         ];
         let mut foreign = Vec::new();
         if self.kind != SlotKind::Upstream {
@@ -278,6 +329,12 @@ impl SlotSpec {
         }
         if self.kind != SlotKind::Face {
             foreign.extend_from_slice(&face);
+        }
+        if !matches!(self.kind, SlotKind::Face | SlotKind::Asr) {
+            foreign.extend_from_slice(&model);
+        }
+        if self.kind != SlotKind::Asr {
+            foreign.extend_from_slice(&asr);
         }
         foreign
             .into_iter()

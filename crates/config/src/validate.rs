@@ -100,6 +100,15 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
         _ => {}
     }
 
+    if let Some(h) = &cfg.history {
+        if h.path.is_empty() {
+            out.push((path!["history", "path"], "must not be empty".into()));
+        }
+        if h.max_rows == 0 {
+            out.push((path!["history", "max_rows"], "must be greater than 0".into()));
+        }
+    }
+
     if !matches!(cfg.engine.default.as_str(), "auto" | "ort" | "tract") {
         out.push((
             path!["engine", "default"],
@@ -178,14 +187,6 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
                     )),
                     Some(_) => {}
                 }
-                if let Some(e) = slot.engine.as_deref()
-                    && !matches!(e, "auto" | "ort" | "tract")
-                {
-                    out.push((
-                        path!["slot", i, "engine"],
-                        format!("engine `{e}` is not one of auto, ort, tract"),
-                    ));
-                }
                 for (key, v) in [
                     ("score_threshold", slot.score_threshold),
                     ("nms_iou", slot.nms_iou),
@@ -198,8 +199,48 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
                     ("min_tile", slot.min_tile.map(u64::from)),
                     ("max_side", slot.max_side.map(u64::from)),
                     ("max_pixels", slot.max_pixels),
-                    ("max_concurrency", slot.max_concurrency.map(|v| v as u64)),
-                    ("sessions", slot.sessions.map(|v| v as u64)),
+                ] {
+                    if v == Some(0) {
+                        out.push((path!["slot", i, key], "must be greater than 0".into()));
+                    }
+                }
+            }
+            SlotKind::Asr => {
+                match slot.family.as_deref() {
+                    None | Some("transducer") => {}
+                    Some(f) => out.push((
+                        path!["slot", i, "family"],
+                        format!("family `{f}` is not supported (only `transducer`)"),
+                    )),
+                }
+                match slot.model_dir.as_deref() {
+                    None => out.push((path!["slot", i], "an asr slot needs `model_dir`".into())),
+                    Some(d) if !resolve(base_dir, d).is_dir() => out.push((
+                        path!["slot", i, "model_dir"],
+                        format!("model folder `{d}` does not exist"),
+                    )),
+                    Some(_) => {}
+                }
+                if let Some(v) = slot.vad.as_deref()
+                    && !resolve(base_dir, v).is_file()
+                {
+                    out.push((
+                        path!["slot", i, "vad"],
+                        format!("VAD model file `{v}` does not exist"),
+                    ));
+                }
+                if let Some(s) = slot.max_audio_seconds
+                    && !(s > 0.0 && s <= 86_400.0)
+                {
+                    out.push((
+                        path!["slot", i, "max_audio_seconds"],
+                        "must be between 0 and 86400".into(),
+                    ));
+                }
+                for (key, v) in [
+                    ("batch_concurrency", slot.batch_concurrency.map(|v| v as u64)),
+                    ("stream_idle_timeout_ms", slot.stream_idle_timeout_ms),
+                    ("endpoint_silence_ms", slot.endpoint_silence_ms),
                 ] {
                     if v == Some(0) {
                         out.push((path!["slot", i, key], "must be greater than 0".into()));
@@ -215,6 +256,22 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
                         format!("{status} is not an HTTP status"),
                     ));
                 }
+            }
+        }
+        if let Some(e) = slot.engine.as_deref()
+            && !matches!(e, "auto" | "ort" | "tract")
+        {
+            out.push((
+                path!["slot", i, "engine"],
+                format!("engine `{e}` is not one of auto, ort, tract"),
+            ));
+        }
+        for (key, v) in [
+            ("max_concurrency", slot.max_concurrency.map(|v| v as u64)),
+            ("sessions", slot.sessions.map(|v| v as u64)),
+        ] {
+            if v == Some(0) {
+                out.push((path!["slot", i, key], "must be greater than 0".into()));
             }
         }
         for (key, v) in [

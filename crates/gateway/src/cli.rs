@@ -1,4 +1,5 @@
-//! `switchyard blur` and `switchyard detect`: the face pipeline on files, without a server.
+//! `switchyard blur`, `detect` and `transcribe`: the face and speech pipelines on files, without a
+//! server.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -185,4 +186,116 @@ pub fn detect(input: &Path, model: &ModelArgs) -> anyhow::Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
     }
+}
+
+/// Which speech model to run.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AsrArgs {
+    /// Model folder (encoder.onnx, decoder.onnx, joiner.onnx, tokens.txt).
+    #[arg(long, default_value = "models/asr/zipformer-en-3m")]
+    pub model_dir: PathBuf,
+    /// Silero VAD model: segment long audio by speech.
+    #[arg(long)]
+    pub vad: Option<PathBuf>,
+    /// auto, ort or tract.
+    #[arg(long, default_value = "auto")]
+    pub engine: String,
+    /// Intra-op threads (0 = one per core).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Longest audio accepted, seconds.
+    #[arg(long, default_value_t = 3600.0)]
+    pub max_audio_seconds: f64,
+}
+
+/// Prints the text of every input (or one JSON object per line with `json`). Files that fail are
+/// reported and counted; the others proceed.
+pub fn transcribe(inputs: &[PathBuf], args: &AsrArgs, json: bool) -> anyhow::Result<()> {
+    use switchyard_speech::{Recognizer, RecognizerOptions, Transducer, VadModel};
+    let opts = LoadOptions {
+        engine: args.engine.parse::<EngineChoice>().map_err(|e| anyhow::anyhow!(e))?,
+        threads: args.threads,
+        ..Default::default()
+    };
+    let model = std::sync::Arc::new(
+        Transducer::load(&args.model_dir, &opts).map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let vad = match &args.vad {
+        Some(p) => Some(std::sync::Arc::new(
+            VadModel::load(p, &opts).map_err(|e| anyhow::anyhow!("{e}"))?,
+        )),
+        None => None,
+    };
+    let rec = Recognizer {
+        model,
+        vad,
+        options: RecognizerOptions::default(),
+    };
+    let bar = indicatif::ProgressBar::new(inputs.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} files  eta {eta}  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    if inputs.len() < 2 {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let (mut failed, mut audio_s, mut busy_s) = (0usize, 0.0f64, 0.0f64);
+    for input in inputs {
+        let started = std::time::Instant::now();
+        let result = std::fs::read(input)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| {
+                let upload = crate::body::Upload {
+                    bytes: bytes.into(),
+                    file_name: input.file_name().map(|n| n.to_string_lossy().into_owned()),
+                    mime: String::new(),
+                    content_type: String::new(),
+                };
+                let audio = crate::slot::decode_upload(&upload, args.max_audio_seconds)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                rec.transcribe(&audio.samples).map_err(|e| anyhow::anyhow!("{e}"))
+            });
+        let took = started.elapsed().as_secs_f64();
+        match result {
+            Ok(t) => {
+                audio_s += t.duration_s;
+                busy_s += took;
+                let line = if json {
+                    serde_json::json!({
+                        "file": input.display().to_string(),
+                        "text": t.text,
+                        "segments": t.segments,
+                        "duration_s": t.duration_s,
+                        "rtf": if t.duration_s > 0.0 { took / t.duration_s } else { 0.0 },
+                    })
+                    .to_string()
+                } else if inputs.len() > 1 {
+                    format!("{}\t{}", input.display(), t.text)
+                } else {
+                    t.text
+                };
+                bar.suspend(|| println!("{line}"));
+            }
+            Err(e) => {
+                failed += 1;
+                bar.suspend(|| eprintln!("{}: {e:#}", input.display()));
+            }
+        }
+        bar.inc(1);
+        if audio_s > 0.0 {
+            bar.set_message(format!("RTF {:.3}", busy_s / audio_s));
+        }
+    }
+    bar.finish_and_clear();
+    if inputs.len() > 1 {
+        eprintln!(
+            "{} files, {audio_s:.1} s of audio in {busy_s:.1} s (RTF {:.3}), {failed} failed",
+            inputs.len(),
+            if audio_s > 0.0 { busy_s / audio_s } else { 0.0 }
+        );
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} files failed", inputs.len());
+    }
+    Ok(())
 }

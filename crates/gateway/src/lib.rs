@@ -14,6 +14,7 @@ pub mod body;
 pub mod cli;
 pub mod dataplane;
 pub mod error;
+pub mod history;
 pub mod run;
 pub mod server;
 pub mod slot;

@@ -64,6 +64,17 @@ enum Command {
         #[arg(long)]
         format: Option<String>,
     },
+    /// Print the text spoken in audio files (WAV, FLAC, MP3, OGG; .raw/.pcm = 16 kHz s16le).
+    Transcribe {
+        /// Input audio files.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        #[command(flatten)]
+        model: cli::AsrArgs,
+        /// One JSON object per file (text, segments, duration, RTF).
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the faces found in an image as JSON.
     Detect {
         /// Input image.
@@ -116,6 +127,11 @@ fn main() -> ExitCode {
             format.as_deref(),
         )),
         Command::Detect { input, model } => cli::exit(cli::detect(&input, &model)),
+        Command::Transcribe {
+            inputs,
+            model,
+            json,
+        } => cli::exit(cli::transcribe(&inputs, &model, json)),
         Command::Serve { config, log_format } => {
             let cfg = match run::load_config(config.as_deref()) {
                 Ok(cfg) => cfg,

@@ -421,13 +421,17 @@ fn build_snapshot(
             // Unchanged slot: keep the running backend (and its pools, models, stats).
             Some(p)
                 if *p.spec == *spec
-                    && (spec.kind != switchyard_config::SlotKind::Face
-                        || old.is_some_and(|o| o.config.engine == config.engine)) =>
+                    && (matches!(
+                        spec.kind,
+                        switchyard_config::SlotKind::Upstream | switchyard_config::SlotKind::Static
+                    ) || old.is_some_and(|o| {
+                        o.config.engine == config.engine && o.config.history == config.history
+                    })) =>
             {
                 p.clone()
             }
             _ => {
-                let slot = slot::build(spec, &config.engine, base_dir)
+                let slot = slot::build(spec, &config, base_dir)
                     .map_err(|e| anyhow::anyhow!("slot `{}`: {e:#}", spec.name))?;
                 SlotHandle {
                     header: http::HeaderValue::from_str(&spec.name)?,

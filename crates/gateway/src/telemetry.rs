@@ -60,6 +60,7 @@ pub fn init_logging(cfg: &LogConfig, format_override: Option<LogFormat>) {
 pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full("switchyard_asr_rtf".into()), RTF_BUCKETS)?
         .install_recorder()?;
     describe();
     // Draining histogram samples takes a while under load: keep it off the request threads.
@@ -75,7 +76,26 @@ pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
+/// Real-time factor buckets: processing time over audio time.
+const RTF_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0,
+];
+
 fn describe() {
+    metrics::describe_gauge!(
+        "switchyard_asr_audio_seconds_total",
+        Unit::Seconds,
+        "Seconds of audio recognised by an ASR slot (files and streams)"
+    );
+    metrics::describe_histogram!(
+        "switchyard_asr_rtf",
+        "Real-time factor of each ASR recognition: processing seconds per second of audio"
+    );
+    metrics::describe_gauge!(
+        "switchyard_asr_streams_active",
+        Unit::Count,
+        "Live recognition streams (WebSockets) open on an ASR slot"
+    );
     metrics::describe_counter!(
         "switchyard_requests_total",
         Unit::Count,
@@ -103,7 +123,7 @@ fn describe() {
     metrics::describe_histogram!(
         "switchyard_inference_seconds",
         Unit::Seconds,
-        "Time of each stage of a model slot's work: decode, infer, anonymise, encode"
+        "Time of each stage of a model slot's work (face: decode, infer, anonymise, encode; asr: decode, features, encoder, search, vad)"
     );
     metrics::describe_counter!(
         "switchyard_faces_detected_total",
@@ -143,6 +163,33 @@ pub fn inference_histogram(slot: &str, stage: &'static str) -> metrics::Histogra
 /// `switchyard_faces_detected_total{slot}`.
 pub fn faces_counter(slot: &str) -> metrics::Counter {
     metrics::counter!("switchyard_faces_detected_total", "slot" => slot.to_string())
+}
+
+/// The ASR metrics of one slot.
+pub struct AsrMetrics {
+    /// `switchyard_asr_audio_seconds_total{slot}`: only ever increases, but exported as a gauge
+    /// because the exporter's counters are integers and this one counts fractions of seconds.
+    pub audio_seconds: metrics::Gauge,
+    /// `switchyard_asr_rtf{slot}`.
+    pub rtf: metrics::Histogram,
+    /// `switchyard_asr_streams_active{slot}`.
+    pub streams: metrics::Gauge,
+    /// `switchyard_inference_seconds{slot,stage}` for decode, features, encoder, search, vad.
+    pub stages: [metrics::Histogram; 5],
+}
+
+impl AsrMetrics {
+    /// Registers the slot's series.
+    pub fn new(slot: &str) -> Self {
+        let s = slot.to_string();
+        Self {
+            audio_seconds: metrics::gauge!("switchyard_asr_audio_seconds_total", "slot" => s.clone()),
+            rtf: metrics::histogram!("switchyard_asr_rtf", "slot" => s.clone()),
+            streams: metrics::gauge!("switchyard_asr_streams_active", "slot" => s),
+            stages: ["decode", "features", "encoder", "search", "vad"]
+                .map(|stage| inference_histogram(slot, stage)),
+        }
+    }
 }
 
 /// `switchyard_inflight_requests{slot}`.

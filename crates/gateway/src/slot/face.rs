@@ -18,7 +18,6 @@ use arc_swap::ArcSwap;
 use axum::body::Body;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::json;
 use switchyard_config::{EngineConfig, SlotSpec};
@@ -28,7 +27,7 @@ use switchyard_vision::pipeline::{self, BlurOptions};
 use switchyard_vision::{DetectorKind, DetectorParams, FaceDetector, Style};
 
 use super::{LoadFuture, RequestContext, Slot, SlotFuture};
-use crate::body::client_body_error;
+use crate::body::{UploadSpec, read_uploads};
 use crate::error::{ApiError, json_response};
 use crate::telemetry;
 
@@ -72,11 +71,11 @@ pub struct FaceSlot {
     faces: metrics::Counter,
 }
 
-fn engine_choice(s: &str) -> anyhow::Result<EngineChoice> {
+pub(super) fn engine_choice(s: &str) -> anyhow::Result<EngineChoice> {
     s.parse().map_err(|e: String| anyhow::anyhow!(e))
 }
 
-fn load_options(
+pub(super) fn load_options(
     engine: &EngineConfig,
     choice: EngineChoice,
     sessions: usize,
@@ -412,67 +411,14 @@ fn blur_options(query: Option<&str>) -> Result<BlurOptions, ApiError> {
 
 /// The image bytes: the body itself, or the `image` field of a multipart form.
 async fn read_image(req: Request<Body>, limit: u64) -> Result<Bytes, ApiError> {
-    let ct = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let body_err = |e: &(dyn std::error::Error + 'static)| {
-        client_body_error(e, limit).unwrap_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                format!("cannot read the body: {e}"),
-            )
-        })
+    let spec = UploadSpec {
+        field: "image",
+        many: false,
+        mime_ok: |m| m.starts_with("image/"),
+        what: "an image (image/jpeg, image/png, image/webp)",
     };
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if mime == "multipart/form-data" {
-        let boundary = multer::parse_boundary(&ct)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_multipart", e.to_string()))?;
-        let form_err = |e: multer::Error| {
-            client_body_error(&e, limit).unwrap_or_else(|| {
-                ApiError::new(StatusCode::BAD_REQUEST, "bad_multipart", e.to_string())
-            })
-        };
-        let mut form = multer::Multipart::new(req.into_body().into_data_stream(), boundary);
-        loop {
-            match form.next_field().await {
-                Ok(Some(field)) if field.name() == Some("image") => {
-                    return field.bytes().await.map_err(form_err);
-                }
-                Ok(Some(_)) => continue,
-                Ok(None) => {
-                    return Err(ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "bad_multipart",
-                        "the form has no `image` field",
-                    ));
-                }
-                Err(e) => return Err(form_err(e)),
-            }
-        }
-    }
-    if !(mime.is_empty() || mime.starts_with("image/") || mime == "application/octet-stream") {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!(
-                "send an image (image/jpeg, image/png, image/webp) or multipart/form-data, not `{mime}`"
-            ),
-        ));
-    }
-    req.into_body()
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|e| body_err(&*e.into_inner()))
+    let mut uploads = read_uploads(req, limit, &spec).await?;
+    Ok(uploads.swap_remove(0).bytes)
 }
 
 fn vision_error(e: switchyard_vision::Error) -> ApiError {

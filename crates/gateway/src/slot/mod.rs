@@ -5,6 +5,7 @@
 //! started with. To add a kind: implement [`Slot`], add a `SlotKind` in the config crate, and a branch
 //! in [`build`].
 
+mod asr;
 mod face;
 mod fixed;
 mod upstream;
@@ -15,11 +16,13 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use http::{Request, Response};
-use switchyard_config::{EngineConfig, SlotKind, SlotSpec};
+use switchyard_config::{Config, SlotKind, SlotSpec};
 
 use crate::dataplane::ConnInfo;
 use crate::error::ApiError;
 
+pub use asr::AsrSlot;
+pub(crate) use asr::decode_upload;
 pub use face::FaceSlot;
 pub use fixed::StaticSlot;
 pub use upstream::UpstreamSlot;
@@ -78,12 +81,13 @@ pub trait Slot: Send + Sync + 'static {
 /// Builds a slot from its configuration. Model slots load their model here (blocking).
 pub fn build(
     spec: &SlotSpec,
-    engine: &EngineConfig,
+    config: &Config,
     base_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<Arc<dyn Slot>> {
     Ok(match spec.kind {
         SlotKind::Upstream => Arc::new(UpstreamSlot::new(spec)?),
         SlotKind::Static => Arc::new(StaticSlot::new(spec)?),
-        SlotKind::Face => Arc::new(FaceSlot::new(spec, engine, base_dir)?),
+        SlotKind::Face => Arc::new(FaceSlot::new(spec, &config.engine, base_dir)?),
+        SlotKind::Asr => Arc::new(AsrSlot::new(spec, config, base_dir)?),
     })
 }

@@ -1,0 +1,795 @@
+//! `kind = "asr"`: speech recognition in-process (streaming transducer, optional Silero VAD).
+//!
+//! Under the route's path:
+//! * `POST …/transcribe`: audio as the body or the `audio` field of a multipart form → JSON text,
+//!   segments, timings, real-time factor;
+//! * `GET …/stream`: WebSocket; binary 16-bit LE PCM at `?sample_rate=` (default 16000), text
+//!   `{"event":"end"}`; the server sends `partial` and `final` messages, then closes;
+//! * `POST …/batch`: several files in one form → one result per file;
+//! * `GET …/history`, `GET …/history.csv`: recognitions stored in `[history]` for this route.
+//!
+//! Recognition runs on the blocking pool, at most `max_concurrency` jobs at once; a live stream holds a
+//! permit only while one of its chunks is being decoded. Hot swap loads the new model next to the
+//! serving one, checks it on a built-in clip of real speech and swaps an `Arc`; streams and requests
+//! in flight keep the model they started with.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use serde_json::json;
+use switchyard_config::{Config, EngineConfig, SlotSpec};
+use switchyard_infer::{EngineChoice, LoadOptions};
+use switchyard_speech::audio::{self, AudioError, StreamResampler};
+use switchyard_speech::recognizer::SessionTimings;
+use switchyard_speech::{Event, Recognizer, RecognizerOptions, Transcript, Transducer, VadModel};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+
+use super::face::{engine_choice, load_options};
+use super::{LoadFuture, RequestContext, Slot, SlotFuture};
+use crate::body::{Upload, UploadSpec, read_uploads};
+use crate::error::{ApiError, json_response};
+use crate::history::{self, History, Query, Row};
+use crate::telemetry::{self, AsrMetrics};
+
+/// Real speech a new model must recognise something in before it may serve: "ten of clubs" from
+/// Debian's pocketsphinx-testdata (see `assets/README.md`).
+const PROBE_CLIP: &[u8] = include_bytes!("../../assets/probe-speech.wav");
+
+const DEFAULT_MAX_AUDIO_S: f64 = 600.0;
+const DEFAULT_BATCH_CONCURRENCY: usize = 2;
+const DEFAULT_IDLE_MS: u64 = 30_000;
+/// Largest WebSocket message accepted (a chunk of PCM).
+const MAX_WS_MESSAGE: usize = 1 << 20;
+
+/// WebSocket close codes of live streams.
+pub mod close {
+    /// Idle for longer than `stream_idle_timeout_ms`.
+    pub const IDLE_TIMEOUT: u16 = 4408;
+    /// More audio than `max_audio_seconds`.
+    pub const TOO_LONG: u16 = 4413;
+    /// A message that is not PCM or `{"event":"end"}`.
+    pub const BAD_MESSAGE: u16 = 1003;
+    /// Recognition failed on the server.
+    pub const SERVER_ERROR: u16 = 1011;
+}
+
+/// The model an ASR slot serves with.
+pub struct AsrModel {
+    recognizer: Recognizer,
+    version: Arc<str>,
+    model_label: String,
+    vad_label: Option<String>,
+    language: String,
+    loaded_at: SystemTime,
+    load_seconds: f64,
+}
+
+/// What is needed to (re)load a model.
+#[derive(Clone)]
+struct LoadSpec {
+    model_dir: PathBuf,
+    model_label: String,
+    vad: Option<(PathBuf, String)>,
+    version: String,
+    engine: EngineChoice,
+    options: RecognizerOptions,
+}
+
+/// An ASR slot.
+pub struct AsrSlot {
+    name: Arc<str>,
+    engine: EngineConfig,
+    base_dir: Option<PathBuf>,
+    sessions: usize,
+    current: ArcSwap<AsrModel>,
+    permits: Arc<tokio::sync::Semaphore>,
+    max_concurrency: usize,
+    batch_concurrency: usize,
+    max_audio_s: f64,
+    idle: Duration,
+    history: Option<Arc<History>>,
+    loading: tokio::sync::Mutex<()>,
+    metrics: Arc<AsrMetrics>,
+}
+
+/// The language of a model, from its vocabulary: `zh-en` when it has CJK tokens, else `en`.
+fn language_of(model: &Transducer) -> String {
+    let cjk = model.text(&(0..model.info().vocab as i64).collect::<Vec<_>>());
+    if cjk
+        .chars()
+        .any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))
+    {
+        "zh-en".into()
+    } else {
+        "en".into()
+    }
+}
+
+/// Loads a model (and VAD), checks it on the probe clip. Blocking.
+fn load_model(engine: &EngineConfig, sessions: usize, spec: &LoadSpec) -> anyhow::Result<AsrModel> {
+    let started = Instant::now();
+    let opts: LoadOptions = load_options(engine, spec.engine, sessions)?;
+    let model = Arc::new(Transducer::load(&spec.model_dir, &opts).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let vad = match &spec.vad {
+        Some((path, _)) => Some(Arc::new(
+            VadModel::load(path, &opts).map_err(|e| anyhow::anyhow!("VAD: {e}"))?,
+        )),
+        None => None,
+    };
+    let recognizer = Recognizer {
+        model: model.clone(),
+        vad: None,
+        options: spec.options.clone(),
+    };
+    let probe = audio::decode(PROBE_CLIP, Some("wav"), 60.0)
+        .map_err(|e| anyhow::anyhow!("probe clip: {e}"))?;
+    let t = recognizer
+        .transcribe(&probe.samples)
+        .map_err(|e| anyhow::anyhow!("the model failed on the probe clip: {e}"))?;
+    if t.token_ids.is_empty() {
+        anyhow::bail!(
+            "the model recognised nothing in the probe clip of real speech: is `{}` a working transducer?",
+            spec.model_label
+        );
+    }
+    tracing::debug!(text = %t.text, "probe clip recognised");
+    Ok(AsrModel {
+        language: language_of(&model),
+        recognizer: Recognizer { vad, ..recognizer },
+        version: Arc::from(spec.version.as_str()),
+        model_label: spec.model_label.clone(),
+        vad_label: spec.vad.as_ref().map(|(_, l)| l.clone()),
+        loaded_at: SystemTime::now(),
+        load_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn audio_error(e: AudioError) -> ApiError {
+    match e {
+        AudioError::TooLong(_) => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "audio_too_long", e.to_string())
+        }
+        AudioError::Empty | AudioError::BadRate(_) | AudioError::Unsupported(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_audio", e.to_string())
+        }
+    }
+}
+
+fn internal(code: &'static str, e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code, e.to_string())
+}
+
+fn audio_mime_ok(m: &str) -> bool {
+    m.starts_with("audio/")
+}
+
+/// Decodes one upload: `audio/l16` (`rate=`, `channels=` parameters) or `.raw`/`.pcm` files are
+/// 16-bit PCM, anything else goes to the container probe with the file extension as a hint.
+pub(crate) fn decode_upload(u: &Upload, max_s: f64) -> Result<audio::Audio, AudioError> {
+    let ext = u
+        .file_name
+        .as_deref()
+        .and_then(|n| n.rsplit_once('.'))
+        .map(|(_, e)| e.to_ascii_lowercase());
+    let param = |k: &str| {
+        u.content_type
+            .split(';')
+            .skip(1)
+            .filter_map(|p| p.split_once('='))
+            .find(|(n, _)| n.trim().eq_ignore_ascii_case(k))
+            .and_then(|(_, v)| v.trim().parse::<u32>().ok())
+    };
+    if u.mime == "audio/l16" || matches!(ext.as_deref(), Some("raw" | "pcm")) {
+        return audio::from_pcm16(
+            &u.bytes,
+            param("rate").unwrap_or(16_000),
+            param("channels").unwrap_or(1) as usize,
+            max_s,
+        );
+    }
+    let hint = ext.or_else(|| u.mime.strip_prefix("audio/").map(|s| s.trim_start_matches("x-").to_string()));
+    audio::decode(u.bytes.clone(), hint.as_deref(), max_s)
+}
+
+impl AsrSlot {
+    /// Builds the slot and loads its model (blocking).
+    pub fn new(spec: &SlotSpec, config: &Config, base_dir: Option<&Path>) -> anyhow::Result<Self> {
+        let engine = &config.engine;
+        let model_dir = spec
+            .model_dir
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("asr slot without `model_dir`"))?;
+        let options = RecognizerOptions {
+            endpoint_silence_s: spec.endpoint_silence_ms.unwrap_or(1200) as f64 / 1000.0,
+            ..RecognizerOptions::default()
+        };
+        let load = LoadSpec {
+            model_dir: switchyard_config::resolve(base_dir, &model_dir),
+            model_label: model_dir,
+            vad: spec
+                .vad
+                .as_ref()
+                .map(|v| (switchyard_config::resolve(base_dir, v), v.clone())),
+            version: spec.version.clone(),
+            engine: engine_choice(spec.engine.as_deref().unwrap_or(&engine.default))?,
+            options,
+        };
+        let sessions = spec.sessions.unwrap_or(1);
+        let current = load_model(engine, sessions, &load)?;
+        let max_concurrency = spec.max_concurrency.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        });
+        let history = match &config.history {
+            Some(h) => Some(history::shared(
+                &switchyard_config::resolve(base_dir, &h.path),
+                h.max_rows,
+            )?),
+            None => None,
+        };
+        let info = current.recognizer.model.info();
+        tracing::info!(slot = %spec.name, model = %current.model_label, engine = current.recognizer.model.engine().as_str(),
+            model_type = info.model_type.as_deref().unwrap_or("?"), chunk_ms = info.shift * 10,
+            vad = current.vad_label.as_deref().unwrap_or("none"),
+            load_ms = (current.load_seconds * 1e3).round(), "asr model loaded");
+        let name: Arc<str> = Arc::from(spec.name.as_str());
+        Ok(Self {
+            metrics: Arc::new(AsrMetrics::new(&name)),
+            name,
+            engine: engine.clone(),
+            base_dir: base_dir.map(Path::to_path_buf),
+            sessions,
+            current: ArcSwap::from_pointee(current),
+            permits: Arc::new(tokio::sync::Semaphore::new(max_concurrency)),
+            max_concurrency,
+            batch_concurrency: spec.batch_concurrency.unwrap_or(DEFAULT_BATCH_CONCURRENCY),
+            max_audio_s: spec.max_audio_seconds.unwrap_or(DEFAULT_MAX_AUDIO_S),
+            idle: Duration::from_millis(spec.stream_idle_timeout_ms.unwrap_or(DEFAULT_IDLE_MS)),
+            history,
+            loading: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    async fn serve(&self, req: Request<Body>, ctx: &RequestContext) -> Result<Response<Body>, ApiError> {
+        let action = ctx
+            .path
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        match (req.method(), action.as_str()) {
+            (&Method::POST, "transcribe") => self.transcribe(req, ctx).await,
+            (&Method::POST, "batch") => self.batch(req, ctx).await,
+            (&Method::GET, "stream") => self.stream(req, ctx),
+            (&Method::GET, "history") => self.history(req, ctx, false).await,
+            (&Method::GET, "history.csv") => self.history(req, ctx, true).await,
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_endpoint",
+                "an asr slot serves POST …/transcribe, POST …/batch, GET …/stream (WebSocket), GET …/history[.csv]",
+            )),
+        }
+    }
+
+    /// Decodes and recognises one upload on the blocking pool, under a permit.
+    async fn recognize(&self, upload: Upload) -> Result<(Arc<AsrModel>, Transcript, f64, f64), ApiError> {
+        let _permit = self.permits.acquire().await.map_err(|_| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the slot is closing")
+        })?;
+        let model = self.current.load_full();
+        let job = model.clone();
+        let max_s = self.max_audio_s;
+        let started = Instant::now();
+        let (transcript, decode_s) = tokio::task::spawn_blocking(move || {
+            let t = Instant::now();
+            let audio = decode_upload(&upload, max_s).map_err(audio_error)?;
+            let decode_s = t.elapsed().as_secs_f64();
+            let transcript = job
+                .recognizer
+                .transcribe(&audio.samples)
+                .map_err(|e| internal("inference_failed", e))?;
+            Ok::<_, ApiError>((transcript, decode_s))
+        })
+        .await
+        .map_err(|e| internal("inference_failed", e))??;
+        let total = started.elapsed().as_secs_f64();
+        self.observe(&transcript.timings, decode_s, transcript.duration_s, total);
+        Ok((model, transcript, decode_s, total))
+    }
+
+    fn observe(&self, t: &SessionTimings, decode_s: f64, audio_s: f64, total_s: f64) {
+        let m = &self.metrics;
+        for (h, v) in m
+            .stages
+            .iter()
+            .zip([decode_s, t.decode.fbank, t.decode.encoder, t.decode.search, t.vad])
+        {
+            if v > 0.0 {
+                h.record(v);
+            }
+        }
+        m.audio_seconds.increment(audio_s);
+        if audio_s > 0.0 {
+            m.rtf.record(total_s / audio_s);
+        }
+    }
+
+    fn result_json(&self, model: &AsrModel, t: &Transcript, decode_s: f64, total_s: f64) -> serde_json::Value {
+        let ms = |s: f64| (s * 1e4).round() / 10.0;
+        json!({
+            "text": t.text,
+            "segments": t.segments,
+            "duration_s": t.duration_s,
+            "slot": &*self.name,
+            "model": model.model_label,
+            "version": &*model.version,
+            "language": model.language,
+            "timings_ms": {
+                "decode": ms(decode_s),
+                "features": ms(t.timings.decode.fbank),
+                "encoder": ms(t.timings.decode.encoder),
+                "search": ms(t.timings.decode.search),
+                "vad": ms(t.timings.vad),
+                "total": ms(total_s),
+            },
+            "rtf": if t.duration_s > 0.0 { total_s / t.duration_s } else { 0.0 },
+        })
+    }
+
+    /// Stores a result; waits (briefly) until it is committed, so a following read sees it.
+    async fn remember(&self, ctx: &RequestContext, model: &AsrModel, file_name: &str, duration_s: f64, text: &str, latency_s: f64) {
+        let Some(h) = &self.history else { return };
+        let now = history::now_ms();
+        let done = h.record(Row {
+            id: 0,
+            time: String::new(),
+            time_ms: now,
+            route: ctx.route.to_string(),
+            slot: self.name.to_string(),
+            version: model.version.to_string(),
+            model: model.model_label.clone(),
+            file_name: file_name.to_string(),
+            duration_s,
+            language: model.language.clone(),
+            text: text.to_string(),
+            latency_ms: latency_s * 1e3,
+            request_id: ctx.request_id.to_str().unwrap_or("").to_string(),
+        });
+        if tokio::time::timeout(Duration::from_secs(2), done).await.is_err() {
+            tracing::warn!(slot = %self.name, "history write is slow; answering without waiting for it");
+        }
+    }
+
+    async fn transcribe(&self, req: Request<Body>, ctx: &RequestContext) -> Result<Response<Body>, ApiError> {
+        let spec = UploadSpec {
+            field: "audio",
+            many: false,
+            mime_ok: audio_mime_ok,
+            what: "audio (audio/wav, audio/flac, audio/mpeg, audio/ogg, audio/l16)",
+        };
+        let upload = read_uploads(req, ctx.max_body_bytes, &spec).await?.swap_remove(0);
+        let file_name = upload.file_name.clone().unwrap_or_else(|| "body".into());
+        let (model, t, decode_s, total) = self.recognize(upload).await?;
+        self.remember(ctx, &model, &file_name, t.duration_s, &t.text, total).await;
+        let mut resp = json_response(StatusCode::OK, &self.result_json(&model, &t, decode_s, total));
+        if let Ok(v) = HeaderValue::from_str(&model.version) {
+            resp.headers_mut().insert("x-switchyard-version", v);
+        }
+        Ok(resp)
+    }
+
+    async fn batch(&self, req: Request<Body>, ctx: &RequestContext) -> Result<Response<Body>, ApiError> {
+        let spec = UploadSpec {
+            field: "audio",
+            many: true,
+            mime_ok: audio_mime_ok,
+            what: "a multipart form of audio files",
+        };
+        let uploads = read_uploads(req, ctx.max_body_bytes, &spec).await?;
+        let gate = tokio::sync::Semaphore::new(self.batch_concurrency);
+        let jobs = uploads.into_iter().enumerate().map(|(i, u)| {
+            let gate = &gate;
+            async move {
+                let file = u.file_name.clone().unwrap_or_else(|| format!("file{i}"));
+                let _turn = gate.acquire().await;
+                match self.recognize(u).await {
+                    Ok((model, t, decode_s, total)) => {
+                        self.remember(ctx, &model, &file, t.duration_s, &t.text, total).await;
+                        let mut v = self.result_json(&model, &t, decode_s, total);
+                        v["file"] = json!(file);
+                        v
+                    }
+                    Err(e) => json!({ "file": file, "error": { "code": e.code, "message": e.message, "status": e.status.as_u16() } }),
+                }
+            }
+        });
+        let results = futures_util::future::join_all(jobs).await;
+        Ok(json_response(StatusCode::OK, &json!({ "results": results })))
+    }
+
+    async fn history(&self, req: Request<Body>, ctx: &RequestContext, csv: bool) -> Result<Response<Body>, ApiError> {
+        let Some(h) = self.history.clone() else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "history_off",
+                "recognition history is off: add a [history] table to the configuration",
+            ));
+        };
+        let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_option", m);
+        let mut q = Query {
+            route: Some(ctx.route.to_string()),
+            limit: if csv { 100_000 } else { 100 },
+            ..Query::default()
+        };
+        for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+            match &*k {
+                "slot" => q.slot = Some(v.into_owned()),
+                "since" => {
+                    q.since_ms = Some(history::parse_since(&v).ok_or_else(|| {
+                        bad(format!("since `{v}` is not RFC 3339 time or seconds since the epoch"))
+                    })?)
+                }
+                "limit" => {
+                    q.limit = v
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=100_000).contains(n))
+                        .ok_or_else(|| bad(format!("limit `{v}` is not a number from 1 to 100000")))?
+                }
+                _ => {}
+            }
+        }
+        let rows = tokio::task::spawn_blocking(move || h.query(&q))
+            .await
+            .map_err(|e| internal("history_failed", e))?
+            .map_err(|e| internal("history_failed", format!("{e:#}")))?;
+        if csv {
+            let mut r = Response::new(Body::from(history::to_csv(&rows)));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+            r.headers_mut().insert(
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("attachment; filename=\"history.csv\""),
+            );
+            return Ok(r);
+        }
+        Ok(json_response(StatusCode::OK, &json!({ "items": rows })))
+    }
+
+    /// Answers the WebSocket handshake and runs the stream on the upgraded connection.
+    fn stream(&self, mut req: Request<Body>, ctx: &RequestContext) -> Result<Response<Body>, ApiError> {
+        let h = req.headers();
+        let has_token = |name: header::HeaderName, token: &str| {
+            h.get_all(name).iter().any(|v| {
+                v.to_str()
+                    .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+                    .unwrap_or(false)
+            })
+        };
+        if !(has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")) {
+            return Err(ApiError::new(
+                StatusCode::UPGRADE_REQUIRED,
+                "websocket_required",
+                "…/stream is a WebSocket endpoint (HTTP/1.1 Upgrade: websocket)",
+            ));
+        }
+        if h.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_websocket", "Sec-WebSocket-Version must be 13"));
+        }
+        let key = h
+            .get(header::SEC_WEBSOCKET_KEY)
+            .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad_websocket", "Sec-WebSocket-Key is missing"))?;
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let mut rate = 16_000u32;
+        for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+            if k == "sample_rate" {
+                rate = v
+                    .parse()
+                    .ok()
+                    .filter(|r| (audio::MIN_RATE..=audio::MAX_RATE).contains(r))
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "bad_option",
+                            format!("sample_rate `{v}` is not a number from {} to {}", audio::MIN_RATE, audio::MAX_RATE),
+                        )
+                    })?;
+            }
+        }
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let job = StreamJob {
+            model: self.current.load_full(),
+            permits: self.permits.clone(),
+            metrics: self.metrics.clone(),
+            history: self.history.clone(),
+            slot: self.name.clone(),
+            ctx: ctx.clone(),
+            rate,
+            idle: self.idle,
+            max_audio_s: self.max_audio_s,
+        };
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let mut config = WebSocketConfig::default();
+                    config.max_message_size = Some(MAX_WS_MESSAGE);
+                    config.max_frame_size = Some(MAX_WS_MESSAGE);
+                    let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                    job.run(ws).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+            }
+        });
+        let mut resp = Response::new(Body::empty());
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let hd = resp.headers_mut();
+        hd.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        hd.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        hd.insert(
+            header::SEC_WEBSOCKET_ACCEPT,
+            HeaderValue::from_str(&accept).map_err(|e| internal("bad_websocket", e))?,
+        );
+        if let Ok(v) = HeaderValue::from_str(&job_version(&self.current.load())) {
+            hd.insert("x-switchyard-version", v);
+        }
+        Ok(resp)
+    }
+
+    async fn swap(&self, body: serde_json::Value) -> Result<serde_json::Value, ApiError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct LoadBody {
+            model_dir: String,
+            version: Option<String>,
+            vad: Option<String>,
+            engine: Option<String>,
+        }
+        let b: LoadBody = serde_json::from_value(body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!("expected {{\"model_dir\", \"version\"?, \"vad\"?, \"engine\"?}}: {e}"),
+            )
+        })?;
+        let _one_at_a_time = self.loading.lock().await;
+        let old = self.current.load_full();
+        let engine = match b.engine.as_deref() {
+            None => match old.recognizer.model.engine() {
+                switchyard_infer::EngineKind::Ort => EngineChoice::Ort,
+                switchyard_infer::EngineKind::Tract => EngineChoice::Tract,
+            },
+            Some(e) => engine_choice(e).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string()))?,
+        };
+        let failed = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "model_load_failed", m);
+        let model_dir = switchyard_config::resolve(self.base_dir.as_deref(), &b.model_dir);
+        if !model_dir.is_dir() {
+            return Err(failed(format!("model folder `{}` does not exist", b.model_dir)));
+        }
+        let vad = match b.vad.as_ref().or(old.vad_label.as_ref()) {
+            Some(v) => {
+                let p = switchyard_config::resolve(self.base_dir.as_deref(), v);
+                if !p.is_file() {
+                    return Err(failed(format!("VAD model file `{v}` does not exist")));
+                }
+                Some((p, v.clone()))
+            }
+            None => None,
+        };
+        let spec = LoadSpec {
+            model_dir,
+            model_label: b.model_dir.clone(),
+            vad,
+            version: b.version.clone().unwrap_or_else(|| format!("{}+{}", old.version, b.model_dir)),
+            engine,
+            options: old.recognizer.options.clone(),
+        };
+        let (engine_cfg, sessions) = (self.engine.clone(), self.sessions);
+        let loaded = tokio::task::spawn_blocking(move || load_model(&engine_cfg, sessions, &spec))
+            .await
+            .map_err(|e| internal("model_load_failed", e))?
+            .map_err(|e| failed(format!("{e:#}")))?;
+        telemetry::set_slot_info(&self.name, "asr", &old.version, 0.0);
+        telemetry::set_slot_info(&self.name, "asr", &loaded.version, 1.0);
+        tracing::info!(slot = %self.name, from = %old.version, to = %loaded.version, model = %loaded.model_label, "asr model swapped");
+        self.current.store(Arc::new(loaded));
+        Ok(self.describe())
+    }
+}
+
+fn job_version(m: &AsrModel) -> String {
+    m.version.to_string()
+}
+
+/// One live stream: its model is fixed when it starts.
+struct StreamJob {
+    model: Arc<AsrModel>,
+    permits: Arc<tokio::sync::Semaphore>,
+    metrics: Arc<AsrMetrics>,
+    history: Option<Arc<History>>,
+    slot: Arc<str>,
+    ctx: RequestContext,
+    rate: u32,
+    idle: Duration,
+    max_audio_s: f64,
+}
+
+fn event_json(e: &Event) -> String {
+    match e {
+        Event::Partial(text) => json!({ "type": "partial", "text": text }).to_string(),
+        Event::Final(s) => json!({ "type": "final", "text": s.text, "start": s.start, "end": s.end }).to_string(),
+    }
+}
+
+impl StreamJob {
+    async fn run<S>(self, mut ws: WebSocketStream<S>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        self.metrics.streams.increment(1.0);
+        let started = Instant::now();
+        let (code, reason, finals) = self.pump(&mut ws).await;
+        let _ = ws
+            .close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.clone().into() }))
+            .await;
+        self.metrics.streams.decrement(1.0);
+        tracing::info!(slot = %self.slot, request_id = ?self.ctx.request_id, close = code, reason = %reason,
+            seconds = started.elapsed().as_secs_f64(), "asr stream closed");
+        if let (Some(h), Some((text, duration_s))) = (&self.history, finals) {
+            let done = h.record(Row {
+                id: 0,
+                time: String::new(),
+                time_ms: history::now_ms(),
+                route: self.ctx.route.to_string(),
+                slot: self.slot.to_string(),
+                version: self.model.version.to_string(),
+                model: self.model.model_label.clone(),
+                file_name: "stream".into(),
+                duration_s,
+                language: self.model.language.clone(),
+                text,
+                latency_ms: started.elapsed().as_secs_f64() * 1e3,
+                request_id: self.ctx.request_id.to_str().unwrap_or("").to_string(),
+            });
+            let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
+        }
+    }
+
+    /// Runs the stream; returns the close code, reason and (when it ended normally) the text.
+    async fn pump<S>(&self, ws: &mut WebSocketStream<S>) -> (u16, String, Option<(String, f64)>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let mut session = match self.model.recognizer.session() {
+            Ok(s) => Some(s),
+            Err(e) => return (close::SERVER_ERROR, e.to_string(), None),
+        };
+        let mut resampler = StreamResampler::new(self.rate, audio::MODEL_RATE);
+        let mut finals: Vec<switchyard_speech::Segment> = Vec::new();
+        let mut received = 0usize;
+        let max_samples = (self.max_audio_s * self.rate as f64) as usize;
+        loop {
+            let msg = match tokio::time::timeout(self.idle, ws.next()).await {
+                Err(_) => return (close::IDLE_TIMEOUT, "idle timeout".into(), None),
+                Ok(None) => return (1000, "client went away".into(), None),
+                Ok(Some(Err(e))) => return (close::BAD_MESSAGE, format!("{e}"), None),
+                Ok(Some(Ok(m))) => m,
+            };
+            let (samples, end) = match msg {
+                Message::Binary(b) => {
+                    received += b.len() / 2;
+                    if received > max_samples {
+                        return (close::TOO_LONG, format!("audio is longer than the {} s limit", self.max_audio_s), None);
+                    }
+                    (resampler.push(&audio::pcm16_to_f32(&b)), false)
+                }
+                Message::Text(t) => {
+                    #[derive(Deserialize)]
+                    struct Control {
+                        event: String,
+                    }
+                    match serde_json::from_str::<Control>(&t) {
+                        Ok(c) if c.event == "end" => (resampler.finish(), true),
+                        _ => return (close::BAD_MESSAGE, "expected binary PCM or {\"event\":\"end\"}".into(), None),
+                    }
+                }
+                Message::Close(_) => return (1000, "client closed".into(), None),
+                _ => continue,
+            };
+            let Ok(_permit) = self.permits.acquire().await else {
+                return (1001, "shutting down".into(), None);
+            };
+            let Some(mut s) = session.take() else {
+                return (close::SERVER_ERROR, "session lost".into(), None);
+            };
+            let audio_s = samples.len() as f64 / audio::MODEL_RATE as f64;
+            let t0 = Instant::now();
+            let res = tokio::task::spawn_blocking(move || {
+                let mut events = s.accept(&samples);
+                if end && let Ok(ev) = &mut events {
+                    match s.finish() {
+                        Ok(more) => ev.extend(more),
+                        Err(e) => return (s, Err(e)),
+                    }
+                }
+                (s, events)
+            })
+            .await;
+            let (s, events) = match res {
+                Ok(r) => r,
+                Err(e) => return (close::SERVER_ERROR, e.to_string(), None),
+            };
+            let elapsed = t0.elapsed().as_secs_f64();
+            self.metrics.audio_seconds.increment(audio_s);
+            self.metrics.stages[2].record(elapsed);
+            let events = match events {
+                Ok(e) => e,
+                Err(e) => return (close::SERVER_ERROR, e.to_string(), None),
+            };
+            for e in &events {
+                if ws.send(Message::Text(event_json(e).into())).await.is_err() {
+                    return (1000, "client went away".into(), None);
+                }
+                if let Event::Final(seg) = e {
+                    finals.push(seg.clone());
+                }
+            }
+            if end {
+                let duration = s.received_s();
+                let t = s.timings();
+                let total = t.decode.fbank + t.decode.encoder + t.decode.search + t.vad;
+                if duration > 0.0 {
+                    self.metrics.rtf.record(total / duration);
+                }
+                return (1000, "end".into(), Some((switchyard_speech::recognizer::join(&finals), duration)));
+            }
+            session = Some(s);
+        }
+    }
+}
+
+impl Slot for AsrSlot {
+    fn call<'a>(&'a self, req: Request<Body>, ctx: &'a RequestContext) -> SlotFuture<'a> {
+        Box::pin(self.serve(req, ctx))
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        let m = self.current.load();
+        let info = m.recognizer.model.info();
+        json!({
+            "family": "transducer",
+            "model_dir": m.model_label,
+            "model_type": info.model_type,
+            "vad": m.vad_label,
+            "version": &*m.version,
+            "language": m.language,
+            "engine": m.recognizer.model.engine().as_str(),
+            "chunk_ms": info.shift * 10,
+            "load_ms": (m.load_seconds * 1e3).round(),
+            "loaded_at": humantime::format_rfc3339_seconds(m.loaded_at).to_string(),
+            "max_concurrency": self.max_concurrency,
+            "batch_concurrency": self.batch_concurrency,
+            "max_audio_seconds": self.max_audio_s,
+            "history": self.history.as_ref().map(|h| h.path().display().to_string()),
+        })
+    }
+
+    fn version(&self) -> Option<Arc<str>> {
+        Some(self.current.load().version.clone())
+    }
+
+    fn load<'a>(&'a self, params: serde_json::Value) -> LoadFuture<'a> {
+        Box::pin(self.swap(params))
+    }
+}
