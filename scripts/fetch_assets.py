@@ -18,7 +18,29 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "downloads"
-SHARED = Path(os.environ.get("SWITCHYARD_SHARED", ROOT.parent / "shared"))
+
+
+def find_shared() -> Path:
+    """The project's shared folder: $SWITCHYARD_SHARED, else ../shared beside this checkout, else beside
+    the checkout this one was cloned from (a CI clone of a local repository)."""
+    if os.environ.get("SWITCHYARD_SHARED"):
+        return Path(os.environ["SWITCHYARD_SHARED"])
+    candidates = [ROOT.parent / "shared"]
+    try:
+        origin = subprocess.run(["git", "-C", str(ROOT), "remote", "get-url", "origin"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        origin = origin.removeprefix("file://")
+        if origin.startswith("/"):
+            candidates.append(Path(origin).resolve().parent / "shared")
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    for c in candidates:
+        if c.is_dir():
+            return c
+    return candidates[0]
+
+
+SHARED = find_shared()
 
 
 def sha256(path: Path) -> str:

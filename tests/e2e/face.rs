@@ -1,19 +1,10 @@
 //! Face slots through the real binary: routing between detectors, blur correctness, bad input, hot swap.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::harness::*;
-
-fn repo(rel: &str) -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(rel);
-    assert!(p.exists(), "{} is missing: run `make setup`", p.display());
-    p.canonicalize().unwrap().display().to_string()
-}
 
 fn blaze() -> String {
     repo("models/blazeface/face_detection_back_256x256.onnx")

@@ -430,3 +430,12 @@ pub async fn slot_state(c: &reqwest::Client, gw: &Gateway, name: &str) -> Value 
         .cloned()
         .unwrap_or_else(|| panic!("no slot `{name}` in {slots}"))
 }
+
+/// Absolute path of a file of the repository (models, test data); fails clearly when set-up is missing.
+pub fn repo(rel: &str) -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel);
+    assert!(p.exists(), "{} is missing: run `make setup`", p.display());
+    p.canonicalize().unwrap().display().to_string()
+}

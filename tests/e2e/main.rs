@@ -4,6 +4,7 @@
 mod harness;
 
 mod admin;
+mod asr;
 mod face;
 mod limits;
 mod proxy;

@@ -317,7 +317,10 @@ impl SlotSpec {
             ("vad", self.vad.is_some()),
             ("max_audio_seconds", self.max_audio_seconds.is_some()),
             ("batch_concurrency", self.batch_concurrency.is_some()),
-            ("stream_idle_timeout_ms", self.stream_idle_timeout_ms.is_some()),
+            (
+                "stream_idle_timeout_ms",
+                self.stream_idle_timeout_ms.is_some(),
+            ),
             ("endpoint_silence_ms", self.endpoint_silence_ms.is_some()),
         ];
         let mut foreign = Vec::new();

@@ -105,7 +105,10 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
             out.push((path!["history", "path"], "must not be empty".into()));
         }
         if h.max_rows == 0 {
-            out.push((path!["history", "max_rows"], "must be greater than 0".into()));
+            out.push((
+                path!["history", "max_rows"],
+                "must be greater than 0".into(),
+            ));
         }
     }
 
@@ -238,7 +241,10 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
                     ));
                 }
                 for (key, v) in [
-                    ("batch_concurrency", slot.batch_concurrency.map(|v| v as u64)),
+                    (
+                        "batch_concurrency",
+                        slot.batch_concurrency.map(|v| v as u64),
+                    ),
                     ("stream_idle_timeout_ms", slot.stream_idle_timeout_ms),
                     ("endpoint_silence_ms", slot.endpoint_silence_ms),
                 ] {

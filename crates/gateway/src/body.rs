@@ -174,7 +174,12 @@ pub async fn read_uploads(
                 .content_type()
                 .map(|m| m.to_string())
                 .unwrap_or_default();
-            let fmime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let fmime = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             let bytes = field.bytes().await.map_err(form_err)?;
             out.push(Upload {
                 bytes,
@@ -199,10 +204,7 @@ pub async fn read_uploads(
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            format!(
-                "send {} or multipart/form-data, not `{mime}`",
-                spec.what
-            ),
+            format!("send {} or multipart/form-data, not `{mime}`", spec.what),
         ));
     }
     let bytes = req

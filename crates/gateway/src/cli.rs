@@ -213,7 +213,10 @@ pub struct AsrArgs {
 pub fn transcribe(inputs: &[PathBuf], args: &AsrArgs, json: bool) -> anyhow::Result<()> {
     use switchyard_speech::{Recognizer, RecognizerOptions, Transducer, VadModel};
     let opts = LoadOptions {
-        engine: args.engine.parse::<EngineChoice>().map_err(|e| anyhow::anyhow!(e))?,
+        engine: args
+            .engine
+            .parse::<EngineChoice>()
+            .map_err(|e| anyhow::anyhow!(e))?,
         threads: args.threads,
         ..Default::default()
     };
@@ -253,7 +256,8 @@ pub fn transcribe(inputs: &[PathBuf], args: &AsrArgs, json: bool) -> anyhow::Res
                 };
                 let audio = crate::slot::decode_upload(&upload, args.max_audio_seconds)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
-                rec.transcribe(&audio.samples).map_err(|e| anyhow::anyhow!("{e}"))
+                rec.transcribe(&audio.samples)
+                    .map_err(|e| anyhow::anyhow!("{e}"))
             });
         let took = started.elapsed().as_secs_f64();
         match result {

@@ -334,7 +334,7 @@ mod tests {
             time: String::new(),
             time_ms: now_ms(),
             route: "asr".into(),
-            slot: if i % 2 == 0 { "a" } else { "b" }.into(),
+            slot: if i.is_multiple_of(2) { "a" } else { "b" }.into(),
             version: "1".into(),
             model: "m".into(),
             file_name: format!("f{i}.wav"),

@@ -294,7 +294,8 @@ impl StreamResampler {
         // Flush the delay line until the expected length is reached.
         let expected = self.consumed * self.to as u64 / self.from as u64;
         let mut guard = 0;
-        while self.produced + (out.len().saturating_sub(self.skip)) as u64 <= expected && guard < 8 {
+        while self.produced + (out.len().saturating_sub(self.skip)) as u64 <= expected && guard < 8
+        {
             match r.process_partial::<&[f32]>(None, None) {
                 Ok(mut o) => out.append(&mut o[0]),
                 Err(_) => break,
@@ -329,14 +330,18 @@ mod tests {
         for from in [8_000u32, 22_050, 44_100, 48_000] {
             let n = from as usize * 2;
             let tone: Vec<f32> = (0..n)
-                .map(|i| (2.0 * std::f64::consts::PI * 440.0 * i as f64 / from as f64).sin() as f32 * 0.5)
+                .map(|i| {
+                    (2.0 * std::f64::consts::PI * 440.0 * i as f64 / from as f64).sin() as f32 * 0.5
+                })
                 .collect();
             let out = resample(&tone, from, 16_000);
             assert_eq!(out.len(), 32_000, "from {from}");
             // Away from the edges, the output is the same tone sampled at 16 kHz.
             let err = (2_000..30_000)
                 .map(|i| {
-                    let want = (2.0 * std::f64::consts::PI * 440.0 * i as f64 / 16_000.0).sin() as f32 * 0.5;
+                    let want = (2.0 * std::f64::consts::PI * 440.0 * i as f64 / 16_000.0).sin()
+                        as f32
+                        * 0.5;
                     (out[i] - want).abs()
                 })
                 .fold(0.0f32, f32::max);
@@ -347,7 +352,9 @@ mod tests {
     /// Pushing in pieces gives the whole-signal result.
     #[test]
     fn streamed_resampling_matches_whole() {
-        let x: Vec<f32> = (0..50_000).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+        let x: Vec<f32> = (0..50_000)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
         let whole = resample(&x, 44_100, 16_000);
         let mut r = StreamResampler::new(44_100, 16_000);
         let mut parts = Vec::new();

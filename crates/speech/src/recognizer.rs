@@ -251,10 +251,12 @@ impl Session {
             let frames = stream.frames_decoded();
             let toks = &stream.tokens()[self.seg_token..];
             let trailing = frames - toks.last().map(|t| t.frame + 1).unwrap_or(self.seg_frame);
-            let endpoint = !toks.is_empty()
-                && (trailing >= silence || frames - self.seg_frame >= max_len);
+            let endpoint =
+                !toks.is_empty() && (trailing >= silence || frames - self.seg_frame >= max_len);
             if endpoint {
-                let text = stream.model().text(&toks.iter().map(|t| t.id).collect::<Vec<_>>());
+                let text = stream
+                    .model()
+                    .text(&toks.iter().map(|t| t.id).collect::<Vec<_>>());
                 let end = (frames as f64 * frame_s).min(self.received as f64 / 16_000.0);
                 events.push(Event::Final(Segment {
                     start: self.seg_frame as f64 * frame_s,
@@ -270,7 +272,9 @@ impl Session {
             }
         }
         let toks = &stream.tokens()[self.seg_token..];
-        let text = stream.model().text(&toks.iter().map(|t| t.id).collect::<Vec<_>>());
+        let text = stream
+            .model()
+            .text(&toks.iter().map(|t| t.id).collect::<Vec<_>>());
         if last {
             if !text.is_empty() {
                 events.push(Event::Final(Segment {
@@ -295,9 +299,7 @@ impl Session {
             return Ok(());
         };
         let t = Instant::now();
-        let vad_events = seg
-            .accept(samples)
-            .map_err(AsrError::Infer)?;
+        let vad_events = seg.accept(samples).map_err(AsrError::Infer)?;
         self.vad_seconds += t.elapsed().as_secs_f64();
         for e in vad_events {
             self.on_vad_event(e, events)?;

@@ -75,7 +75,10 @@ impl ModelFiles {
                 many => Err(AsrError::Layout(format!(
                     "model_dir {}: several {role} files ({}); name the one to use {role}.onnx",
                     dir.display(),
-                    many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    many.iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))),
             }
         };
@@ -175,7 +178,11 @@ pub fn read_tokens(path: &Path) -> Result<Vec<String>> {
             None => (line.to_string(), None),
         };
         let id = id.ok_or_else(|| {
-            AsrError::Layout(format!("{}:{}: expected `<symbol> <id>`", path.display(), n + 1))
+            AsrError::Layout(format!(
+                "{}:{}: expected `<symbol> <id>`",
+                path.display(),
+                n + 1
+            ))
         })?;
         if id >= tokens.len() {
             tokens.resize(id + 1, String::new());
@@ -211,7 +218,10 @@ impl Transducer {
             .unwrap_or(0);
         let x = encoder.input_info[x_index].clone();
         let (window_from_shape, feat_dim) = match x.shape.as_slice() {
-            [_, t, d] => (*t, d.ok_or_else(|| layout("feature dimension is not fixed".into()))?),
+            [_, t, d] => (
+                *t,
+                d.ok_or_else(|| layout("feature dimension is not fixed".into()))?,
+            ),
             other => return Err(layout(format!("input `x` has rank {}, not 3", other.len()))),
         };
         let window = meta_usize(&encoder, "T")
@@ -241,8 +251,9 @@ impl Transducer {
                 Some(o) => o,
                 None => {
                     // Positional: the outputs after encoder_out, in input order.
-                    let candidates: Vec<usize> =
-                        (0..encoder.outputs.len()).filter(|&o| o != enc_out_index).collect();
+                    let candidates: Vec<usize> = (0..encoder.outputs.len())
+                        .filter(|&o| o != enc_out_index)
+                        .collect();
                     let o = *candidates.get(next_positional).ok_or_else(|| {
                         layout(format!("no output carries the state `{}`", inp.name))
                     })?;
@@ -371,7 +382,8 @@ impl Transducer {
         for (spec, t) in self.states.iter().zip(states) {
             inputs.push((spec.name.as_str(), t));
         }
-        let mut outputs: Vec<Option<Tensor>> = self.encoder.run(inputs)?.into_iter().map(Some).collect();
+        let mut outputs: Vec<Option<Tensor>> =
+            self.encoder.run(inputs)?.into_iter().map(Some).collect();
         let take = |outputs: &mut Vec<Option<Tensor>>, i: usize| {
             outputs
                 .get_mut(i)
@@ -407,7 +419,10 @@ impl Transducer {
             decs.extend_from_slice(dec);
         }
         let out = self.joiner.run(vec![
-            ("encoder_out", Tensor::f32(vec![n, enc.len() / n], enc.to_vec())),
+            (
+                "encoder_out",
+                Tensor::f32(vec![n, enc.len() / n], enc.to_vec()),
+            ),
             ("decoder_out", Tensor::f32(vec![n, d], decs)),
         ])?;
         let t = out
@@ -616,7 +631,11 @@ pub mod probe {
     use super::*;
 
     /// The encoder output for each window of `feats` (`n × feat_dim`), states carried.
-    pub fn encoder_outputs(model: &Transducer, feats: &[f32], windows: usize) -> Result<Vec<Vec<f32>>> {
+    pub fn encoder_outputs(
+        model: &Transducer,
+        feats: &[f32],
+        windows: usize,
+    ) -> Result<Vec<Vec<f32>>> {
         let (w, s, d) = (model.info.window, model.info.shift, model.info.feat_dim);
         let mut states = model.initial_states();
         let mut outs = Vec::new();

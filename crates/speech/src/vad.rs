@@ -111,7 +111,8 @@ impl VadState {
         let mut input = Vec::with_capacity(CONTEXT + WINDOW);
         input.extend_from_slice(&self.context);
         input.extend_from_slice(window);
-        self.context.copy_from_slice(&input[input.len() - CONTEXT..]);
+        self.context
+            .copy_from_slice(&input[input.len() - CONTEXT..]);
         let x = Tensor::f32(vec![1, CONTEXT + WINDOW], input);
         let out = match vad.layout {
             Layout::Standard => vad.model.run(vec![
@@ -244,7 +245,9 @@ impl Segmenter {
         } else if p < neg && self.silence_start.is_none() {
             self.silence_start = Some(window_start);
         }
-        if !self.emitted_start && window_end - self.speech_start >= self.samples(self.opts.min_speech_s) {
+        if !self.emitted_start
+            && window_end - self.speech_start >= self.samples(self.opts.min_speech_s)
+        {
             self.emitted_start = true;
             events.push(VadEvent::Start(self.speech_start.saturating_sub(pad)));
         }

@@ -26,7 +26,10 @@ fn golden(name: &str) -> Vec<f32> {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn model(engine: EngineChoice) -> Arc<Transducer> {
@@ -83,7 +86,10 @@ fn utterances() -> Vec<Utterance> {
                 None => root().join(".cache/testdata/asr").join(&file),
             };
             let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-                panic!("{}: {e} (the bootstrap installs pocketsphinx-testdata)", path.display())
+                panic!(
+                    "{}: {e} (the bootstrap installs pocketsphinx-testdata)",
+                    path.display()
+                )
             });
             let a = if file.ends_with(".raw") {
                 audio::from_pcm16(&bytes, 16_000, 1, 600.0).expect("raw pcm")
@@ -107,7 +113,9 @@ fn utterances() -> Vec<Utterance> {
 
 fn zero_wav() -> Vec<f32> {
     let bytes = std::fs::read(root().join(".cache/testdata/asr/0.wav")).expect("0.wav");
-    audio::decode(bytes, Some("wav"), 60.0).expect("decode").samples
+    audio::decode(bytes, Some("wav"), 60.0)
+        .expect("decode")
+        .samples
 }
 
 #[test]
@@ -187,7 +195,10 @@ fn check_token_ids_and_wer(engine: EngineChoice, allowed_mismatches: usize, allo
     for u in utterances() {
         let t = rec.transcribe(&u.samples).expect("transcribe");
         if t.token_ids != u.token_ids {
-            mismatched.push(format!("{}: got {:?}\n  want {:?}", u.file, t.text, u.token_ids));
+            mismatched.push(format!(
+                "{}: got {:?}\n  want {:?}",
+                u.file, t.text, u.token_ids
+            ));
         }
         let (e, n) = word_errors(&u.reference, &t.text);
         errors += e;
@@ -273,7 +284,9 @@ fn vad_segments_long_audio_and_streams_agree() {
     // 0.wav, 2 s of silence, 1.wav: two utterances with a pause between them.
     let a = zero_wav();
     let bytes = std::fs::read(root().join(".cache/testdata/asr/1.wav")).expect("1.wav");
-    let b = audio::decode(bytes, Some("wav"), 60.0).expect("decode").samples;
+    let b = audio::decode(bytes, Some("wav"), 60.0)
+        .expect("decode")
+        .samples;
     let mut samples = a.clone();
     samples.extend(std::iter::repeat_n(0.0, 32_000));
     samples.extend_from_slice(&b);
@@ -283,7 +296,10 @@ fn vad_segments_long_audio_and_streams_agree() {
     let gap_end = gap_start + 2.0;
     // No segment spans the pause, and the text of both utterances is there.
     for s in &t.segments {
-        assert!(s.end <= gap_start + 0.6 || s.start >= gap_end - 0.6, "{s:?} spans the pause");
+        assert!(
+            s.end <= gap_start + 0.6 || s.start >= gap_end - 0.6,
+            "{s:?} spans the pause"
+        );
     }
     let (e, n) = word_errors(
         "AFTER EARLY NIGHTFALL THE YELLOW LAMPS WOULD LIGHT UP HERE AND THERE THE SQUALID QUARTER OF THE BROTHELS \
@@ -344,6 +360,8 @@ fn bad_audio_is_refused_clearly() {
         audio::from_pcm16(&[0, 0, 1, 0], 1_000_000, 1, 60.0).err(),
         Some(AudioError::BadRate(1_000_000))
     );
-    assert_eq!(audio::from_pcm16(&[], 16_000, 1, 60.0).err(), Some(AudioError::Empty));
+    assert_eq!(
+        audio::from_pcm16(&[], 16_000, 1, 60.0).err(),
+        Some(AudioError::Empty)
+    );
 }
-

@@ -105,10 +105,7 @@ pub struct AsrSlot {
 /// The language of a model, from its vocabulary: `zh-en` when it has CJK tokens, else `en`.
 fn language_of(model: &Transducer) -> String {
     let cjk = model.text(&(0..model.info().vocab as i64).collect::<Vec<_>>());
-    if cjk
-        .chars()
-        .any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))
-    {
+    if cjk.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c)) {
         "zh-en".into()
     } else {
         "en".into()
@@ -119,7 +116,8 @@ fn language_of(model: &Transducer) -> String {
 fn load_model(engine: &EngineConfig, sessions: usize, spec: &LoadSpec) -> anyhow::Result<AsrModel> {
     let started = Instant::now();
     let opts: LoadOptions = load_options(engine, spec.engine, sessions)?;
-    let model = Arc::new(Transducer::load(&spec.model_dir, &opts).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let model =
+        Arc::new(Transducer::load(&spec.model_dir, &opts).map_err(|e| anyhow::anyhow!("{e}"))?);
     let vad = match &spec.vad {
         Some((path, _)) => Some(Arc::new(
             VadModel::load(path, &opts).map_err(|e| anyhow::anyhow!("VAD: {e}"))?,
@@ -156,9 +154,11 @@ fn load_model(engine: &EngineConfig, sessions: usize, spec: &LoadSpec) -> anyhow
 
 fn audio_error(e: AudioError) -> ApiError {
     match e {
-        AudioError::TooLong(_) => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "audio_too_long", e.to_string())
-        }
+        AudioError::TooLong(_) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "audio_too_long",
+            e.to_string(),
+        ),
         AudioError::Empty | AudioError::BadRate(_) | AudioError::Unsupported(_) => {
             ApiError::new(StatusCode::BAD_REQUEST, "bad_audio", e.to_string())
         }
@@ -197,7 +197,11 @@ pub(crate) fn decode_upload(u: &Upload, max_s: f64) -> Result<audio::Audio, Audi
             max_s,
         );
     }
-    let hint = ext.or_else(|| u.mime.strip_prefix("audio/").map(|s| s.trim_start_matches("x-").to_string()));
+    let hint = ext.or_else(|| {
+        u.mime
+            .strip_prefix("audio/")
+            .map(|s| s.trim_start_matches("x-").to_string())
+    });
     audio::decode(u.bytes.clone(), hint.as_deref(), max_s)
 }
 
@@ -261,7 +265,11 @@ impl AsrSlot {
         })
     }
 
-    async fn serve(&self, req: Request<Body>, ctx: &RequestContext) -> Result<Response<Body>, ApiError> {
+    async fn serve(
+        &self,
+        req: Request<Body>,
+        ctx: &RequestContext,
+    ) -> Result<Response<Body>, ApiError> {
         let action = ctx
             .path
             .trim_end_matches('/')
@@ -284,9 +292,16 @@ impl AsrSlot {
     }
 
     /// Decodes and recognises one upload on the blocking pool, under a permit.
-    async fn recognize(&self, upload: Upload) -> Result<(Arc<AsrModel>, Transcript, f64, f64), ApiError> {
+    async fn recognize(
+        &self,
+        upload: Upload,
+    ) -> Result<(Arc<AsrModel>, Transcript, f64, f64), ApiError> {
         let _permit = self.permits.acquire().await.map_err(|_| {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the slot is closing")
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the slot is closing",
+            )
         })?;
         let model = self.current.load_full();
         let job = model.clone();
@@ -311,11 +326,13 @@ impl AsrSlot {
 
     fn observe(&self, t: &SessionTimings, decode_s: f64, audio_s: f64, total_s: f64) {
         let m = &self.metrics;
-        for (h, v) in m
-            .stages
-            .iter()
-            .zip([decode_s, t.decode.fbank, t.decode.encoder, t.decode.search, t.vad])
-        {
+        for (h, v) in m.stages.iter().zip([
+            decode_s,
+            t.decode.fbank,
+            t.decode.encoder,
+            t.decode.search,
+            t.vad,
+        ]) {
             if v > 0.0 {
                 h.record(v);
             }
@@ -326,7 +343,13 @@ impl AsrSlot {
         }
     }
 
-    fn result_json(&self, model: &AsrModel, t: &Transcript, decode_s: f64, total_s: f64) -> serde_json::Value {
+    fn result_json(
+        &self,
+        model: &AsrModel,
+        t: &Transcript,
+        decode_s: f64,
+        total_s: f64,
+    ) -> serde_json::Value {
         let ms = |s: f64| (s * 1e4).round() / 10.0;
         json!({
             "text": t.text,
@@ -349,7 +372,15 @@ impl AsrSlot {
     }
 
     /// Stores a result; waits (briefly) until it is committed, so a following read sees it.
-    async fn remember(&self, ctx: &RequestContext, model: &AsrModel, file_name: &str, duration_s: f64, text: &str, latency_s: f64) {
+    async fn remember(
+        &self,
+        ctx: &RequestContext,
+        model: &AsrModel,
+        file_name: &str,
+        duration_s: f64,
+        text: &str,
+        latency_s: f64,
+    ) {
         let Some(h) = &self.history else { return };
         let now = history::now_ms();
         let done = h.record(Row {
@@ -367,30 +398,47 @@ impl AsrSlot {
             latency_ms: latency_s * 1e3,
             request_id: ctx.request_id.to_str().unwrap_or("").to_string(),
         });
-        if tokio::time::timeout(Duration::from_secs(2), done).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(2), done)
+            .await
+            .is_err()
+        {
             tracing::warn!(slot = %self.name, "history write is slow; answering without waiting for it");
         }
     }
 
-    async fn transcribe(&self, req: Request<Body>, ctx: &RequestContext) -> Result<Response<Body>, ApiError> {
+    async fn transcribe(
+        &self,
+        req: Request<Body>,
+        ctx: &RequestContext,
+    ) -> Result<Response<Body>, ApiError> {
         let spec = UploadSpec {
             field: "audio",
             many: false,
             mime_ok: audio_mime_ok,
             what: "audio (audio/wav, audio/flac, audio/mpeg, audio/ogg, audio/l16)",
         };
-        let upload = read_uploads(req, ctx.max_body_bytes, &spec).await?.swap_remove(0);
+        let upload = read_uploads(req, ctx.max_body_bytes, &spec)
+            .await?
+            .swap_remove(0);
         let file_name = upload.file_name.clone().unwrap_or_else(|| "body".into());
         let (model, t, decode_s, total) = self.recognize(upload).await?;
-        self.remember(ctx, &model, &file_name, t.duration_s, &t.text, total).await;
-        let mut resp = json_response(StatusCode::OK, &self.result_json(&model, &t, decode_s, total));
+        self.remember(ctx, &model, &file_name, t.duration_s, &t.text, total)
+            .await;
+        let mut resp = json_response(
+            StatusCode::OK,
+            &self.result_json(&model, &t, decode_s, total),
+        );
         if let Ok(v) = HeaderValue::from_str(&model.version) {
             resp.headers_mut().insert("x-switchyard-version", v);
         }
         Ok(resp)
     }
 
-    async fn batch(&self, req: Request<Body>, ctx: &RequestContext) -> Result<Response<Body>, ApiError> {
+    async fn batch(
+        &self,
+        req: Request<Body>,
+        ctx: &RequestContext,
+    ) -> Result<Response<Body>, ApiError> {
         let spec = UploadSpec {
             field: "audio",
             many: true,
@@ -416,10 +464,18 @@ impl AsrSlot {
             }
         });
         let results = futures_util::future::join_all(jobs).await;
-        Ok(json_response(StatusCode::OK, &json!({ "results": results })))
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "results": results }),
+        ))
     }
 
-    async fn history(&self, req: Request<Body>, ctx: &RequestContext, csv: bool) -> Result<Response<Body>, ApiError> {
+    async fn history(
+        &self,
+        req: Request<Body>,
+        ctx: &RequestContext,
+        csv: bool,
+    ) -> Result<Response<Body>, ApiError> {
         let Some(h) = self.history.clone() else {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -438,7 +494,9 @@ impl AsrSlot {
                 "slot" => q.slot = Some(v.into_owned()),
                 "since" => {
                     q.since_ms = Some(history::parse_since(&v).ok_or_else(|| {
-                        bad(format!("since `{v}` is not RFC 3339 time or seconds since the epoch"))
+                        bad(format!(
+                            "since `{v}` is not RFC 3339 time or seconds since the epoch"
+                        ))
                     })?)
                 }
                 "limit" => {
@@ -446,7 +504,9 @@ impl AsrSlot {
                         .parse()
                         .ok()
                         .filter(|n| (1..=100_000).contains(n))
-                        .ok_or_else(|| bad(format!("limit `{v}` is not a number from 1 to 100000")))?
+                        .ok_or_else(|| {
+                            bad(format!("limit `{v}` is not a number from 1 to 100000"))
+                        })?
                 }
                 _ => {}
             }
@@ -457,8 +517,10 @@ impl AsrSlot {
             .map_err(|e| internal("history_failed", format!("{e:#}")))?;
         if csv {
             let mut r = Response::new(Body::from(history::to_csv(&rows)));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            );
             r.headers_mut().insert(
                 header::CONTENT_DISPOSITION,
                 HeaderValue::from_static("attachment; filename=\"history.csv\""),
@@ -469,7 +531,11 @@ impl AsrSlot {
     }
 
     /// Answers the WebSocket handshake and runs the stream on the upgraded connection.
-    fn stream(&self, mut req: Request<Body>, ctx: &RequestContext) -> Result<Response<Body>, ApiError> {
+    fn stream(
+        &self,
+        mut req: Request<Body>,
+        ctx: &RequestContext,
+    ) -> Result<Response<Body>, ApiError> {
         let h = req.headers();
         let has_token = |name: header::HeaderName, token: &str| {
             h.get_all(name).iter().any(|v| {
@@ -486,11 +552,19 @@ impl AsrSlot {
             ));
         }
         if h.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_websocket", "Sec-WebSocket-Version must be 13"));
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_websocket",
+                "Sec-WebSocket-Version must be 13",
+            ));
         }
-        let key = h
-            .get(header::SEC_WEBSOCKET_KEY)
-            .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad_websocket", "Sec-WebSocket-Key is missing"))?;
+        let key = h.get(header::SEC_WEBSOCKET_KEY).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_websocket",
+                "Sec-WebSocket-Key is missing",
+            )
+        })?;
         let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
         let mut rate = 16_000u32;
         for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
@@ -503,7 +577,11 @@ impl AsrSlot {
                         ApiError::new(
                             StatusCode::BAD_REQUEST,
                             "bad_option",
-                            format!("sample_rate `{v}` is not a number from {} to {}", audio::MIN_RATE, audio::MAX_RATE),
+                            format!(
+                                "sample_rate `{v}` is not a number from {} to {}",
+                                audio::MIN_RATE,
+                                audio::MAX_RATE
+                            ),
                         )
                     })?;
             }
@@ -526,7 +604,12 @@ impl AsrSlot {
                     let mut config = WebSocketConfig::default();
                     config.max_message_size = Some(MAX_WS_MESSAGE);
                     config.max_frame_size = Some(MAX_WS_MESSAGE);
-                    let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                    let ws = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        Some(config),
+                    )
+                    .await;
                     job.run(ws).await;
                 }
                 Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
@@ -570,12 +653,17 @@ impl AsrSlot {
                 switchyard_infer::EngineKind::Ort => EngineChoice::Ort,
                 switchyard_infer::EngineKind::Tract => EngineChoice::Tract,
             },
-            Some(e) => engine_choice(e).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string()))?,
+            Some(e) => engine_choice(e)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string()))?,
         };
-        let failed = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "model_load_failed", m);
+        let failed =
+            |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "model_load_failed", m);
         let model_dir = switchyard_config::resolve(self.base_dir.as_deref(), &b.model_dir);
         if !model_dir.is_dir() {
-            return Err(failed(format!("model folder `{}` does not exist", b.model_dir)));
+            return Err(failed(format!(
+                "model folder `{}` does not exist",
+                b.model_dir
+            )));
         }
         let vad = match b.vad.as_ref().or(old.vad_label.as_ref()) {
             Some(v) => {
@@ -591,7 +679,10 @@ impl AsrSlot {
             model_dir,
             model_label: b.model_dir.clone(),
             vad,
-            version: b.version.clone().unwrap_or_else(|| format!("{}+{}", old.version, b.model_dir)),
+            version: b
+                .version
+                .clone()
+                .unwrap_or_else(|| format!("{}+{}", old.version, b.model_dir)),
             engine,
             options: old.recognizer.options.clone(),
         };
@@ -628,7 +719,9 @@ struct StreamJob {
 fn event_json(e: &Event) -> String {
     match e {
         Event::Partial(text) => json!({ "type": "partial", "text": text }).to_string(),
-        Event::Final(s) => json!({ "type": "final", "text": s.text, "start": s.start, "end": s.end }).to_string(),
+        Event::Final(s) => {
+            json!({ "type": "final", "text": s.text, "start": s.start, "end": s.end }).to_string()
+        }
     }
 }
 
@@ -641,7 +734,10 @@ impl StreamJob {
         let started = Instant::now();
         let (code, reason, finals) = self.pump(&mut ws).await;
         let _ = ws
-            .close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.clone().into() }))
+            .close(Some(CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.clone().into(),
+            }))
             .await;
         self.metrics.streams.decrement(1.0);
         tracing::info!(slot = %self.slot, request_id = ?self.ctx.request_id, close = code, reason = %reason,
@@ -690,7 +786,11 @@ impl StreamJob {
                 Message::Binary(b) => {
                     received += b.len() / 2;
                     if received > max_samples {
-                        return (close::TOO_LONG, format!("audio is longer than the {} s limit", self.max_audio_s), None);
+                        return (
+                            close::TOO_LONG,
+                            format!("audio is longer than the {} s limit", self.max_audio_s),
+                            None,
+                        );
                     }
                     (resampler.push(&audio::pcm16_to_f32(&b)), false)
                 }
@@ -701,7 +801,13 @@ impl StreamJob {
                     }
                     match serde_json::from_str::<Control>(&t) {
                         Ok(c) if c.event == "end" => (resampler.finish(), true),
-                        _ => return (close::BAD_MESSAGE, "expected binary PCM or {\"event\":\"end\"}".into(), None),
+                        _ => {
+                            return (
+                                close::BAD_MESSAGE,
+                                "expected binary PCM or {\"event\":\"end\"}".into(),
+                                None,
+                            );
+                        }
                     }
                 }
                 Message::Close(_) => return (1000, "client closed".into(), None),
@@ -752,7 +858,11 @@ impl StreamJob {
                 if duration > 0.0 {
                     self.metrics.rtf.record(total / duration);
                 }
-                return (1000, "end".into(), Some((switchyard_speech::recognizer::join(&finals), duration)));
+                return (
+                    1000,
+                    "end".into(),
+                    Some((switchyard_speech::recognizer::join(&finals), duration)),
+                );
             }
             session = Some(s);
         }
