@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""ASR benchmark driver (run by benches/asr/run.sh): the same clips and the same model through
+(a) sherpa-onnx (PyPI, OnlineRecognizer.from_transducer, greedy search, 1 thread),
+(b) `switchyard transcribe` (CLI, 1 thread), (c) Switchyard HTTP /transcribe (1 thread),
+(d) Switchyard WebSocket streams: 1 vs 2 concurrent (aggregate throughput), and the latency of
+partial results when audio is sent in real time."""
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import requests
+import sherpa_onnx
+from websockets.sync.client import connect
+
+MODEL = Path("models/asr/zipformer-en-3m")
+
+
+def load(path: Path) -> np.ndarray:
+    if path.suffix == ".raw":
+        return np.frombuffer(path.read_bytes(), dtype="<i2").astype(np.float32) / 32768
+    with wave.open(str(path)) as w:
+        assert w.getframerate() == 16000 and w.getnchannels() == 1
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768
+
+
+def sherpa(clips, rounds):
+    rec = sherpa_onnx.OnlineRecognizer.from_transducer(
+        tokens=str(MODEL / "tokens.txt"), encoder=str(MODEL / "encoder.onnx"),
+        decoder=str(MODEL / "decoder.onnx"), joiner=str(MODEL / "joiner.onnx"),
+        num_threads=1, sample_rate=16000, feature_dim=80, decoding_method="greedy_search")
+    texts, best = [], None
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        texts = []
+        for x in clips:
+            s = rec.create_stream()
+            s.accept_waveform(16000, x)
+            s.accept_waveform(16000, np.zeros(10560, dtype=np.float32))
+            s.input_finished()
+            while rec.is_ready(s):
+                rec.decode_stream(s)
+            texts.append(rec.get_result(s).strip())
+        dt = time.perf_counter() - t0
+        best = dt if best is None else min(best, dt)
+    return best, texts
+
+
+def cli(paths, rounds):
+    best, texts = None, []
+    for _ in range(rounds):
+        out = subprocess.run(["target/release/switchyard", "transcribe", "--threads", "1", "--engine", "ort",
+                              "--json", *map(str, paths)], capture_output=True, text=True, check=True).stdout
+        rows = [json.loads(l) for l in out.splitlines()]
+        dt = sum(r["rtf"] * r["duration_s"] for r in rows)  # per-file time, without model loading
+        texts = [r["text"] for r in rows]
+        best = dt if best is None else min(best, dt)
+    return best, texts
+
+
+def http(base, paths, rounds):
+    best, texts = None, []
+    bodies = [p.read_bytes() for p in paths]
+    ct = ["audio/l16; rate=16000" if p.suffix == ".raw" else "audio/wav" for p in paths]
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        texts = [requests.post(f"{base}/v1/asr/transcribe", data=b, headers={"content-type": c}).json()["text"]
+                 for b, c in zip(bodies, ct)]
+        dt = time.perf_counter() - t0
+        best = dt if best is None else min(best, dt)
+    return best, texts
+
+
+def ws_stream(ws_url, pcm, realtime, chunk_s=0.1, out=None):
+    """Streams int16 PCM; returns (seconds, final text, [(recv_time - send_time of latest chunk)])."""
+    step = int(16000 * chunk_s) * 2
+    lat, finals = [], []
+    sent_at = [0.0]
+    done = threading.Event()
+    with connect(ws_url, max_size=None) as ws:
+        def reader():
+            for msg in ws:
+                if isinstance(msg, str):
+                    m = json.loads(msg)
+                    lat.append((m["type"], time.perf_counter() - sent_at[0]))
+                    if m["type"] == "final":
+                        finals.append(m["text"])
+            done.set()
+        t = threading.Thread(target=reader)
+        t.start()
+        t0 = time.perf_counter()
+        for i in range(0, len(pcm), step):
+            if realtime:
+                delay = t0 + (i // step) * chunk_s - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            sent_at[0] = time.perf_counter()
+            ws.send(pcm[i:i + step])
+        ws.send(json.dumps({"event": "end"}))
+        done.wait(120)
+        dt = time.perf_counter() - t0
+        t.join()
+    if out is not None:
+        out.append(dt)
+    return dt, " ".join(finals), lat
+
+
+def main():
+    base, ws_base, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    paths = [Path(p) for p in sys.argv[4:]]
+    clips = [load(p) for p in paths]
+    audio_s = sum(len(c) for c in clips) / 16000
+    pcm = [(np.clip(c, -1, 1) * 32767).astype("<i2").tobytes() for c in clips]
+    print(f"{len(paths)} clips, {audio_s:.1f} s of speech, best of {rounds} rounds, 1 inference thread")
+
+    s_dt, s_texts = sherpa(clips, rounds)
+    c_dt, c_texts = cli(paths, rounds)
+    h_dt, h_texts = http(base, paths, rounds)
+    same = sum(a == b for a, b in zip(s_texts, c_texts))
+    print(f"\n{'pipeline':34} {'RTF':>8} {'x real time':>12} {'ratio vs sherpa':>16}")
+    for name, dt in [("sherpa-onnx 2 (Python, 1 thread)", s_dt), ("switchyard transcribe (CLI)", c_dt),
+                     ("switchyard HTTP /transcribe", h_dt)]:
+        print(f"{name:34} {dt / audio_s:8.4f} {audio_s / dt:12.1f} {(dt / audio_s) / (s_dt / audio_s):16.2f}")
+    print(f"identical transcripts sherpa-onnx vs switchyard: {same}/{len(paths)}; HTTP == CLI: "
+          f"{sum(a == b for a, b in zip(c_texts, h_texts))}/{len(paths)}")
+
+    # Throughput of live streams sent as fast as possible: 1 stream, then 2 at once.
+    allpcm = b"".join(pcm)
+    one = min(ws_stream(ws_base, allpcm, False)[0] for _ in range(rounds))
+    best_two = None
+    for _ in range(rounds):
+        times = []
+        ths = [threading.Thread(target=ws_stream, args=(ws_base, allpcm, False, 0.1, times)) for _ in range(2)]
+        t0 = time.perf_counter()
+        [t.start() for t in ths]
+        [t.join() for t in ths]
+        dt = time.perf_counter() - t0
+        best_two = dt if best_two is None else min(best_two, dt)
+    tp1, tp2 = audio_s / one, 2 * audio_s / best_two
+    print(f"\nWebSocket streams, unpaced: 1 stream {tp1:.1f}x real time; 2 concurrent {tp2:.1f}x "
+          f"aggregate = {tp2 / tp1:.2f}x one stream")
+
+    # Latency of results when audio arrives in real time (100 ms messages): time from sending the
+    # last chunk before a message to receiving the message, and the first partial after speech onset.
+    lats = []
+    firsts = []
+    for p, x in zip(pcm[:4], clips[:4]):
+        t0 = time.perf_counter()
+        _, _, lat = ws_stream(ws_base, p, True)
+        lats += [l for kind, l in lat]
+        onset = np.argmax(np.abs(x) > 0.05) / 16000
+        first = next((i for i, (k, _) in enumerate(lat) if k == "partial"), None)
+        firsts.append(first)
+    lats.sort()
+    q = lambda f: lats[min(len(lats) - 1, int(f * len(lats)))] * 1e3
+    print(f"real-time streaming: result latency after the audio that produced it p50 {q(0.5):.0f} ms, "
+          f"p95 {q(0.95):.0f} ms, max {lats[-1] * 1e3:.0f} ms ({len(lats)} messages)")
+
+
+if __name__ == "__main__":
+    main()
