@@ -44,7 +44,7 @@ if [ ! -s "$faces" ] || [ tests/reference/face_reference.py -nt "$faces" ] || [ 
   "$VENV/bin/python" tests/reference/face_reference.py --root . --out "$faces.tmp"
   mv "$faces.tmp" "$faces"
 fi
-variants=.cache/reference/asr/0_48000_stereo_f32.wav
+variants=.cache/reference/asr/0_48000_stereo.opus
 if [ ! -s "$variants" ] || [ tests/reference/audio_variants.py -nt "$variants" ]; then
   echo "bootstrap: writing resampled test audio"
   "$VENV/bin/python" tests/reference/audio_variants.py --src .cache/testdata/asr/0.wav --out .cache/reference/asr

@@ -2,7 +2,7 @@
 """Independent test inputs for the ASR resampling and format tests: 0.wav (16 kHz mono s16, LibriSpeech)
 resampled with numpy's FFT (band-limited, no code shared with Switchyard's rubato resampler) to 8,
 22.05, 44.1 and 48 kHz, made stereo (right channel at 0.8x), and written as 16-bit, 24-bit and 32-bit
-float WAV.
+float WAV; and encoded by libsndfile (PyPI soundfile) as FLAC, OGG/Vorbis, MP3 and OGG/Opus.
 
 Usage: audio_variants.py --src .cache/testdata/asr/0.wav --out .cache/reference/asr
 """
@@ -60,6 +60,14 @@ def main() -> None:
         stereo = np.stack([y, 0.8 * y], axis=1)
         write_wav(out / f"0_{rate}_stereo_{kind}.wav", rate, stereo, kind)
         print(f"wrote {out}/0_{rate}_stereo_{kind}.wav")
+    import soundfile as sf
+    for rate, fmt, sub, ext in [(44100, "FLAC", "PCM_16", "flac"), (48000, "OGG", "VORBIS", "ogg"),
+                                (22050, "MP3", "MPEG_LAYER_III", "mp3"), (48000, "OGG", "OPUS", "opus")]:
+        y = fft_resample(x, 16000, rate)
+        stereo = np.stack([y, 0.8 * y], axis=1)
+        path = out / f"0_{rate}_stereo.{ext}"
+        sf.write(str(path), stereo, rate, format=fmt, subtype=sub)
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

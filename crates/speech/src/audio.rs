@@ -71,7 +71,12 @@ pub fn decode<T>(bytes: T, hint: Option<&str>, max_seconds: f64) -> Result<Audio
 where
     T: AsRef<[u8]> + Send + Sync + 'static,
 {
-    let unsupported = |e: SymError| AudioError::Unsupported(e.to_string());
+    let unsupported = |e: SymError| match e {
+        SymError::Unsupported(what) => AudioError::Unsupported(format!(
+            "{what} is not supported (WAV, FLAC, MP3, OGG/Vorbis and raw 16-bit PCM are)"
+        )),
+        e => AudioError::Unsupported(e.to_string()),
+    };
     let mss = MediaSourceStream::new(Box::new(Cursor::new(bytes)), Default::default());
     let mut h = Hint::new();
     if let Some(ext) = hint {
