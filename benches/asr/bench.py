@@ -81,19 +81,22 @@ def ws_stream(ws_url, pcm, realtime, chunk_s=0.1, out=None):
     step = int(16000 * chunk_s) * 2
     lat, finals = [], []
     sent_at = [0.0]
+    start = [0.0]
     done = threading.Event()
     with connect(ws_url, max_size=None) as ws:
         def reader():
             for msg in ws:
                 if isinstance(msg, str):
                     m = json.loads(msg)
-                    lat.append((m["type"], time.perf_counter() - sent_at[0]))
+                    now = time.perf_counter()
+                    lat.append((m["type"], now - sent_at[0], now - start[0]))
                     if m["type"] == "final":
                         finals.append(m["text"])
             done.set()
         t = threading.Thread(target=reader)
         t.start()
         t0 = time.perf_counter()
+        start[0] = t0
         for i in range(0, len(pcm), step):
             if realtime:
                 delay = t0 + (i // step) * chunk_s - time.perf_counter()
@@ -149,17 +152,27 @@ def main():
     # last chunk before a message to receiving the message, and the first partial after speech onset.
     lats = []
     firsts = []
-    for p, x in zip(pcm[:4], clips[:4]):
-        t0 = time.perf_counter()
+    for p, x in zip(pcm, clips):
         _, _, lat = ws_stream(ws_base, p, True)
-        lats += [l for kind, l in lat]
-        onset = np.argmax(np.abs(x) > 0.05) / 16000
-        first = next((i for i, (k, _) in enumerate(lat) if k == "partial"), None)
-        firsts.append(first)
+        lats += [l for _, l, _ in lat]
+        # Speech onset: the first 10 ms frame whose energy is within 30 dB of the clip's loudest.
+        frames = x[: len(x) // 160 * 160].reshape(-1, 160)
+        db = 10 * np.log10((frames ** 2).mean(axis=1) + 1e-12)
+        onset = np.argmax(db > db.max() - 30) * 0.01
+        first = next((at for k, _, at in lat if k == "partial"), None)
+        if first is not None:
+            firsts.append(first - onset)
     lats.sort()
+    firsts.sort()
     q = lambda f: lats[min(len(lats) - 1, int(f * len(lats)))] * 1e3
     print(f"real-time streaming: result latency after the audio that produced it p50 {q(0.5):.0f} ms, "
           f"p95 {q(0.95):.0f} ms, max {lats[-1] * 1e3:.0f} ms ({len(lats)} messages)")
+    print(f"first partial after speech onset: median {firsts[len(firsts) // 2] * 1e3:.0f} ms, "
+          f"max {firsts[-1] * 1e3:.0f} ms over {len(firsts)} clips (the model needs a 450 ms window, "
+          f"320 ms chunk + 130 ms look-ahead, before its first output)")
+    diff = [(p.name, a, b) for p, a, b in zip(paths, s_texts, c_texts) if a != b]
+    for name, a, b in diff:
+        print(f"differs on {name}:\n  sherpa-onnx: {a}\n  switchyard:  {b}")
 
 
 if __name__ == "__main__":

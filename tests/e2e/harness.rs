@@ -45,8 +45,31 @@ pub struct Upstream {
     task: JoinHandle<()>,
 }
 
+/// What a faulty upstream does with every request (switchable while it runs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fault {
+    /// Answers normally.
+    Healthy,
+    /// Answers 500.
+    Fail,
+    /// Never answers.
+    Hang,
+    /// Answers normally after this many milliseconds.
+    Delay(u64),
+}
+
 impl Upstream {
     pub async fn start(name: &'static str) -> Self {
+        Self::start_with(name, Arc::new(Mutex::new(Fault::Healthy))).await
+    }
+
+    /// An upstream whose behaviour the test switches through the returned handle.
+    pub async fn start_faulty(name: &'static str, fault: Fault) -> (Self, Arc<Mutex<Fault>>) {
+        let handle = Arc::new(Mutex::new(fault));
+        (Self::start_with(name, handle.clone()).await, handle)
+    }
+
+    async fn start_with(name: &'static str, fault: Arc<Mutex<Fault>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
@@ -54,8 +77,28 @@ impl Upstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                let fault = fault.clone();
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| handle_upstream(name, req));
+                    let svc = hyper::service::service_fn(move |req| {
+                        let mode = *fault.lock().unwrap();
+                        async move {
+                            match mode {
+                                Fault::Healthy => {}
+                                Fault::Fail => {
+                                    let mut resp = Response::new(full(
+                                        json!({ "upstream": name, "fault": "fail" }).to_string(),
+                                    ));
+                                    *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                                    return Ok(resp);
+                                }
+                                Fault::Hang => tokio::time::sleep(Duration::from_secs(3600)).await,
+                                Fault::Delay(ms) => {
+                                    tokio::time::sleep(Duration::from_millis(ms)).await
+                                }
+                            }
+                            handle_upstream(name, req).await
+                        }
+                    });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .await;

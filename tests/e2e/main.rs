@@ -5,6 +5,7 @@ mod harness;
 
 mod admin;
 mod asr;
+mod autopilot;
 mod face;
 mod limits;
 mod proxy;

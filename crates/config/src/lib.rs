@@ -133,6 +133,12 @@ pub fn load_named(text: &str, file: &str, base_dir: Option<&Path>) -> Result<Con
         });
     }
     if items.is_empty() {
+        let mut config = config;
+        for r in &mut config.routes {
+            if let (Some(b), Some(g), Some(a)) = (&r.blue, &r.green, r.active.as_deref()) {
+                r.stable = if a == "blue" { b.clone() } else { g.clone() };
+            }
+        }
         Ok(config)
     } else {
         items.sort_by_key(|p| p.line.unwrap_or(usize::MAX));

@@ -360,7 +360,8 @@ pub struct RouteSpec {
     /// Remove `path` from the request path before it reaches the slot.
     #[serde(default)]
     pub strip_prefix: bool,
-    /// The slot that serves everyone not sent elsewhere.
+    /// The slot that serves everyone not sent elsewhere (with `blue`/`green`: set from `active`).
+    #[serde(default)]
     pub stable: String,
     /// The slot that receives `canary_weight` percent of sticky keys.
     #[serde(default)]
@@ -377,6 +378,148 @@ pub struct RouteSpec {
     /// Override rules, tried in order before the weight.
     #[serde(default, rename = "match")]
     pub matches: Vec<MatchSpec>,
+    /// Blue-green: the two slots; `active` names the one serving everyone.
+    #[serde(default)]
+    pub blue: Option<String>,
+    /// Blue-green: the other slot.
+    #[serde(default)]
+    pub green: Option<String>,
+    /// Blue-green: `blue` or `green`.
+    #[serde(default)]
+    pub active: Option<String>,
+    /// Per-request fallback from the canary to stable.
+    #[serde(default)]
+    pub fallback: Option<FallbackSpec>,
+    /// Circuit breaker on the canary.
+    #[serde(default)]
+    pub breaker: Option<BreakerSpec>,
+    /// Automatic ramp of the canary weight through gated steps.
+    #[serde(default)]
+    pub ramp: Option<RampSpec>,
+    /// Shadow a sample of stable traffic to the canary and compare outputs.
+    #[serde(default)]
+    pub shadow: Option<ShadowSpec>,
+}
+
+/// `[route.fallback]`: a canary request that fails or is too slow is served by stable.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct FallbackSpec {
+    /// The canary's answer must start within this time, else stable serves (0 = no timeout).
+    pub timeout_ms: u64,
+    /// Bodies up to this size are buffered so they can be replayed to stable; larger ones are not.
+    pub replay_max_bytes: u64,
+    /// Start stable too after this long and take whichever answers first (0 = off).
+    pub hedge_after_ms: u64,
+}
+
+impl Default for FallbackSpec {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 1000,
+            replay_max_bytes: 16 * 1024 * 1024,
+            hedge_after_ms: 0,
+        }
+    }
+}
+
+/// `[route.breaker]`: stop sending traffic to an unhealthy canary.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct BreakerSpec {
+    /// Sliding window the rates are computed over, seconds.
+    pub window_s: u64,
+    /// No decision with fewer canary requests in the window.
+    pub min_requests: u64,
+    /// Open when the canary's error rate (5xx, failures, timeouts) exceeds this (0–1).
+    pub max_error_rate: f64,
+    /// Open when the canary's p95 latency exceeds this, ms (0 = no latency rule).
+    pub max_p95_ms: u64,
+    /// Time open before probing (half-open), seconds.
+    pub cooldown_s: u64,
+    /// Percent of canary traffic let through while half-open.
+    pub probe_percent: f64,
+    /// Consecutive healthy probes that close the breaker.
+    pub probe_successes: u64,
+}
+
+impl Default for BreakerSpec {
+    fn default() -> Self {
+        Self {
+            window_s: 10,
+            min_requests: 20,
+            max_error_rate: 0.05,
+            max_p95_ms: 0,
+            cooldown_s: 10,
+            probe_percent: 10.0,
+            probe_successes: 5,
+        }
+    }
+}
+
+/// `[route.ramp]`: move the canary weight through `steps`, checking gates at each.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct RampSpec {
+    /// Weights in percent, increasing; the canary is promoted after the last (100).
+    pub steps: Vec<f64>,
+    /// Time at each step, seconds.
+    pub interval_s: u64,
+    /// Start when the configuration loads (else `POST /admin/routes/{route}/ramp/start`).
+    pub auto_start: bool,
+    /// Canary requests needed at a step before it may advance.
+    pub min_requests: u64,
+    /// Gate: canary error rate at most this (0–1).
+    pub max_error_rate: f64,
+    /// Gate: canary p95 latency at most this, ms (0 = none).
+    pub max_p95_ms: u64,
+    /// Gate (face shadow): mean F1 of canary boxes against stable's at least this (0 = none).
+    pub min_face_f1: f64,
+    /// Gate (ASR shadow): WER of canary text against stable's at most this (0 = none).
+    pub max_wer: f64,
+    /// Gate (upstream shadow): share of identical answers at least this (0 = none).
+    pub min_match_rate: f64,
+    /// Shadow comparisons needed at a step before a quality gate counts.
+    pub min_shadow_samples: u64,
+}
+
+impl Default for RampSpec {
+    fn default() -> Self {
+        Self {
+            steps: vec![5.0, 20.0, 50.0, 100.0],
+            interval_s: 300,
+            auto_start: false,
+            min_requests: 20,
+            max_error_rate: 0.01,
+            max_p95_ms: 0,
+            min_face_f1: 0.0,
+            max_wer: 0.0,
+            min_match_rate: 0.0,
+            min_shadow_samples: 10,
+        }
+    }
+}
+
+/// `[route.shadow]`: copies of stable traffic run on the canary, off the response path.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ShadowSpec {
+    /// Percent of stable requests copied.
+    pub percent: f64,
+    /// Shadow requests running at once; beyond it a copy is skipped (never queued).
+    pub max_concurrency: usize,
+    /// Largest request body copied, bytes.
+    pub max_body_bytes: u64,
+}
+
+impl Default for ShadowSpec {
+    fn default() -> Self {
+        Self {
+            percent: 10.0,
+            max_concurrency: 2,
+            max_body_bytes: 16 * 1024 * 1024,
+        }
+    }
 }
 
 fn default_sticky() -> Vec<String> {

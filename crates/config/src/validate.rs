@@ -326,11 +326,146 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
                 ),
             ));
         }
-        if !slot_known(&route.stable) {
+        let blue_green = route.blue.is_some() || route.green.is_some() || route.active.is_some();
+        if blue_green {
+            match (&route.blue, &route.green, route.active.as_deref()) {
+                (Some(b), Some(g), Some(active @ ("blue" | "green"))) => {
+                    for (key, slot) in [("blue", b), ("green", g)] {
+                        if !slot_known(slot) {
+                            out.push((path!["route", i, key], format!("unknown slot `{slot}`")));
+                        }
+                    }
+                    if b == g {
+                        out.push((
+                            path!["route", i, "green"],
+                            "green must differ from blue".into(),
+                        ));
+                    }
+                    let active_slot = if active == "blue" { b } else { g };
+                    if !route.stable.is_empty() && route.stable != *active_slot {
+                        out.push((
+                            path!["route", i, "stable"],
+                            "with blue/green, leave `stable` out: `active` chooses it".into(),
+                        ));
+                    }
+                }
+                (_, _, Some(a)) if a != "blue" && a != "green" => out.push((
+                    path!["route", i, "active"],
+                    format!("active `{a}` must be `blue` or `green`"),
+                )),
+                _ => out.push((
+                    path!["route", i],
+                    "blue-green needs `blue`, `green` and `active`".into(),
+                )),
+            }
+            if route.canary.is_some() {
+                out.push((
+                    path!["route", i, "canary"],
+                    "a blue-green route has no canary".into(),
+                ));
+            }
+        } else if route.stable.is_empty() {
+            out.push((path!["route", i], "a route needs `stable`".into()));
+        } else if !slot_known(&route.stable) {
             out.push((
                 path!["route", i, "stable"],
                 format!("unknown slot `{}`", route.stable),
             ));
+        }
+        let needs_canary = |key: &str, out: &mut Found| {
+            if route.canary.is_none() {
+                out.push((
+                    path!["route", i, key],
+                    format!("`[route.{key}]` needs a `canary` on the route"),
+                ));
+            }
+        };
+        if let Some(f) = &route.fallback {
+            needs_canary("fallback", &mut out);
+            if f.hedge_after_ms > 0 && f.timeout_ms > 0 && f.hedge_after_ms >= f.timeout_ms {
+                out.push((
+                    path!["route", i, "fallback", "hedge_after_ms"],
+                    "must be shorter than timeout_ms".into(),
+                ));
+            }
+        }
+        if let Some(b) = &route.breaker {
+            needs_canary("breaker", &mut out);
+            if !(1..=60).contains(&b.window_s) {
+                out.push((
+                    path!["route", i, "breaker", "window_s"],
+                    "must be 1–60".into(),
+                ));
+            }
+            if !(0.0..=1.0).contains(&b.max_error_rate) {
+                out.push((
+                    path!["route", i, "breaker", "max_error_rate"],
+                    "must be 0–1".into(),
+                ));
+            }
+            if !(b.probe_percent > 0.0 && b.probe_percent <= 100.0) {
+                out.push((
+                    path!["route", i, "breaker", "probe_percent"],
+                    "must be in (0, 100]".into(),
+                ));
+            }
+            for (key, v) in [
+                ("min_requests", b.min_requests),
+                ("cooldown_s", b.cooldown_s),
+                ("probe_successes", b.probe_successes),
+            ] {
+                if v == 0 {
+                    out.push((
+                        path!["route", i, "breaker", key],
+                        "must be greater than 0".into(),
+                    ));
+                }
+            }
+        }
+        if let Some(r) = &route.ramp {
+            needs_canary("ramp", &mut out);
+            let increasing = r.steps.windows(2).all(|w| w[0] < w[1]);
+            if r.steps.is_empty()
+                || !increasing
+                || r.steps.iter().any(|s| !(*s > 0.0 && *s <= 100.0))
+                || r.steps.last() != Some(&100.0)
+            {
+                out.push((
+                    path!["route", i, "ramp", "steps"],
+                    "steps must increase within (0, 100] and end at 100".into(),
+                ));
+            }
+            if r.interval_s == 0 {
+                out.push((
+                    path!["route", i, "ramp", "interval_s"],
+                    "must be greater than 0".into(),
+                ));
+            }
+            for (key, v) in [
+                ("max_error_rate", r.max_error_rate),
+                ("min_face_f1", r.min_face_f1),
+                ("max_wer", r.max_wer),
+                ("min_match_rate", r.min_match_rate),
+            ] {
+                if !(0.0..=1.0).contains(&v) {
+                    out.push((path!["route", i, "ramp", key], "must be 0–1".into()));
+                }
+            }
+        }
+        if let Some(sh) = &route.shadow {
+            needs_canary("shadow", &mut out);
+            if !(0.0..=100.0).contains(&sh.percent) {
+                out.push((
+                    path!["route", i, "shadow", "percent"],
+                    "must be 0–100".into(),
+                ));
+            }
+            if sh.max_concurrency == 0 {
+                out.push((
+                    path!["route", i, "shadow", "max_concurrency"],
+                    "must be greater than 0".into(),
+                ));
+            }
         }
         match &route.canary {
             Some(c) if !slot_known(c) => {

@@ -46,6 +46,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/routes/{route}/weight", put(set_weight))
         .route("/routes/{route}/promote", post(promote))
         .route("/routes/{route}/rollback", post(rollback))
+        .route("/routes/{route}/switch", post(switch))
+        .route("/routes/{route}/ramp/{command}", post(ramp))
         .route("/reload", post(reload))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -207,6 +209,31 @@ fn changed(r: Result<Arc<RouteRuntime>, ChangeError>, what: &str) -> Response {
                 canary_weight = route.weight, "admin: {what}");
             json_response(StatusCode::OK, &route.to_json())
         }
+        Err(e) => change_error(e),
+    }
+}
+
+async fn switch(State(st): State<AdminState>, Path(name): Path<String>) -> Response {
+    changed(st.gw.switch(&name), "blue-green switch")
+}
+
+async fn ramp(
+    State(st): State<AdminState>,
+    Path((name, command)): Path<(String, String)>,
+) -> Response {
+    let Some(cmd) = crate::autopilot::RampCommand::parse(&command) else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_command",
+            format!("ramp command `{command}` is not start, pause, resume or abort"),
+        )
+        .into_response();
+    };
+    match crate::autopilot::command(&st.gw, &name, cmd) {
+        Ok(_) => match st.gw.snapshot().route(&name) {
+            Some(r) => json_response(StatusCode::OK, &r.to_json()),
+            None => change_error(ChangeError::UnknownRoute(name)),
+        },
         Err(e) => change_error(e),
     }
 }

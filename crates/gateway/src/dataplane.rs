@@ -17,8 +17,10 @@ use http_body_util::Limited;
 use hyper::body::Incoming;
 use switchyard_routing::{Choice, RequestView, strip_route_prefix};
 
+use crate::autopilot::Admit;
 use crate::body::DeadlineBody;
 use crate::error::ApiError;
+use crate::replay;
 use crate::slot::RequestContext;
 use crate::state::{Gateway, RouteRuntime, SlotHandle, Snapshot};
 
@@ -261,11 +263,30 @@ async fn route_and_call<'s>(
     } else {
         0.0
     };
-    let slot_name = match route.splitter.choose(weight, &view) {
-        Choice::Override { target, .. } => target,
-        Choice::Canary { .. } => route.canary.as_ref().unwrap_or(&route.stable),
-        Choice::Stable { .. } => &route.stable,
+    let (mut slot_name, by_weight_stable) = match route.splitter.choose(weight, &view) {
+        Choice::Override { target, .. } => (target, false),
+        Choice::Canary { .. } => (route.canary.as_ref().unwrap_or(&route.stable), false),
+        Choice::Stable { .. } => (&route.stable, true),
     };
+    let control = &route.control;
+    let active = control.active();
+    let bucket = if active {
+        bucket_of(&fin.request_id)
+    } else {
+        0
+    };
+    let mut to_canary = active && route.canary.as_ref() == Some(slot_name);
+    let mut probe = false;
+    if to_canary && let Some(b) = &control.breaker {
+        match b.admit(bucket) {
+            Admit::Canary => {}
+            Admit::Probe => probe = true,
+            Admit::Stable => {
+                slot_name = &route.stable;
+                to_canary = false;
+            }
+        }
+    }
     let slot = snap.slots.get(slot_name).ok_or_else(|| {
         ApiError::new(
             http::StatusCode::SERVICE_UNAVAILABLE,
@@ -302,6 +323,7 @@ async fn route_and_call<'s>(
         },
         max_body_bytes: limit,
     };
+    let upgrade = req.headers().contains_key(header::UPGRADE);
     let req = req.map(|b| {
         if b.is_end_stream() {
             // No body (most GETs): no limit or deadline to enforce, no timer to arm.
@@ -312,5 +334,56 @@ async fn route_and_call<'s>(
             Body::new(Limited::new(DeadlineBody::new(b, deadline), limit as usize))
         }
     });
+    if !active || upgrade {
+        let started = Instant::now();
+        let answer = slot.slot.call(req, &ctx).await;
+        if to_canary {
+            replay::record_plain(control, &answer, started.elapsed().as_secs_f64(), probe);
+        }
+        return answer;
+    }
+    if to_canary {
+        let stable = snap.slots.get(&route.stable).ok_or_else(|| {
+            ApiError::new(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "slot_unavailable",
+                format!("slot `{}` is not loaded", route.stable),
+            )
+        })?;
+        let out = replay::canary_with_fallback(control, slot, stable, req, &ctx, probe).await;
+        let Some(reason) = out.fell_back else {
+            return out.answer;
+        };
+        // Stable answered: it is the slot of record for this request.
+        slot.inflight_gauge.set(slot.stats.add_inflight(-1) as f64);
+        stable
+            .inflight_gauge
+            .set(stable.stats.add_inflight(1) as f64);
+        fin.slot = Some(stable);
+        let mut resp = match out.answer {
+            Ok(r) => r,
+            Err(e) => {
+                fin.code = Some(e.code);
+                e.into_response()
+            }
+        };
+        replay::mark(&mut resp, reason);
+        return Ok(resp);
+    }
+    if by_weight_stable
+        && let (Some(canary_name), Some(shadow)) = (&route.canary, &control.shadow)
+        && shadow.sampled(bucket)
+        && let Some(canary) = snap.slots.get(canary_name)
+    {
+        return replay::stable_with_shadow(control, slot, canary, req, &ctx).await;
+    }
     slot.slot.call(req, &ctx).await
+}
+
+/// A uniform number in 0..10000 from the request id (breaker probes, shadow sampling).
+fn bucket_of(id: &HeaderValue) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write(id.as_bytes());
+    h.finish() % 10_000
 }

@@ -10,11 +10,13 @@
 //! * [`telemetry`]: logging and Prometheus metrics.
 
 pub mod admin;
+pub mod autopilot;
 pub mod body;
 pub mod cli;
 pub mod dataplane;
 pub mod error;
 pub mod history;
+pub mod replay;
 pub mod run;
 pub mod server;
 pub mod slot;

@@ -174,6 +174,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
             })?;
         threads.push(handle);
     }
+    let autopilot = tokio::spawn(crate::autopilot::run(gw.clone()));
     let admin = tokio::spawn(server::serve(
         "admin",
         admin_listener,
@@ -202,6 +203,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     );
     gw.draining.store(true, Ordering::Relaxed);
     let _ = shutdown_tx.send(true);
+    autopilot.abort();
     let _ = admin.await;
     tracker.close();
     if tokio::time::timeout(drain, tracker.wait()).await.is_err() {

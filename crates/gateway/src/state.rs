@@ -111,6 +111,8 @@ pub struct RouteRuntime {
     pub max_body_bytes: u64,
     /// Metric handles for each slot this route can send to.
     pub metrics: Arc<HashMap<Arc<str>, telemetry::RouteSlotMetrics>>,
+    /// Fallback, breaker, ramp and shadow state (kept across weight changes and reloads).
+    pub control: Arc<crate::autopilot::RouteControl>,
 }
 
 impl RouteRuntime {
@@ -118,7 +120,12 @@ impl RouteRuntime {
         spec: &RouteSpec,
         server_max_body: u64,
         slots: &HashMap<Arc<str>, SlotHandle>,
+        old_control: Option<&Arc<crate::autopilot::RouteControl>>,
     ) -> Self {
+        let control = match old_control {
+            Some(c) if c.same_spec(spec) => c.clone(),
+            _ => Arc::new(crate::autopilot::RouteControl::new(spec)),
+        };
         let rules = spec
             .matches
             .iter()
@@ -163,6 +170,7 @@ impl RouteRuntime {
                     })
                     .collect(),
             ),
+            control,
         }
     }
 
@@ -176,6 +184,16 @@ impl RouteRuntime {
             splitter: self.splitter.clone(),
             max_body_bytes: self.max_body_bytes,
             metrics: self.metrics.clone(),
+            control: self.control.clone(),
+        }
+    }
+
+    /// Blue-green: the colour serving now (`blue`/`green`), if the route has colours.
+    pub fn active_colour(&self) -> Option<&'static str> {
+        match (&self.spec.blue, &self.spec.green) {
+            (Some(b), _) if **b == *self.stable => Some("blue"),
+            (_, Some(g)) if **g == *self.stable => Some("green"),
+            _ => None,
         }
     }
 
@@ -216,6 +234,10 @@ impl RouteRuntime {
             "sticky": self.spec.sticky,
             "overrides": overrides,
             "max_body_bytes": self.max_body_bytes,
+            "blue_green": self.spec.blue.as_ref().map(|b| serde_json::json!({
+                "blue": b, "green": self.spec.green, "active": self.active_colour(),
+            })),
+            "autopilot": self.control.to_json(),
         })
     }
 }
@@ -388,6 +410,34 @@ impl Gateway {
         })
     }
 
+    /// Blue-green: sends all traffic to the other colour, after checking it is ready (loaded, and
+    /// not failing: under 50 % errors over the last minute if it served any).
+    pub fn switch(&self, route: &str) -> Result<Arc<RouteRuntime>, ChangeError> {
+        let snap = self.snapshot.load_full();
+        self.change_route(route, |r| {
+            let (Some(blue), Some(green)) = (&r.spec.blue, &r.spec.green) else {
+                return Err(ChangeError::Conflict(format!(
+                    "route `{}` is not blue-green",
+                    r.name
+                )));
+            };
+            let target = if *r.stable == **blue { green } else { blue };
+            let handle = snap
+                .slots
+                .get(target.as_str())
+                .ok_or_else(|| ChangeError::Conflict(format!("slot `{target}` is not loaded")))?;
+            let w = handle.stats.snapshot();
+            if w.requests >= 10 && w.error_rate() > 0.5 {
+                return Err(ChangeError::Conflict(format!(
+                    "slot `{target}` is failing ({:.0} % errors over the last minute)",
+                    w.error_rate() * 100.0
+                )));
+            }
+            tracing::info!(route = %r.name, from = %r.stable, to = %target, "blue-green switch");
+            Ok(r.with_live(Arc::from(target.as_str()), None, 0.0))
+        })
+    }
+
     /// Sends all traffic to stable at once (weight 0; overrides still apply).
     pub fn rollback(&self, route: &str) -> Result<Arc<RouteRuntime>, ChangeError> {
         self.change_route(route, |r| {
@@ -451,7 +501,12 @@ fn build_snapshot(
 
     let mut routes = Vec::new();
     for spec in &config.routes {
-        let fresh = RouteRuntime::from_spec(spec, config.server.max_body_bytes, &slots);
+        let fresh = RouteRuntime::from_spec(
+            spec,
+            config.server.max_body_bytes,
+            &slots,
+            old.and_then(|o| o.route(&spec.name)).map(|p| &p.control),
+        );
         let prev = old.and_then(|o| o.route(&spec.name));
         let route = match prev {
             Some(p)

@@ -82,6 +82,32 @@ const RTF_BUCKETS: &[f64] = &[
 ];
 
 fn describe() {
+    metrics::describe_counter!(
+        "switchyard_fallbacks_total",
+        Unit::Count,
+        "Canary requests answered by stable instead, by route, from, to and reason (error, timeout, hedge)"
+    );
+    metrics::describe_gauge!(
+        "switchyard_breaker_state",
+        "Canary circuit breaker of a route: 0 closed, 1 open, 2 half-open"
+    );
+    metrics::describe_gauge!(
+        "switchyard_shadow_face_f1",
+        "Mean F1 (IoU >= 0.5) of the canary's face boxes against stable's on shadow copies, since the ramp step began"
+    );
+    metrics::describe_gauge!(
+        "switchyard_shadow_wer",
+        "Word error rate of the canary's text against stable's on shadow copies, since the ramp step began"
+    );
+    metrics::describe_gauge!(
+        "switchyard_shadow_match_ratio",
+        "Share of shadow copies where the canary's status and body equal stable's (upstream slots)"
+    );
+    metrics::describe_counter!(
+        "switchyard_shadow_requests_total",
+        Unit::Count,
+        "Shadow copies by result: compared, skipped (concurrency cap), failed"
+    );
     metrics::describe_gauge!(
         "switchyard_asr_audio_seconds_total",
         Unit::Seconds,

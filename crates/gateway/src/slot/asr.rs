@@ -115,7 +115,12 @@ fn language_of(model: &Transducer) -> String {
 /// Loads a model (and VAD), checks it on the probe clip. Blocking.
 fn load_model(engine: &EngineConfig, sessions: usize, spec: &LoadSpec) -> anyhow::Result<AsrModel> {
     let started = Instant::now();
-    let opts: LoadOptions = load_options(engine, spec.engine, sessions)?;
+    let mut opts: LoadOptions = load_options(engine, spec.engine, sessions)?;
+    if engine.threads == 0 {
+        // Streaming chunks are small: streams run in parallel on their own sessions, each on one
+        // thread, rather than one stream spread over cores.
+        opts.threads = 1;
+    }
     let model =
         Arc::new(Transducer::load(&spec.model_dir, &opts).map_err(|e| anyhow::anyhow!("{e}"))?);
     let vad = match &spec.vad {
@@ -228,13 +233,14 @@ impl AsrSlot {
             engine: engine_choice(spec.engine.as_deref().unwrap_or(&engine.default))?,
             options,
         };
-        let sessions = spec.sessions.unwrap_or(1);
-        let current = load_model(engine, sessions, &load)?;
         let max_concurrency = spec.max_concurrency.unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2)
         });
+        // One ONNX Runtime session per concurrent job, so jobs never wait for each other's session.
+        let sessions = spec.sessions.unwrap_or(max_concurrency);
+        let current = load_model(engine, sessions, &load)?;
         let history = match &config.history {
             Some(h) => Some(history::shared(
                 &switchyard_config::resolve(base_dir, &h.path),

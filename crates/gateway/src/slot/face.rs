@@ -280,6 +280,11 @@ impl FaceSlot {
         };
         resp.headers_mut()
             .insert("x-faces", HeaderValue::from(det.faces.len()));
+        // For shadow comparison (never sent to the client).
+        resp.extensions_mut()
+            .insert(crate::autopilot::ModelOutput::Faces(
+                det.faces.iter().map(|f| f.bbox).collect(),
+            ));
         resp.headers_mut().insert("x-switchyard-version", version);
         Ok(resp)
     }

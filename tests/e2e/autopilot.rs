@@ -1,0 +1,451 @@
+//! The canary autopilot through the real binary, with faults injected into real upstream servers and
+//! real models: per-request fallback and hedging, the circuit breaker, the gated ramp, shadow
+//! comparison of model outputs, blue-green switches.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+struct Answer {
+    status: u16,
+    slot: String,
+    fallback: Option<String>,
+    body: Value,
+}
+
+async fn call(c: &reqwest::Client, url: &str, user: &str) -> Answer {
+    let r = c.get(url).header("x-user-id", user).send().await.unwrap();
+    let header = |n: &str| r.headers().get(n).map(|v| v.to_str().unwrap().to_string());
+    let slot = header("x-switchyard-slot").unwrap_or_default();
+    let fallback = header("x-switchyard-fallback");
+    let status = r.status().as_u16();
+    Answer {
+        status,
+        slot,
+        fallback,
+        body: r.json().await.unwrap_or(Value::Null),
+    }
+}
+
+/// Sends `n` requests (distinct users), 4 at a time; returns all answers.
+async fn load(c: &reqwest::Client, url: &str, n: usize, tag: &str) -> Vec<Answer> {
+    use futures_util::StreamExt;
+    futures_util::stream::iter(0..n)
+        .map(|i| {
+            let (c, url) = (c.clone(), url.to_string());
+            let user = format!("{tag}-{i}");
+            async move { call(&c, &url, &user).await }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await
+}
+
+async fn route_state(c: &reqwest::Client, gw: &Gateway) -> Value {
+    c.get(gw.admin_url("/admin/routes/api"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn metrics(c: &reqwest::Client, gw: &Gateway) -> String {
+    c.get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn fallback_hides_a_failing_hanging_or_slow_canary() {
+    let v1 = Upstream::start("v1").await;
+    let (v2, fault) = Upstream::start_faulty("v2", Fault::Fail).await;
+    let cfg = canary_config(&v1, &v2, 100.0, "")
+        + "\n[route.fallback]\ntimeout_ms = 400\nhedge_after_ms = 150\nreplay_max_bytes = 100000\n";
+    let gw = Gateway::start(&cfg);
+    let c = client();
+    let url = gw.url("/api/hello");
+
+    // A canary answering 500: every client gets stable's 200, marked.
+    for a in load(&c, &url, 20, "fail").await {
+        assert_eq!(a.status, 200);
+        assert_eq!(a.slot, "v1");
+        assert_eq!(a.body["upstream"], "v1");
+        assert_eq!(a.fallback.as_deref(), Some("error"));
+    }
+    // The body is replayed to stable.
+    let r = c
+        .post(gw.url("/api/upload"))
+        .body(vec![7u8; 5000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-switchyard-fallback"], "error");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["upstream"], "v1");
+    assert_eq!(v["received"], 5000);
+    // Too large to replay: the canary's own answer comes back.
+    let r = c
+        .post(gw.url("/api/upload"))
+        .body(vec![7u8; 200_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    assert!(r.headers().get("x-switchyard-fallback").is_none());
+
+    // A canary slower than hedge_after_ms: stable is started too and wins.
+    *fault.lock().unwrap() = Fault::Delay(1000);
+    let t = Instant::now();
+    let a = call(&c, &url, "slow").await;
+    assert_eq!((a.status, a.slot.as_str()), (200, "v1"));
+    assert_eq!(a.fallback.as_deref(), Some("hedge"));
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+
+    // A hanging canary, no hedge: the timeout (400 ms) sends it to stable.
+    let cfg = canary_config(&v1, &v2, 100.0, "") + "\n[route.fallback]\ntimeout_ms = 400\n";
+    gw.write_config(&cfg);
+    gw.signal("HUP");
+    gw.wait_log("reload", |l| l["message"] == "configuration reloaded");
+    *fault.lock().unwrap() = Fault::Hang;
+    let t = Instant::now();
+    let a = call(&c, &url, "hang").await;
+    assert_eq!((a.status, a.slot.as_str()), (200, "v1"));
+    assert_eq!(a.fallback.as_deref(), Some("timeout"));
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+
+    // A healthy canary answers itself.
+    *fault.lock().unwrap() = Fault::Healthy;
+    let a = call(&c, &url, "ok").await;
+    assert_eq!((a.status, a.slot.as_str(), a.fallback), (200, "v2", None));
+
+    let m = metrics(&c, &gw).await;
+    for reason in ["error", "hedge", "timeout"] {
+        let line = format!(
+            "switchyard_fallbacks_total{{route=\"api\",from=\"v2\",to=\"v1\",reason=\"{reason}\"}}"
+        );
+        assert!(m.contains(&line), "{line} missing");
+    }
+}
+
+#[tokio::test]
+async fn breaker_opens_within_its_window_and_recovers_through_probes() {
+    let v1 = Upstream::start("v1").await;
+    let (v2, fault) = Upstream::start_faulty("v2", Fault::Fail).await;
+    let cfg = canary_config(&v1, &v2, 50.0, "")
+        + "\n[route.fallback]\ntimeout_ms = 1000\n\
+           [route.breaker]\nwindow_s = 5\nmin_requests = 10\nmax_error_rate = 0.2\n\
+           cooldown_s = 1\nprobe_percent = 100\nprobe_successes = 3\n";
+    let gw = Gateway::start(&cfg);
+    let c = client();
+    let url = gw.url("/api/hello");
+
+    // Half the users land on the failing canary; fallback hides it, and the breaker opens after
+    // ten or so failures.
+    let answers = load(&c, &url, 120, "a").await;
+    assert!(
+        answers.iter().all(|a| a.status == 200),
+        "no client-visible errors"
+    );
+    let fell_back = answers.iter().filter(|a| a.fallback.is_some()).count();
+    assert!(
+        (10..=30).contains(&fell_back),
+        "{fell_back} canary requests before the breaker opened"
+    );
+    let st = route_state(&c, &gw).await;
+    assert_eq!(st["autopilot"]["breaker"]["state"], "open", "{st}");
+    assert!(
+        st["autopilot"]["breaker"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("error rate")
+    );
+    assert!(
+        metrics(&c, &gw)
+            .await
+            .contains("switchyard_breaker_state{route=\"api\",slot=\"v2\"} 1")
+    );
+    // Open: canary users go straight to stable, no attempt on the canary.
+    for a in load(&c, &url, 40, "b").await {
+        assert_eq!(
+            (a.status, a.slot.as_str(), a.fallback.as_deref()),
+            (200, "v1", None)
+        );
+    }
+
+    // The canary heals; after the cooldown, probes close the breaker and it gets traffic again.
+    *fault.lock().unwrap() = Fault::Healthy;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let answers = load(&c, &url, 60, "c").await;
+    assert!(answers.iter().all(|a| a.status == 200));
+    let st = route_state(&c, &gw).await;
+    assert_eq!(st["autopilot"]["breaker"]["state"], "closed", "{st}");
+    assert!(answers.iter().any(|a| a.slot == "v2"));
+}
+
+async fn wait_route(
+    c: &reqwest::Client,
+    gw: &Gateway,
+    secs: u64,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let st = route_state(c, gw).await;
+        if pred(&st) {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "route never reached the state: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Keeps a steady trickle of requests from many users until dropped.
+fn background_load(url: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let c = client();
+        let mut i = 0u64;
+        loop {
+            let _ = call(&c, &url, &format!("bg-{i}")).await;
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+}
+
+#[tokio::test]
+async fn ramp_promotes_a_healthy_canary_and_rolls_back_a_failing_one() {
+    let v1 = Upstream::start("v1").await;
+    let (v2, fault) = Upstream::start_faulty("v2", Fault::Healthy).await;
+    let ramp = "\n[route.fallback]\ntimeout_ms = 1000\n\
+                [route.ramp]\nsteps = [10, 50, 100]\ninterval_s = 1\nmin_requests = 5\nmax_error_rate = 0.05\n";
+    let gw = Gateway::start(&(canary_config(&v1, &v2, 0.0, "") + ramp));
+    let c = client();
+    let bg = background_load(gw.url("/api/hello"));
+    let r = c
+        .post(gw.admin_url("/admin/routes/api/ramp/start"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let st = wait_route(&c, &gw, 20, |s| {
+        s["autopilot"]["ramp"]["phase"]["state"] == "promoted"
+    })
+    .await;
+    assert_eq!(st["stable"], "v2");
+    assert_eq!(st["canary"], Value::Null);
+    let decisions = st["autopilot"]["ramp"]["decisions"].as_array().unwrap();
+    let weights: Vec<f64> = decisions
+        .iter()
+        .map(|d| d["to"].as_f64().unwrap())
+        .collect();
+    assert_eq!(weights, vec![10.0, 50.0, 100.0, 100.0], "{decisions:?}");
+    bg.abort();
+
+    // The same ramp with a canary that starts failing at 10 %: rolled back, with the reason.
+    let gw = Gateway::start(&(canary_config(&v1, &v2, 0.0, "") + ramp));
+    let bg = background_load(gw.url("/api/hello"));
+    *fault.lock().unwrap() = Fault::Fail;
+    c.post(gw.admin_url("/admin/routes/api/ramp/start"))
+        .send()
+        .await
+        .unwrap();
+    let st = wait_route(&c, &gw, 20, |s| {
+        s["autopilot"]["ramp"]["phase"]["state"] == "rolled_back"
+    })
+    .await;
+    bg.abort();
+    assert_eq!(st["canary_weight"], 0.0);
+    assert_eq!(st["stable"], "v1");
+    let reason = st["autopilot"]["ramp"]["phase"]["reason"].as_str().unwrap();
+    assert!(reason.contains("error rate"), "{reason}");
+    // Operator commands on a finished ramp are refused clearly.
+    let r = c
+        .post(gw.admin_url("/admin/routes/api/ramp/pause"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+}
+
+#[tokio::test]
+async fn shadow_rolls_back_a_worse_face_model_without_touching_responses() {
+    let photo = std::fs::read(repo(".cache/testdata/t1.jpg")).unwrap();
+    // Stable CenterFace finds the 6 faces of the group photo; the canary, BlazeFace's selfie model,
+    // finds none at this distance: fast, error-free, and worse at its job.
+    let cfg = format!(
+        r#"{}
+[[slot]]
+name = "center"
+kind = "face"
+detector = "centerface"
+model = "{}"
+
+[[slot]]
+name = "front"
+kind = "face"
+detector = "blazeface-front"
+model = "{}"
+
+[[route]]
+name = "api"
+path = "/v1/face"
+stable = "center"
+canary = "front"
+canary_weight = 0
+
+[route.shadow]
+percent = 100
+max_concurrency = 1
+
+[route.ramp]
+steps = [50, 100]
+interval_s = 30
+min_requests = 1000
+min_face_f1 = 0.8
+min_shadow_samples = 3
+"#,
+        listeners(""),
+        repo("models/centerface/centerface.onnx"),
+        repo("models/blazeface/face_detection_front_128x128.onnx"),
+    );
+    let gw = Gateway::start(&cfg);
+    let c = client();
+    let detect = |user: String| {
+        let (c, url, photo) = (c.clone(), gw.url("/v1/face/detect"), photo.clone());
+        async move {
+            let r = c
+                .post(url)
+                .header("x-user-id", user)
+                .header("content-type", "image/jpeg")
+                .body(photo)
+                .send()
+                .await
+                .unwrap();
+            let slot = r.headers()["x-switchyard-slot"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            (r.status().as_u16(), slot, r.json::<Value>().await.unwrap())
+        }
+    };
+    // Shadowed stable answers are exactly the unshadowed ones.
+    let (s, slot, plain) = detect("u0".into()).await;
+    assert_eq!((s, slot.as_str()), (200, "center"));
+    assert_eq!(plain["faces"].as_array().unwrap().len(), 6);
+    c.post(gw.admin_url("/admin/routes/api/ramp/start"))
+        .send()
+        .await
+        .unwrap();
+    let mut stable_answers = Vec::new();
+    for i in 1..12 {
+        let (s, slot, v) = detect(format!("u{i}")).await;
+        assert_eq!(s, 200);
+        if slot == "center" {
+            stable_answers.push(v);
+        }
+    }
+    for v in &stable_answers {
+        assert_eq!(v["faces"], plain["faces"]);
+    }
+    let st = wait_route(&c, &gw, 20, |s| {
+        s["autopilot"]["ramp"]["phase"]["state"] == "rolled_back"
+    })
+    .await;
+    let reason = st["autopilot"]["ramp"]["phase"]["reason"].as_str().unwrap();
+    assert!(reason.contains("shadow face F1"), "{reason}");
+    assert_eq!(st["canary_weight"], 0.0);
+    let shadow = &st["autopilot"]["shadow"];
+    assert!(shadow["peak_running"].as_u64().unwrap() <= 1, "{shadow}");
+    assert!(
+        metrics(&c, &gw)
+            .await
+            .contains("switchyard_shadow_face_f1{route=\"api\"}"),
+        "F1 gauge missing"
+    );
+}
+
+#[tokio::test]
+async fn blue_green_switch_under_load_fails_no_request() {
+    let blue = Upstream::start("blue").await;
+    let green = Upstream::start("green").await;
+    let cfg = format!(
+        r#"{}
+[[slot]]
+name = "b"
+kind = "upstream"
+url = "{}"
+
+[[slot]]
+name = "g"
+kind = "upstream"
+url = "{}"
+
+[[route]]
+name = "api"
+path = "/api"
+blue = "b"
+green = "g"
+active = "blue"
+"#,
+        listeners(""),
+        blue.url(),
+        green.url()
+    );
+    let gw = Gateway::start(&cfg);
+    let c = client();
+    let url = gw.url("/api/x");
+    let clients: Vec<_> = (0..3)
+        .map(|k| {
+            let (c, url) = (c.clone(), url.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let until = Instant::now() + Duration::from_millis(1500);
+                let mut i = 0;
+                while Instant::now() < until {
+                    let a = call(&c, &url, &format!("{k}-{i}")).await;
+                    assert_eq!(a.status, 200, "a request failed during the switch");
+                    seen.push(a.slot);
+                    i += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    for expect in ["green", "blue", "green"] {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let r = c
+            .post(gw.admin_url("/admin/routes/api/switch"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["blue_green"]["active"], expect);
+    }
+    let mut seen = Vec::new();
+    for t in clients {
+        seen.extend(t.await.unwrap());
+    }
+    assert!(seen.iter().any(|s| s == "b") && seen.iter().any(|s| s == "g"));
+    let a = call(&c, &url, "after").await;
+    assert_eq!(a.slot, "g");
+}
