@@ -89,7 +89,7 @@ def ws_stream(ws_url, pcm, realtime, chunk_s=0.1, out=None):
                 if isinstance(msg, str):
                     m = json.loads(msg)
                     now = time.perf_counter()
-                    lat.append((m["type"], now - sent_at[0], now - start[0]))
+                    lat.append((m["type"], now - sent_at[0], now - start[0], m.get("until")))
                     if m["type"] == "final":
                         finals.append(m["text"])
             done.set()
@@ -132,44 +132,40 @@ def main():
     print(f"identical transcripts sherpa-onnx vs switchyard: {same}/{len(paths)}; HTTP == CLI: "
           f"{sum(a == b for a, b in zip(c_texts, h_texts))}/{len(paths)}")
 
-    # Throughput of live streams sent as fast as possible: 1 stream, then 2 at once.
+    # Throughput of live streams sent as fast as possible, in 1 s messages (so the Python client's own
+    # CPU, on the same 2 cores, stays small): 1 stream, then 2 at once.
     allpcm = b"".join(pcm)
-    one = min(ws_stream(ws_base, allpcm, False)[0] for _ in range(rounds))
+    one = min(ws_stream(ws_base, allpcm, False, 1.0)[0] for _ in range(rounds))
     best_two = None
     for _ in range(rounds):
         times = []
-        ths = [threading.Thread(target=ws_stream, args=(ws_base, allpcm, False, 0.1, times)) for _ in range(2)]
+        ths = [threading.Thread(target=ws_stream, args=(ws_base, allpcm, False, 1.0, times)) for _ in range(2)]
         t0 = time.perf_counter()
         [t.start() for t in ths]
         [t.join() for t in ths]
         dt = time.perf_counter() - t0
         best_two = dt if best_two is None else min(best_two, dt)
     tp1, tp2 = audio_s / one, 2 * audio_s / best_two
-    print(f"\nWebSocket streams, unpaced: 1 stream {tp1:.1f}x real time; 2 concurrent {tp2:.1f}x "
+    print(f"\nWebSocket streams, unpaced, 1 s messages: 1 stream {tp1:.1f}x real time; 2 concurrent {tp2:.1f}x "
           f"aggregate = {tp2 / tp1:.2f}x one stream")
 
     # Latency of results when audio arrives in real time (100 ms messages): time from sending the
     # last chunk before a message to receiving the message, and the first partial after speech onset.
     lats = []
     firsts = []
-    for p, x in zip(pcm, clips):
+    for p in pcm:
         _, _, lat = ws_stream(ws_base, p, True)
-        lats += [l for _, l, _ in lat]
-        # Speech onset: the first 10 ms frame whose energy is within 30 dB of the clip's loudest.
-        frames = x[: len(x) // 160 * 160].reshape(-1, 160)
-        db = 10 * np.log10((frames ** 2).mean(axis=1) + 1e-12)
-        onset = np.argmax(db > db.max() - 30) * 0.01
-        first = next((at for k, _, at in lat if k == "partial"), None)
-        if first is not None:
-            firsts.append(first - onset)
+        lats += [l for _, l, _, _ in lat]
+        # How long after the audio it covers (the end of its last token's frame) each partial arrives.
+        firsts += [at - until for k, _, at, until in lat if k == "partial" and until is not None]
     lats.sort()
     firsts.sort()
     q = lambda f: lats[min(len(lats) - 1, int(f * len(lats)))] * 1e3
     print(f"real-time streaming: result latency after the audio that produced it p50 {q(0.5):.0f} ms, "
           f"p95 {q(0.95):.0f} ms, max {lats[-1] * 1e3:.0f} ms ({len(lats)} messages)")
-    print(f"first partial after speech onset: median {firsts[len(firsts) // 2] * 1e3:.0f} ms, "
-          f"max {firsts[-1] * 1e3:.0f} ms over {len(firsts)} clips (the model needs a 450 ms window, "
-          f"320 ms chunk + 130 ms look-ahead, before its first output)")
+    print(f"partial results after the speech they cover: median {firsts[len(firsts) // 2] * 1e3:.0f} ms, "
+          f"p95 {firsts[int(0.95 * len(firsts))] * 1e3:.0f} ms, max {firsts[-1] * 1e3:.0f} ms over {len(firsts)} "
+          f"partials (a token waits for its 320 ms chunk plus 130 ms of look-ahead, and audio arrives in 100 ms messages)")
     diff = [(p.name, a, b) for p, a, b in zip(paths, s_texts, c_texts) if a != b]
     for name, a, b in diff:
         print(f"differs on {name}:\n  sherpa-onnx: {a}\n  switchyard:  {b}")

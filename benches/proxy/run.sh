@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Pass-through proxy benchmark, one invocation, same load against three targets:
 #   (a) the upstream directly, (b) nginx as a plain reverse proxy, (c) Switchyard with a route that has
-#   two overrides and a 20 % sticky split.
+#   two overrides and a 20 % sticky split, (d) the same Switchyard route with the canary autopilot on:
+#   per-request fallback, circuit breaker and shadow at 0 % (issue: within 5 % of (c)).
 # The upstream is nginx serving a 1 KiB static body on loopback. Both proxies run 2 workers
 # (nginx worker_processes 2, Switchyard workers = 2) with access logs off, upstream keep-alive on.
 #
@@ -15,7 +16,7 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-3}
-UP_PORT=18081 NGINX_PORT=18082 SY_PORT=18083 SY_ADMIN=18084
+UP_PORT=18081 NGINX_PORT=18082 SY_PORT=18083 SY_ADMIN=18084 AP_PORT=18087 AP_ADMIN=18088
 
 need=()
 command -v nginx >/dev/null || need+=(nginx-light)
@@ -97,11 +98,23 @@ cookie = "ABTEST_Bench"
 slot = "canary"
 CONF
 
+sed -e "s/$SY_PORT/$AP_PORT/; s/$SY_ADMIN/$AP_ADMIN/" "$work/switchyard.toml" > "$work/autopilot.toml"
+cat >> "$work/autopilot.toml" <<CONF
+[route.fallback]
+timeout_ms = 1000
+[route.breaker]
+max_error_rate = 0.05
+[route.shadow]
+percent = 0
+CONF
+
 nginx -p "$work/up" -c "$work/up/nginx.conf" & pids+=($!)
 nginx -p "$work/proxy" -c "$work/proxy/nginx.conf" & pids+=($!)
 ./target/release/switchyard serve --config "$work/switchyard.toml" >"$work/switchyard.log" 2>&1 & pids+=($!)
 SY_PID=$!
-for port in $UP_PORT $NGINX_PORT $SY_PORT; do
+./target/release/switchyard serve --config "$work/autopilot.toml" >"$work/autopilot.log" 2>&1 & pids+=($!)
+AP_PID=$!
+for port in $UP_PORT $NGINX_PORT $SY_PORT $AP_PORT; do
   for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
 done
 
@@ -122,6 +135,7 @@ cpu_of() {
     upstream) pids=$(cat "$work/up/nginx.pid"; pgrep -P "$(cat "$work/up/nginx.pid")") ;;
     nginx) pids=$(cat "$work/proxy/nginx.pid"; pgrep -P "$(cat "$work/proxy/nginx.pid")") ;;
     switchyard) pids=$SY_PID ;;
+    autopilot) pids=$AP_PID ;;
   esac
   local ticks=0
   for p in $pids; do ticks=$(( ticks + $(awk '{print $14 + $15}' "/proc/$p/stat") )); done
@@ -141,20 +155,21 @@ run() {
   P50[$name]+=" $(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")"
   P99[$name]+=" $(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")"
 }
-for port in $UP_PORT $NGINX_PORT $SY_PORT; do   # warm-up: connections, pools, caches
+for port in $UP_PORT $NGINX_PORT $SY_PORT $AP_PORT; do   # warm-up: connections, pools, caches
   wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$work/users.lua" "http://127.0.0.1:$port/" >/dev/null
 done
 for round in $(seq "$ROUNDS"); do
   run upstream $UP_PORT
   run nginx $NGINX_PORT
   run switchyard $SY_PORT
+  run autopilot $AP_PORT
 done
 
 echo
 echo "pass-through proxy, 1 KiB responses, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, median of $ROUNDS interleaved rounds, $(nproc) cores"
 printf "%-12s %12s %10s %10s %14s   %s\n" target "requests/s" "p50 ms" "p99 ms" "CPU us/req" "requests/s per round"
 declare -A M_RPS M_P50 M_P99 M_CPU
-for t in upstream nginx switchyard; do
+for t in upstream nginx switchyard autopilot; do
   M_RPS[$t]=$(echo "${RPS[$t]}" | median); M_P50[$t]=$(echo "${P50[$t]}" | median)
   M_P99[$t]=$(echo "${P99[$t]}" | median); M_CPU[$t]=$(echo "${CPU[$t]}" | median)
   printf "%-12s %12.0f %10.3f %10.3f %14.2f  %s\n" "$t" "${M_RPS[$t]}" "${M_P50[$t]}" "${M_P99[$t]}" "${M_CPU[$t]}" "${RPS[$t]}"
@@ -162,5 +177,7 @@ done
 awk -v a="${M_RPS[switchyard]}" -v b="${M_RPS[nginx]}" -v c="${M_P99[switchyard]}" -v d="${M_P99[nginx]}" -v e="${M_P50[switchyard]}" -v f="${M_P50[nginx]}" \
   -v g="${M_CPU[switchyard]}" -v h="${M_CPU[nginx]}" \
   'BEGIN { printf "switchyard/nginx: throughput %.2fx, p50 %.2fx, p99 %.2fx, CPU per request %.2fx\n", a/b, e/f, c/d, g/h }'
+awk -v a="${M_RPS[autopilot]}" -v b="${M_RPS[switchyard]}" -v c="${M_P99[autopilot]}" -v d="${M_P99[switchyard]}" \
+  'BEGIN { printf "autopilot on/off (fallback + breaker + shadow 0%%): throughput %.3fx, p99 %.2fx\n", a/b, c/d }'
 canary=$(curl -s "http://127.0.0.1:$SY_ADMIN/metrics" | awk -F' ' '/^switchyard_requests_total\{route="bench",slot="canary"/ {s+=$2} /^switchyard_requests_total\{route="bench"/ {t+=$2} END { if (t) printf "%.1f", 100*s/t }')
 echo "switchyard canary share during the run: ${canary}% (weight 20)"

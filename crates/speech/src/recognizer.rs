@@ -59,8 +59,14 @@ pub struct Segment {
 /// What a session reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// The text of the current segment so far.
-    Partial(String),
+    /// The text of the current segment so far, and the audio time (seconds since the start) up to
+    /// which its last token was heard.
+    Partial {
+        /// Text.
+        text: String,
+        /// End of the audio frame of the last token, seconds.
+        until: f64,
+    },
     /// A finished segment.
     Final(Segment),
 }
@@ -286,7 +292,11 @@ impl Session {
             self.token_ids = stream.tokens().iter().map(|t| t.id).collect();
         } else if advanced && text != self.last_partial && !text.is_empty() {
             self.last_partial = text.clone();
-            events.push(Event::Partial(text));
+            let until = toks
+                .last()
+                .map(|t| (t.frame + 1) as f64 * frame_s)
+                .unwrap_or(0.0);
+            events.push(Event::Partial { text, until });
         }
         Ok(())
     }
@@ -353,7 +363,14 @@ impl Session {
                 .text(&stream.tokens().iter().map(|t| t.id).collect::<Vec<_>>());
             if !text.is_empty() && text != self.last_partial {
                 self.last_partial = text.clone();
-                events.push(Event::Partial(text));
+                let frame_s = stream.model().info().frame_seconds;
+                let until = self.seg_start as f64 / 16_000.0
+                    + stream
+                        .tokens()
+                        .last()
+                        .map(|t| (t.frame + 1) as f64 * frame_s)
+                        .unwrap_or(0.0);
+                events.push(Event::Partial { text, until });
             }
         }
         Ok(())

@@ -250,7 +250,7 @@ fn streaming_in_any_chunking_gives_the_file_result() {
         for c in samples.chunks(chunk) {
             for e in s.accept(c).expect("accept") {
                 match e {
-                    switchyard_speech::Event::Partial(_) => partials += 1,
+                    switchyard_speech::Event::Partial { .. } => partials += 1,
                     switchyard_speech::Event::Final(seg) => finals.push(seg),
                 }
             }

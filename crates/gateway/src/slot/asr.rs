@@ -724,7 +724,9 @@ struct StreamJob {
 
 fn event_json(e: &Event) -> String {
     match e {
-        Event::Partial(text) => json!({ "type": "partial", "text": text }).to_string(),
+        Event::Partial { text, until } => {
+            json!({ "type": "partial", "text": text, "until": until }).to_string()
+        }
         Event::Final(s) => {
             json!({ "type": "final", "text": s.text, "start": s.start, "end": s.end }).to_string()
         }
