@@ -44,6 +44,10 @@ if [ ! -s "$faces" ] || [ tests/reference/face_reference.py -nt "$faces" ] || [ 
   "$VENV/bin/python" tests/reference/face_reference.py --root . --out "$faces.tmp"
   mv "$faces.tmp" "$faces"
 fi
+broken=.cache/reference/broken_centerface.onnx
+if [ ! -s "$broken" ] || [ tests/reference/broken_model.py -nt "$broken" ]; then
+  "$VENV/bin/python" tests/reference/broken_model.py --src models/centerface/centerface.onnx --out "$broken"
+fi
 variants=.cache/reference/asr/0_48000_stereo.opus
 if [ ! -s "$variants" ] || [ tests/reference/audio_variants.py -nt "$variants" ]; then
   echo "bootstrap: writing resampled test audio"

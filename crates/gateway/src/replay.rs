@@ -303,18 +303,19 @@ impl HttpBody for HashTee {
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
+        let ended = match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     this.hasher.write(d);
                 }
+                // hyper stops polling once the body says it has ended.
+                this.inner.is_end_stream()
             }
-            Poll::Ready(None) => {
-                if let Some(tx) = this.done.take() {
-                    let _ = tx.send(this.hasher.finish());
-                }
-            }
-            _ => {}
+            Poll::Ready(None) => true,
+            _ => false,
+        };
+        if ended && let Some(tx) = this.done.take() {
+            let _ = tx.send(this.hasher.finish());
         }
         polled
     }

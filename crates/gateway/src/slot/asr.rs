@@ -434,6 +434,9 @@ impl AsrSlot {
             StatusCode::OK,
             &self.result_json(&model, &t, decode_s, total),
         );
+        // For shadow comparison (never sent to the client).
+        resp.extensions_mut()
+            .insert(crate::autopilot::ModelOutput::Text(t.text.clone()));
         if let Ok(v) = HeaderValue::from_str(&model.version) {
             resp.headers_mut().insert("x-switchyard-version", v);
         }
