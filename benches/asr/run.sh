@@ -4,10 +4,10 @@
 # with 1 inference thread, greedy search, no VAD. Prints RTF, ratios, stream throughput 1 vs 2 streams
 # and real-time result latency.
 #
-# Usage: benches/asr/run.sh     (env: ROUNDS=3)
+# Usage: benches/asr/run.sh     (env: ROUNDS=7)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-7}
 PORT=18185 ADMIN=18186
 VENV=.cache/bench-venv
 if ! "$VENV/bin/python" -c "import sherpa_onnx, websockets, requests, numpy" 2>/dev/null; then

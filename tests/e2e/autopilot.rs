@@ -615,3 +615,91 @@ percent = 100
     assert!(m.contains("switchyard_shadow_wer{route=\"asr\"} 0"));
     assert!(m.contains("switchyard_shadow_match_ratio{route=\"api\"} 0"));
 }
+
+#[tokio::test]
+async fn a_slow_model_canary_falls_back_on_timeout_and_its_ramp_rolls_back_on_latency() {
+    let photo = std::fs::read(repo(".cache/testdata/astronaut.png")).unwrap();
+    // The same detector twice; the canary is made slow (700 ms) with the testing knob.
+    let cfg = |fallback_ms: u64| {
+        format!(
+            r#"{}
+[[slot]]
+name = "fast"
+kind = "face"
+detector = "blazeface-back"
+model = "{model}"
+
+[[slot]]
+name = "slow"
+kind = "face"
+detector = "blazeface-back"
+model = "{model}"
+inject_latency_ms = 700
+
+[[route]]
+name = "api"
+path = "/v1/face"
+stable = "fast"
+canary = "slow"
+canary_weight = 100
+sticky = ["header:x-user-id"]
+
+[route.fallback]
+timeout_ms = {fallback_ms}
+
+[route.ramp]
+steps = [50, 100]
+interval_s = 30
+min_requests = 3
+max_p95_ms = 300
+"#,
+            listeners(""),
+            model = repo("models/blazeface/face_detection_back_256x256.onnx"),
+        )
+    };
+    let c = client();
+    let detect = |gw: &Gateway, i: usize| {
+        let req = c
+            .post(gw.url("/v1/face/detect"))
+            .header("x-user-id", format!("u{i}"))
+            .header("content-type", "image/png")
+            .body(photo.clone());
+        async move {
+            let r = req.send().await.unwrap();
+            let h = |n: &str| r.headers().get(n).map(|v| v.to_str().unwrap().to_string());
+            (
+                r.status().as_u16(),
+                h("x-switchyard-slot"),
+                h("x-switchyard-fallback"),
+            )
+        }
+    };
+
+    // "Gray slower than 400 ms → serve stable": every request is answered by the fast slot.
+    let gw = Gateway::start(&cfg(400));
+    for i in 0..3 {
+        let (s, slot, fb) = detect(&gw, i).await;
+        assert_eq!(
+            (s, slot.as_deref(), fb.as_deref()),
+            (200, Some("fast"), Some("timeout"))
+        );
+    }
+    drop(gw);
+
+    // Without that timeout the slow canary answers, and its ramp rolls back on the p95 gate.
+    let gw = Gateway::start(&cfg(5000));
+    c.post(gw.admin_url("/admin/routes/api/ramp/start"))
+        .send()
+        .await
+        .unwrap();
+    for i in 0..10 {
+        let (s, _, fb) = detect(&gw, i).await;
+        assert_eq!((s, fb), (200, None));
+    }
+    let st = wait_route(&c, &gw, 10, |s| {
+        s["autopilot"]["ramp"]["phase"]["state"] == "rolled_back"
+    })
+    .await;
+    let reason = st["autopilot"]["ramp"]["phase"]["reason"].as_str().unwrap();
+    assert!(reason.contains("p95 latency"), "{reason}");
+}

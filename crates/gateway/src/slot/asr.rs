@@ -96,6 +96,7 @@ pub struct AsrSlot {
     max_concurrency: usize,
     batch_concurrency: usize,
     max_audio_s: f64,
+    inject_latency_ms: Option<u64>,
     idle: Duration,
     history: Option<Arc<History>>,
     loading: tokio::sync::Mutex<()>,
@@ -265,6 +266,7 @@ impl AsrSlot {
             max_concurrency,
             batch_concurrency: spec.batch_concurrency.unwrap_or(DEFAULT_BATCH_CONCURRENCY),
             max_audio_s: spec.max_audio_seconds.unwrap_or(DEFAULT_MAX_AUDIO_S),
+            inject_latency_ms: spec.inject_latency_ms,
             idle: Duration::from_millis(spec.stream_idle_timeout_ms.unwrap_or(DEFAULT_IDLE_MS)),
             history,
             loading: tokio::sync::Mutex::new(()),
@@ -426,6 +428,7 @@ impl AsrSlot {
         let upload = read_uploads(req, ctx.max_body_bytes, &spec)
             .await?
             .swap_remove(0);
+        super::injected_latency(self.inject_latency_ms).await;
         let file_name = upload.file_name.clone().unwrap_or_else(|| "body".into());
         let (model, t, decode_s, total) = self.recognize(upload).await?;
         self.remember(ctx, &model, &file_name, t.duration_s, &t.text, total)

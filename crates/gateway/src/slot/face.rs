@@ -66,6 +66,7 @@ pub struct FaceSlot {
     permits: Arc<tokio::sync::Semaphore>,
     max_concurrency: usize,
     max_pixels: u64,
+    inject_latency_ms: Option<u64>,
     loading: tokio::sync::Mutex<()>,
     stage: [metrics::Histogram; 4],
     faces: metrics::Counter,
@@ -173,6 +174,7 @@ impl FaceSlot {
             permits: Arc::new(tokio::sync::Semaphore::new(max_concurrency)),
             max_concurrency,
             max_pixels: spec.max_pixels.unwrap_or(DEFAULT_MAX_PIXELS),
+            inject_latency_ms: spec.inject_latency_ms,
             loading: tokio::sync::Mutex::new(()),
         })
     }
@@ -201,6 +203,7 @@ impl FaceSlot {
         };
         let opts = blur_options(req.uri().query())?;
         let bytes = read_image(req, ctx.max_body_bytes).await?;
+        super::injected_latency(self.inject_latency_ms).await;
 
         let _permit = self.permits.acquire().await.map_err(|_| {
             ApiError::new(

@@ -44,6 +44,14 @@ pub struct RequestContext {
     pub max_body_bytes: u64,
 }
 
+/// Waits `ms` milliseconds when a model slot is configured with `inject_latency_ms` (a testing knob
+/// that makes a healthy model slow, to exercise fallback, breakers and ramps).
+pub(crate) async fn injected_latency(ms: Option<u64>) {
+    if let Some(ms) = ms.filter(|&ms| ms > 0) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+}
+
 /// A boxed future of a hot-load's result.
 pub type LoadFuture<'a> =
     Pin<Box<dyn Future<Output = Result<serde_json::Value, ApiError>> + Send + 'a>>;
