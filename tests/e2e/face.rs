@@ -529,3 +529,75 @@ async fn hot_swap_under_load_drops_nothing_and_failed_loads_change_nothing() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn a_flooded_model_slot_refuses_with_503_and_retry_after_and_recovers() {
+    let cfg = format!(
+        r#"{}
+[[slot]]
+name = "faces"
+kind = "face"
+detector = "blazeface-back"
+model = "{}"
+max_concurrency = 1
+queue_depth = 1
+inject_latency_ms = 400
+
+[[route]]
+name = "faces"
+path = "/v1/face"
+stable = "faces"
+"#,
+        listeners(""),
+        blaze()
+    );
+    let gw = Gateway::start(&cfg);
+    let c = client();
+    let photo = photo("astronaut.png");
+    let send = |c: reqwest::Client, url: String, body: Vec<u8>| async move {
+        let r = c
+            .post(url)
+            .header("content-type", "image/png")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.unwrap();
+        (status, retry, v)
+    };
+    let jobs: Vec<_> = (0..6)
+        .map(|_| tokio::spawn(send(c.clone(), gw.url("/v1/face/detect"), photo.clone())))
+        .collect();
+    let mut ok = 0;
+    let mut refused = 0;
+    for j in jobs {
+        let (status, retry, v) = j.await.unwrap();
+        match status {
+            200 => ok += 1,
+            503 => {
+                refused += 1;
+                assert_eq!(retry.as_deref(), Some("1"));
+                assert_eq!(v["error"]["code"], "overloaded");
+            }
+            s => panic!("unexpected {s}: {v}"),
+        }
+    }
+    // One runs, one waits: the other four are refused at once.
+    assert!(ok >= 2 && refused >= 3, "{ok} ok, {refused} refused");
+    let (status, _, _) = send(c.clone(), gw.url("/v1/face/detect"), photo.clone()).await;
+    assert_eq!(status, 200, "recovers as soon as the queue drains");
+    let m = c
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("switchyard_admission_rejected_total{slot=\"faces\"}"));
+}

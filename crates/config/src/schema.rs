@@ -259,6 +259,8 @@ pub struct SlotSpec {
     pub max_concurrency: Option<usize>,
     /// Model slots: ONNX Runtime sessions (default 1).
     pub sessions: Option<usize>,
+    /// Model slots: requests that may wait for a turn (default 4 × `max_concurrency`); beyond: 503.
+    pub queue_depth: Option<usize>,
     /// Model slots, for testing fallbacks and breakers: a fixed delay added before every request.
     pub inject_latency_ms: Option<u64>,
 
@@ -312,6 +314,7 @@ impl SlotSpec {
             ("engine", self.engine.is_some()),
             ("max_concurrency", self.max_concurrency.is_some()),
             ("sessions", self.sessions.is_some()),
+            ("queue_depth", self.queue_depth.is_some()),
             ("inject_latency_ms", self.inject_latency_ms.is_some()),
         ];
         let asr = [

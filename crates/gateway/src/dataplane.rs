@@ -213,7 +213,12 @@ async fn serve(snap: &Snapshot, conn: &Arc<ConnInfo>, req: Request<Incoming>) ->
         Ok(resp) => resp,
         Err(e) => {
             fin.code = Some(e.code);
+            let overloaded = e.code == "overloaded";
             let mut resp = e.into_response();
+            if overloaded {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
             if unread_body_closes {
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));

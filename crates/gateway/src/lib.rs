@@ -10,6 +10,7 @@
 //! * [`telemetry`]: logging and Prometheus metrics.
 
 pub mod admin;
+pub mod admission;
 pub mod autopilot;
 pub mod body;
 pub mod cli;

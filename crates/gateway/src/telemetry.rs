@@ -83,6 +83,11 @@ const RTF_BUCKETS: &[f64] = &[
 
 fn describe() {
     metrics::describe_counter!(
+        "switchyard_admission_rejected_total",
+        Unit::Count,
+        "Requests refused with 503 because a model slot's queue was full"
+    );
+    metrics::describe_counter!(
         "switchyard_fallbacks_total",
         Unit::Count,
         "Canary requests answered by stable instead, by route, from, to and reason (error, timeout, hedge)"

@@ -92,7 +92,7 @@ pub struct AsrSlot {
     base_dir: Option<PathBuf>,
     sessions: usize,
     current: ArcSwap<AsrModel>,
-    permits: Arc<tokio::sync::Semaphore>,
+    admission: Arc<crate::admission::Admission>,
     max_concurrency: usize,
     batch_concurrency: usize,
     max_audio_s: f64,
@@ -262,7 +262,11 @@ impl AsrSlot {
             base_dir: base_dir.map(Path::to_path_buf),
             sessions,
             current: ArcSwap::from_pointee(current),
-            permits: Arc::new(tokio::sync::Semaphore::new(max_concurrency)),
+            admission: Arc::new(crate::admission::Admission::new(
+                &spec.name,
+                max_concurrency,
+                spec.queue_depth.unwrap_or(4 * max_concurrency),
+            )),
             max_concurrency,
             batch_concurrency: spec.batch_concurrency.unwrap_or(DEFAULT_BATCH_CONCURRENCY),
             max_audio_s: spec.max_audio_seconds.unwrap_or(DEFAULT_MAX_AUDIO_S),
@@ -288,7 +292,7 @@ impl AsrSlot {
         match (req.method(), action.as_str()) {
             (&Method::POST, "transcribe") => self.transcribe(req, ctx).await,
             (&Method::POST, "batch") => self.batch(req, ctx).await,
-            (&Method::GET, "stream") => self.stream(req, ctx),
+            (&Method::GET, "stream") => self.stream(req, ctx).await,
             (&Method::GET, "history") => self.history(req, ctx, false).await,
             (&Method::GET, "history.csv") => self.history(req, ctx, true).await,
             _ => Err(ApiError::new(
@@ -304,13 +308,7 @@ impl AsrSlot {
         &self,
         upload: Upload,
     ) -> Result<(Arc<AsrModel>, Transcript, f64, f64), ApiError> {
-        let _permit = self.permits.acquire().await.map_err(|_| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "the slot is closing",
-            )
-        })?;
+        let _permit = self.admission.enter().await?;
         let model = self.current.load_full();
         let job = model.clone();
         let max_s = self.max_audio_s;
@@ -543,7 +541,7 @@ impl AsrSlot {
     }
 
     /// Answers the WebSocket handshake and runs the stream on the upgraded connection.
-    fn stream(
+    async fn stream(
         &self,
         mut req: Request<Body>,
         ctx: &RequestContext,
@@ -598,10 +596,12 @@ impl AsrSlot {
                     })?;
             }
         }
+        // Admitted like a request: refused with 503 when the slot's queue is full.
+        drop(self.admission.enter().await?);
         let on_upgrade = hyper::upgrade::on(&mut req);
         let job = StreamJob {
             model: self.current.load_full(),
-            permits: self.permits.clone(),
+            admission: self.admission.clone(),
             metrics: self.metrics.clone(),
             history: self.history.clone(),
             slot: self.name.clone(),
@@ -718,7 +718,7 @@ fn job_version(m: &AsrModel) -> String {
 /// One live stream: its model is fixed when it starts.
 struct StreamJob {
     model: Arc<AsrModel>,
-    permits: Arc<tokio::sync::Semaphore>,
+    admission: Arc<crate::admission::Admission>,
     metrics: Arc<AsrMetrics>,
     history: Option<Arc<History>>,
     slot: Arc<str>,
@@ -827,7 +827,7 @@ impl StreamJob {
                 Message::Close(_) => return (1000, "client closed".into(), None),
                 _ => continue,
             };
-            let Ok(_permit) = self.permits.acquire().await else {
+            let Some(_permit) = self.admission.enter_unbounded().await else {
                 return (1001, "shutting down".into(), None);
             };
             let Some(mut s) = session.take() else {
@@ -903,6 +903,8 @@ impl Slot for AsrSlot {
             "load_ms": (m.load_seconds * 1e3).round(),
             "loaded_at": humantime::format_rfc3339_seconds(m.loaded_at).to_string(),
             "max_concurrency": self.max_concurrency,
+            "queue_depth": self.admission.queue_depth(),
+            "waiting": self.admission.waiting(),
             "batch_concurrency": self.batch_concurrency,
             "max_audio_seconds": self.max_audio_s,
             "history": self.history.as_ref().map(|h| h.path().display().to_string()),

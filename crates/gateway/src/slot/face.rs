@@ -63,7 +63,7 @@ pub struct FaceSlot {
     base_dir: Option<PathBuf>,
     sessions: usize,
     current: ArcSwap<FaceModel>,
-    permits: Arc<tokio::sync::Semaphore>,
+    admission: Arc<crate::admission::Admission>,
     max_concurrency: usize,
     max_pixels: u64,
     inject_latency_ms: Option<u64>,
@@ -171,7 +171,11 @@ impl FaceSlot {
             base_dir: base_dir.map(Path::to_path_buf),
             sessions,
             current: ArcSwap::from_pointee(current),
-            permits: Arc::new(tokio::sync::Semaphore::new(max_concurrency)),
+            admission: Arc::new(crate::admission::Admission::new(
+                &spec.name,
+                max_concurrency,
+                spec.queue_depth.unwrap_or(4 * max_concurrency),
+            )),
             max_concurrency,
             max_pixels: spec.max_pixels.unwrap_or(DEFAULT_MAX_PIXELS),
             inject_latency_ms: spec.inject_latency_ms,
@@ -205,13 +209,7 @@ impl FaceSlot {
         let bytes = read_image(req, ctx.max_body_bytes).await?;
         super::injected_latency(self.inject_latency_ms).await;
 
-        let _permit = self.permits.acquire().await.map_err(|_| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "the slot is closing",
-            )
-        })?;
+        let _permit = self.admission.enter().await?;
         let model = self.current.load_full();
         let max_pixels = self.max_pixels;
         let started = Instant::now();
@@ -465,6 +463,8 @@ impl Slot for FaceSlot {
             "load_ms": (m.detector.model.load_seconds * 1e3).round(),
             "loaded_at": humantime::format_rfc3339_seconds(m.loaded_at).to_string(),
             "max_concurrency": self.max_concurrency,
+            "queue_depth": self.admission.queue_depth(),
+            "waiting": self.admission.waiting(),
             "max_pixels": self.max_pixels,
             "score_threshold": m.detector.params.score_threshold,
             "tiling": m.detector.params.tiling,
