@@ -236,3 +236,48 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
         "still accepting after shutdown"
     );
 }
+
+#[tokio::test]
+async fn w3c_trace_context_is_propagated_with_this_hop_as_parent_and_echoed() {
+    let v1 = Upstream::start("v1").await;
+    let v2 = Upstream::start("v2").await;
+    let gw = Gateway::start(&canary_config(&v1, &v2, 0.0, ""));
+    let c = client();
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = c
+        .get(gw.url("/api/trace"))
+        .header("traceparent", incoming)
+        .send()
+        .await
+        .unwrap();
+    let echoed = r.headers()["traceparent"].to_str().unwrap().to_string();
+    let v: serde_json::Value = r.json().await.unwrap();
+    let upstream = v["headers"]["traceparent"].as_str().unwrap();
+    assert_eq!(upstream, echoed);
+    let parts: Vec<&str> = echoed.split('-').collect();
+    assert_eq!(parts[0], "00");
+    assert_eq!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736", "same trace");
+    assert_ne!(parts[2], "00f067aa0ba902b7", "this hop is the new parent");
+    assert_eq!(parts[3], "01", "flags kept");
+    // None, or an invalid one: a fresh, valid trace.
+    for bad in [
+        None,
+        Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+        Some("junk"),
+    ] {
+        let mut rb = c.get(gw.url("/api/trace"));
+        if let Some(b) = bad {
+            rb = rb.header("traceparent", b);
+        }
+        let r = rb.send().await.unwrap();
+        let t = r.headers()["traceparent"].to_str().unwrap().to_string();
+        let p: Vec<&str> = t.split('-').collect();
+        assert_eq!(p.len(), 4, "{t}");
+        assert_eq!(
+            (p[0].len(), p[1].len(), p[2].len(), p[3].len()),
+            (2, 32, 16, 2),
+            "{t}"
+        );
+        assert!(p[1].bytes().any(|b| b != b'0'));
+    }
+}

@@ -106,6 +106,46 @@ impl RequestView for View<'_> {
     }
 }
 
+/// W3C trace context header.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// The trace id and flags of a valid W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
+fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
+    let mut parts = v.split('-');
+    let (ver, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let valid = hex(ver, 2)
+        && ver != "ff"
+        && (ver != "00" || parts.next().is_none())
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && parent.bytes().any(|b| b != b'0')
+        && hex(flags, 2);
+    valid.then_some((trace, flags))
+}
+
+/// The `traceparent` this gateway passes on and echoes: the client's trace (a new one if it sent
+/// none or an invalid one) with this hop as the parent span.
+fn traceparent(req: &Request<Incoming>) -> HeaderValue {
+    let incoming = req
+        .headers()
+        .get(&TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_traceparent);
+    let ids = uuid::Uuid::new_v4().as_u128();
+    let span = (ids as u64) | 1;
+    let value = match incoming {
+        Some((trace, flags)) => format!("00-{trace}-{span:016x}-{flags}"),
+        None => format!("00-{:032x}-{span:016x}-00", ids | (1 << 64)),
+    };
+    HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("-"))
+}
+
 /// The client's `X-Request-Id` when it is sane (1–128 visible ASCII characters), else a new UUID.
 fn request_id(req: &Request<Incoming>) -> HeaderValue {
     match req.headers().get(&X_REQUEST_ID) {
@@ -143,6 +183,7 @@ struct AccessInfo {
 struct Finish<'s> {
     start: Instant,
     request_id: HeaderValue,
+    trace: HeaderValue,
     access: Option<AccessInfo>,
     route: Option<&'s RouteRuntime>,
     slot: Option<&'s SlotHandle>,
@@ -165,6 +206,7 @@ impl Drop for Finish<'_> {
             tracing::info!(
                 target: "access",
                 request_id = self.request_id.to_str().unwrap_or("-"),
+                trace_id = self.trace.to_str().ok().and_then(|t| t.get(3..35)).unwrap_or("-"),
                 method = %access.method,
                 path = %access.path,
                 route = self.route.map_or("-", |r| &*r.name),
@@ -188,9 +230,15 @@ pub async fn handle(
     serve(&snap, &conn, req).await
 }
 
-async fn serve(snap: &Snapshot, conn: &Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
+async fn serve(
+    snap: &Snapshot,
+    conn: &Arc<ConnInfo>,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
     let start = Instant::now();
     let request_id = request_id(&req);
+    let trace = traceparent(&req);
+    req.headers_mut().insert(TRACEPARENT, trace.clone());
     let access = snap.config.log.access_log.then(|| AccessInfo {
         method: req.method().clone(),
         path: req.uri().path().to_string(),
@@ -198,6 +246,7 @@ async fn serve(snap: &Snapshot, conn: &Arc<ConnInfo>, req: Request<Incoming>) ->
     let mut fin = Finish {
         start,
         request_id,
+        trace: trace.clone(),
         access,
         route: None,
         slot: None,
@@ -232,6 +281,7 @@ async fn serve(snap: &Snapshot, conn: &Arc<ConnInfo>, req: Request<Incoming>) ->
     }
     resp.headers_mut()
         .insert(X_REQUEST_ID, fin.request_id.clone());
+    resp.headers_mut().insert(TRACEPARENT, trace);
     fin.status = resp.status().as_u16();
     resp
 }
