@@ -162,3 +162,56 @@ async fn slow_body_gets_408_and_idle_connections_are_closed() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn per_client_rate_limits_answer_429_with_retry_after() {
+    let v1 = Upstream::start("v1").await;
+    let v2 = Upstream::start("v2").await;
+    let cfg = canary_config(&v1, &v2, 0.0, "")
+        + "\n[route.rate_limit]\nrequests_per_s = 2\nburst = 3\nkey = \"sticky\"\n";
+    let gw = Gateway::start(&cfg);
+    let c = client();
+    let url = gw.url("/api/x");
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let r = c
+            .get(&url)
+            .header("x-user-id", "alice")
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        if status == 429 {
+            assert_eq!(r.headers()["retry-after"], "1");
+            let v: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(v["error"]["code"], "rate_limited");
+        }
+        statuses.push(status);
+    }
+    assert_eq!(
+        statuses,
+        vec![200, 200, 200, 429, 429],
+        "a burst of 3, then limited"
+    );
+    // Another client has its own bucket.
+    let r = c.get(&url).header("x-user-id", "bob").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Refill at 2/s.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let r = c
+        .get(&url)
+        .header("x-user-id", "alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let m = c
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("switchyard_rate_limited_total{route=\"api\"} 2"));
+}

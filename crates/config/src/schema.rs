@@ -405,6 +405,31 @@ pub struct RouteSpec {
     /// Shadow a sample of stable traffic to the canary and compare outputs.
     #[serde(default)]
     pub shadow: Option<ShadowSpec>,
+    /// Per-client rate limit.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitSpec>,
+}
+
+/// `[route.rate_limit]`: a token bucket per client; over it: 429 with `Retry-After`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct RateLimitSpec {
+    /// Sustained requests per second per client.
+    pub requests_per_s: f64,
+    /// Requests a client may send at once after being idle.
+    pub burst: u32,
+    /// `sticky` (the route's sticky keys, the first present) or `ip`.
+    pub key: String,
+}
+
+impl Default for RateLimitSpec {
+    fn default() -> Self {
+        Self {
+            requests_per_s: 10.0,
+            burst: 20,
+            key: "sticky".into(),
+        }
+    }
 }
 
 /// `[route.fallback]`: a canary request that fails or is too slow is served by stable.

@@ -452,6 +452,26 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
                 }
             }
         }
+        if let Some(rl) = &route.rate_limit {
+            if !(rl.requests_per_s > 0.0 && rl.requests_per_s.is_finite()) {
+                out.push((
+                    path!["route", i, "rate_limit", "requests_per_s"],
+                    "must be greater than 0".into(),
+                ));
+            }
+            if rl.burst == 0 {
+                out.push((
+                    path!["route", i, "rate_limit", "burst"],
+                    "must be at least 1".into(),
+                ));
+            }
+            if rl.key != "sticky" && rl.key != "ip" {
+                out.push((
+                    path!["route", i, "rate_limit", "key"],
+                    format!("key `{}` must be `sticky` or `ip`", rl.key),
+                ));
+            }
+        }
         if let Some(sh) = &route.shadow {
             needs_canary("shadow", &mut out);
             if !(0.0..=100.0).contains(&sh.percent) {

@@ -577,6 +577,11 @@ pub struct RouteControl {
     pub ramp: Option<Ramp>,
     /// Shadow comparison.
     pub shadow: Option<Shadow>,
+    /// Per-client rate limit and its key (`sticky` or `ip`).
+    pub rate_limit: Option<(
+        switchyard_routing::RateLimiter,
+        switchyard_config::RateLimitSpec,
+    )>,
     epoch: Instant,
 }
 
@@ -594,6 +599,12 @@ impl RouteControl {
                 .map(|b| Breaker::new(b, &spec.name, &slot)),
             ramp: spec.ramp.clone().map(Ramp::new),
             shadow: spec.shadow.clone().map(|s| Shadow::new(s, &spec.name)),
+            rate_limit: spec.rate_limit.clone().map(|r| {
+                (
+                    switchyard_routing::RateLimiter::new(r.requests_per_s, f64::from(r.burst)),
+                    r,
+                )
+            }),
             canary,
             epoch: Instant::now(),
         }
@@ -606,6 +617,12 @@ impl RouteControl {
             && self.breaker.as_ref().map(|b| &b.spec) == spec.breaker.as_ref()
             && self.ramp.as_ref().map(|r| &r.spec) == spec.ramp.as_ref()
             && self.shadow.as_ref().map(|s| &s.spec) == spec.shadow.as_ref()
+            && self.rate_limit.as_ref().map(|r| &r.1) == spec.rate_limit.as_ref()
+    }
+
+    /// Seconds since this control was created, fractional (rate limiting).
+    pub fn now_f64(&self) -> f64 {
+        self.epoch.elapsed().as_secs_f64()
     }
 
     /// A shadow slot under the concurrency cap, or `None` (the copy is skipped, never queued).

@@ -313,6 +313,42 @@ async fn route_and_call<'s>(
     fin.route = Some(route);
 
     let view = View { req: &req, conn };
+    if let Some((limiter, spec)) = &route.control.rate_limit {
+        let key = match spec.key.as_str() {
+            "ip" => None,
+            _ => route.splitter.key_hash(&view),
+        }
+        .unwrap_or_else(|| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            conn.peer.ip().hash(&mut h);
+            h.finish()
+        });
+        if let Err(wait_s) = limiter.check(key, route.control.now_f64()) {
+            metrics::counter!("switchyard_rate_limited_total", "route" => route.name.to_string())
+                .increment(1);
+            let mut e = ApiError::new(
+                http::StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "more than {} requests/s (burst {}) from this client; retry in {:.1} s",
+                    spec.requests_per_s, spec.burst, wait_s
+                ),
+            )
+            .into_response();
+            e.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(wait_s.ceil().max(1.0) as u64),
+            );
+            if req.version() <= http::Version::HTTP_11 && !req.body().is_end_stream() {
+                // The body is not read: this connection cannot carry another request.
+                e.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            fin.code = Some("rate_limited");
+            return Ok(e);
+        }
+    }
     let weight = if route.canary.is_some() {
         route.weight
     } else {

@@ -83,6 +83,11 @@ const RTF_BUCKETS: &[f64] = &[
 
 fn describe() {
     metrics::describe_counter!(
+        "switchyard_rate_limited_total",
+        Unit::Count,
+        "Requests refused with 429 by a route's per-client rate limit"
+    );
+    metrics::describe_counter!(
         "switchyard_admission_rejected_total",
         Unit::Count,
         "Requests refused with 503 because a model slot's queue was full"

@@ -167,6 +167,14 @@ impl<S> Splitter<S> {
             .map(|v| bucket_of(self.seed, v.as_bytes()))
     }
 
+    /// A 64-bit hash of the first sticky key present (rate limiting per client); `None` when absent.
+    pub fn key_hash<R: RequestView>(&self, req: &R) -> Option<u64> {
+        self.sticky
+            .iter()
+            .find_map(|k| k.read(req))
+            .map(|v| xxh3_64_with_seed(v.as_bytes(), self.seed))
+    }
+
     /// Chooses for one request. `canary_weight` is a percentage (0–100); with no canary pass 0.
     pub fn choose<R: RequestView>(&self, canary_weight: f64, req: &R) -> Choice<'_, S> {
         if let Some((rule, r)) = self.rules.iter().enumerate().find(|(_, r)| r.matches(req)) {
