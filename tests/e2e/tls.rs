@@ -89,3 +89,87 @@ async fn tls_with_alpn_h2_and_http1() {
     assert!(untrusting.get(&url).send().await.is_err());
     assert!(client().get(gw.url("/api")).send().await.is_err());
 }
+
+fn test_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, name);
+    CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+}
+
+fn leaf_of(ca: &CertifiedIssuer<'static, KeyPair>) -> (String, String) {
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, ca)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_is_picked_up_without_failed_requests() {
+    init_crypto();
+    let (old_ca, new_ca) = (test_ca("old CA"), test_ca("new CA"));
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let write = |(cert, key): (String, String)| {
+        // Written the way a renewal tool does: new files renamed into place, key first.
+        for (path, text) in [(&key_path, key), (&cert_path, cert)] {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, path).unwrap();
+        }
+    };
+    write(leaf_of(&old_ca));
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    let tls = format!(
+        "\n[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert_path.display(),
+        key_path.display()
+    );
+    let gw = Gateway::start(&canary_config(&v1, &v2, 0.0, &tls));
+    let url = format!("https://localhost:{}/api/x", gw.data.port());
+    let trust = |cas: &[&CertifiedIssuer<'static, KeyPair>]| {
+        reqwest::Client::builder()
+            .tls_certs_only(
+                cas.iter()
+                    .map(|c| reqwest::Certificate::from_pem(c.pem().as_bytes()).unwrap()),
+            )
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    let only_new = trust(&[&new_ca]);
+    assert!(
+        only_new.get(&url).send().await.is_err(),
+        "the old certificate is served"
+    );
+
+    // A client trusting both keeps making new connections through the rotation.
+    let both = trust(&[&old_ca, &new_ca]);
+    let loop_url = url.clone();
+    let busy = tokio::spawn(async move {
+        let mut n = 0;
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(3000);
+        while std::time::Instant::now() < until {
+            let r = both
+                .get(&loop_url)
+                .send()
+                .await
+                .expect("no failed request during rotation");
+            assert_eq!(r.status(), 200);
+            n += 1;
+        }
+        n
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    write(leaf_of(&new_ca));
+    gw.wait_log("tls reload", |l| l["message"] == "TLS certificate reloaded");
+    assert!(busy.await.unwrap() > 10);
+    let r = only_new
+        .get(&url)
+        .send()
+        .await
+        .expect("the new certificate is served");
+    assert_eq!(r.status(), 200);
+}

@@ -101,6 +101,56 @@ fn reload(gw: &Gateway, tls: &TlsSlot) -> Result<serde_json::Value, ReloadError>
     result
 }
 
+/// Size and modification time of the TLS files, to notice a renewed certificate.
+fn tls_stamp(
+    cfg: &Config,
+    config_path: Option<&Path>,
+) -> Option<Vec<(u64, std::time::SystemTime)>> {
+    let t = cfg.server.tls.as_ref()?;
+    let base = config_path.and_then(Path::parent);
+    [&t.cert, &t.key]
+        .iter()
+        .map(|f| {
+            let m = std::fs::metadata(resolve(base, f)).ok()?;
+            Some((m.len(), m.modified().ok()?))
+        })
+        .collect()
+}
+
+/// Re-reads the certificate and key when their files change (a renewal by certbot or a mounted
+/// Kubernetes secret), without a restart or SIGHUP. Handshakes after the swap use the new
+/// certificate; established connections are not touched. A pair that does not load (say, the key
+/// written but not yet the certificate) is retried at the next check, the old one serving meanwhile.
+async fn watch_tls(gw: Arc<Gateway>, tls: TlsSlot) {
+    let path = gw.config_path.clone();
+    let mut loaded = tls_stamp(&gw.snapshot().config, path.as_deref());
+    let mut failed: Option<Vec<(u64, std::time::SystemTime)>> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let cfg = gw.snapshot().config.clone();
+        let stamp = tls_stamp(&cfg, path.as_deref());
+        if stamp.is_none() || stamp == loaded {
+            continue;
+        }
+        match build_tls(&cfg, path.as_deref()) {
+            Ok(Some(acceptor)) => {
+                tls.store(Some(Arc::new(acceptor)));
+                tracing::info!("TLS certificate reloaded");
+                loaded = stamp;
+                failed = None;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                if failed != stamp {
+                    tracing::warn!(error = %format!("{e:#}"), "TLS files changed but do not load; keeping the current certificate");
+                    failed = stamp;
+                }
+            }
+        }
+    }
+}
+
 /// Number of data-plane workers: `server.workers`, or one per CPU core.
 pub fn worker_count(cfg: &Config) -> usize {
     if cfg.server.workers > 0 {
@@ -175,6 +225,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         threads.push(handle);
     }
     let autopilot = tokio::spawn(crate::autopilot::run(gw.clone()));
+    let tls_watch = tokio::spawn(watch_tls(gw.clone(), tls.clone()));
     let admin = tokio::spawn(server::serve(
         "admin",
         admin_listener,
@@ -204,6 +255,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     gw.draining.store(true, Ordering::Relaxed);
     let _ = shutdown_tx.send(true);
     autopilot.abort();
+    tls_watch.abort();
     let _ = admin.await;
     tracker.close();
     if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
