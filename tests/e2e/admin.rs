@@ -392,3 +392,25 @@ fn check_command_lists_problems_and_exits_1() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_watched_config_file_is_reloaded_when_it_changes() {
+    let v1 = Upstream::start("v1").await;
+    let v2 = Upstream::start("v2").await;
+    let gw = Gateway::start(&canary_config(&v1, &v2, 0.0, "watch_config = true"));
+    let c = client();
+    let (_, slot, _) = get(&c, &gw.url("/api/x"), &[("x-user-id", "u1")]).await;
+    assert_eq!(slot, "v1");
+    // A ConfigMap update: the new weight is picked up with no signal or API call.
+    gw.write_config(&canary_config(&v1, &v2, 100.0, "watch_config = true"));
+    gw.wait_log("reload", |l| l["message"] == "configuration reloaded");
+    let (_, slot, _) = get(&c, &gw.url("/api/x"), &[("x-user-id", "u1")]).await;
+    assert_eq!(slot, "v2");
+    // A broken file is refused; the last good configuration keeps serving.
+    gw.write_config("[[route]]\nname = 1\n");
+    gw.wait_log("failed reload", |l| {
+        l["message"] == "configuration reload failed; keeping the previous one"
+    });
+    let (s, slot, _) = get(&c, &gw.url("/api/x"), &[("x-user-id", "u1")]).await;
+    assert_eq!((s, slot.as_str()), (200, "v2"));
+}

@@ -6,6 +6,7 @@ mod harness;
 mod admin;
 mod asr;
 mod autopilot;
+mod deploy;
 mod face;
 mod limits;
 mod proxy;

@@ -68,6 +68,8 @@ pub struct ServerConfig {
     pub workers: usize,
     /// TLS for the data plane; absent = plain HTTP/1.1 and h2c.
     pub tls: Option<TlsConfig>,
+    /// Reload the configuration file by itself when it changes (a mounted Kubernetes ConfigMap).
+    pub watch_config: bool,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +84,7 @@ impl Default for ServerConfig {
             drain_timeout_ms: 30_000,
             workers: 0,
             tls: None,
+            watch_config: false,
         }
     }
 }

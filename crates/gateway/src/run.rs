@@ -151,6 +151,39 @@ async fn watch_tls(gw: Arc<Gateway>, tls: TlsSlot) {
     }
 }
 
+/// With `server.watch_config`, reloads the configuration when its file changes (checked every 2 s,
+/// following symlinks, as a Kubernetes ConfigMap mount swaps them). Like SIGHUP: a file with a problem
+/// changes nothing.
+async fn watch_config(
+    gw: Arc<Gateway>,
+    reload: Arc<dyn Fn() -> Result<serde_json::Value, ReloadError> + Send + Sync>,
+) {
+    let Some(path) = gw.config_path.clone() else {
+        return;
+    };
+    let stamp = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .and_then(|m| Some((m.len(), m.modified().ok()?)))
+    };
+    let mut seen = stamp(&path);
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let now = stamp(&path);
+        if now.is_none() || now == seen {
+            continue;
+        }
+        seen = now;
+        if !gw.snapshot().config.server.watch_config {
+            continue;
+        }
+        tracing::info!(file = %path.display(), "configuration file changed: reloading");
+        let f = reload.clone();
+        let _ = tokio::task::spawn_blocking(move || f()).await;
+    }
+}
+
 /// Number of data-plane workers: `server.workers`, or one per CPU core.
 pub fn worker_count(cfg: &Config) -> usize {
     if cfg.server.workers > 0 {
@@ -226,6 +259,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     }
     let autopilot = tokio::spawn(crate::autopilot::run(gw.clone()));
     let tls_watch = tokio::spawn(watch_tls(gw.clone(), tls.clone()));
+    let config_watch = tokio::spawn(watch_config(gw.clone(), reload_fn.clone()));
     let admin = tokio::spawn(server::serve(
         "admin",
         admin_listener,
@@ -256,6 +290,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let _ = shutdown_tx.send(true);
     autopilot.abort();
     tls_watch.abort();
+    config_watch.abort();
     let _ = admin.await;
     tracker.close();
     if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
