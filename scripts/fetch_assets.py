@@ -128,10 +128,14 @@ def extract(asset: dict, out: Path) -> None:
 
 
 def main() -> int:
+    # --runtime-only: what the gateway needs to run (library, models), not the test data (Docker image).
+    runtime_only = "--runtime-only" in sys.argv[1:]
     manifest = tomllib.loads((ROOT / "models" / "manifest.toml").read_text())
     CACHE.mkdir(parents=True, exist_ok=True)
     fetched = 0
     for asset in manifest["asset"]:
+        if runtime_only and asset["dest"].startswith(".cache/testdata/"):
+            continue
         dest = ROOT / asset["dest"]
         if dest.exists() and sha256(dest) == asset["sha256"]:
             continue

@@ -303,3 +303,35 @@ pub fn transcribe(inputs: &[PathBuf], args: &AsrArgs, json: bool) -> anyhow::Res
     }
     Ok(())
 }
+
+/// `switchyard health`: GETs a plain-HTTP URL (the container's `HEALTHCHECK`, where no curl is
+/// installed); succeeds on a 2xx answer within `timeout`.
+pub fn health(url: &str, timeout: std::time::Duration) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("only http:// URLs are supported"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("`{authority}` does not resolve"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head)?;
+    let line = String::from_utf8_lossy(&head[..n]);
+    let status = line.split_whitespace().nth(1).unwrap_or("");
+    if status.starts_with('2') {
+        Ok(())
+    } else {
+        anyhow::bail!("{url} answered `{}`", line.lines().next().unwrap_or(""))
+    }
+}

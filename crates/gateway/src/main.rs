@@ -75,6 +75,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Exit 0 when a URL answers 2xx (container health checks): default the admin `/healthz`.
+    Health {
+        /// Plain-HTTP URL.
+        #[arg(long, default_value = "http://127.0.0.1:9901/healthz")]
+        url: String,
+        /// Seconds to wait.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
     /// Print the faces found in an image as JSON.
     Detect {
         /// Input image.
@@ -127,6 +136,9 @@ fn main() -> ExitCode {
             format.as_deref(),
         )),
         Command::Detect { input, model } => cli::exit(cli::detect(&input, &model)),
+        Command::Health { url, timeout } => {
+            cli::exit(cli::health(&url, std::time::Duration::from_secs(timeout)))
+        }
         Command::Transcribe {
             inputs,
             model,
