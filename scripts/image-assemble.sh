@@ -11,6 +11,8 @@ dest="$OUT/opt/switchyard"
 rm -rf "$dest"
 mkdir -p "$dest/models" "$OUT/var/lib/switchyard"
 cp "$TARGET/release/switchyard" "$dest/"
+# Line tables are for local backtraces; the image keeps symbols but not the 150 MB of debug info.
+if command -v strip >/dev/null; then strip --strip-debug "$dest/switchyard"; fi
 cp -L .cache/onnxruntime/libonnxruntime.so.1.* "$dest/"
 for m in blazeface centerface silero-vad asr; do
   cp -r "models/$m" "$dest/models/$m"
