@@ -168,7 +168,7 @@ async fn per_client_rate_limits_answer_429_with_retry_after() {
     let v1 = Upstream::start("v1").await;
     let v2 = Upstream::start("v2").await;
     let cfg = canary_config(&v1, &v2, 0.0, "")
-        + "\n[route.rate_limit]\nrequests_per_s = 2\nburst = 3\nkey = \"sticky\"\n";
+        + "\n[route.rate_limit]\nrequests_per_s = 0.5\nburst = 3\nkey = \"sticky\"\n";
     let gw = Gateway::start(&cfg);
     let c = client();
     let url = gw.url("/api/x");
@@ -182,7 +182,9 @@ async fn per_client_rate_limits_answer_429_with_retry_after() {
             .unwrap();
         let status = r.status().as_u16();
         if status == 429 {
-            assert_eq!(r.headers()["retry-after"], "1");
+            // One token every 2 s: the wait is 1–2 s, rounded up.
+            let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!((1..=2).contains(&retry), "{retry}");
             let v: serde_json::Value = r.json().await.unwrap();
             assert_eq!(v["error"]["code"], "rate_limited");
         }
@@ -196,8 +198,8 @@ async fn per_client_rate_limits_answer_429_with_retry_after() {
     // Another client has its own bucket.
     let r = c.get(&url).header("x-user-id", "bob").send().await.unwrap();
     assert_eq!(r.status(), 200);
-    // Refill at 2/s.
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    // Refill: one token every 2 s.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let r = c
         .get(&url)
         .header("x-user-id", "alice")

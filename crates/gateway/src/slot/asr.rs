@@ -747,15 +747,7 @@ impl StreamJob {
         self.metrics.streams.increment(1.0);
         let started = Instant::now();
         let (code, reason, finals) = self.pump(&mut ws).await;
-        let _ = ws
-            .close(Some(CloseFrame {
-                code: CloseCode::from(code),
-                reason: reason.clone().into(),
-            }))
-            .await;
-        self.metrics.streams.decrement(1.0);
-        tracing::info!(slot = %self.slot, request_id = ?self.ctx.request_id, close = code, reason = %reason,
-            seconds = started.elapsed().as_secs_f64(), "asr stream closed");
+        // Stored before the close frame, so a client that reads the history after the close sees it.
         if let (Some(h), Some((text, duration_s))) = (&self.history, finals) {
             let done = h.record(Row {
                 id: 0,
@@ -774,6 +766,15 @@ impl StreamJob {
             });
             let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
         }
+        let _ = ws
+            .close(Some(CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.clone().into(),
+            }))
+            .await;
+        self.metrics.streams.decrement(1.0);
+        tracing::info!(slot = %self.slot, request_id = ?self.ctx.request_id, close = code, reason = %reason,
+            seconds = started.elapsed().as_secs_f64(), "asr stream closed");
     }
 
     /// Runs the stream; returns the close code, reason and (when it ended normally) the text.
