@@ -183,7 +183,11 @@ async fn per_client_rate_limits_answer_429_with_retry_after() {
         let status = r.status().as_u16();
         if status == 429 {
             // One token every 2 s: the wait is 1–2 s, rounded up.
-            let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+            let retry: u64 = r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
             assert!((1..=2).contains(&retry), "{retry}");
             let v: serde_json::Value = r.json().await.unwrap();
             assert_eq!(v["error"]["code"], "rate_limited");
