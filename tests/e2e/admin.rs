@@ -99,14 +99,7 @@ async fn weight_promote_and_rollback_apply_without_restart() {
         (404, Some("unknown_route"))
     );
 
-    let metrics = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&c, &gw).await;
     assert!(
         metrics.contains("switchyard_route_canary_weight{route=\"api\"} 50"),
         "{metrics}"
@@ -247,14 +240,7 @@ async fn reload_applies_good_files_and_keeps_serving_on_bad_ones() {
         (Some(30.0), Some(false))
     );
 
-    let metrics = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&c, &gw).await;
     assert!(
         metrics.contains("switchyard_config_reloads_total{result=\"error\"} 2"),
         "{metrics}"
@@ -322,14 +308,7 @@ async fn metrics_have_the_documented_names_and_labels() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let text = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&c, &gw).await;
     for want in [
         "# TYPE switchyard_requests_total counter",
         "switchyard_requests_total{route=\"api\",slot=\"v1\",version=\"1.0\",status=\"200\"} 1",

@@ -181,14 +181,7 @@ async fn files_are_transcribed_like_the_reference_on_both_slots() {
     }
 
     // Metrics.
-    let m = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics_text(&c, &gw).await;
     for series in [
         "switchyard_asr_audio_seconds_total{slot=\"asr-v1\"}",
         "switchyard_asr_rtf_count{slot=\"asr-v1\"}",
@@ -434,14 +427,7 @@ async fn a_websocket_stream_gives_the_file_text_and_bad_streams_are_closed() {
     // No stream is left open (the server counts a stream closed once its close handshake ends).
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let m = c
-            .get(gw.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = metrics_text(&c, &gw).await;
         if m.contains("switchyard_asr_streams_active{slot=\"asr-v1\"} 0") {
             break;
         }

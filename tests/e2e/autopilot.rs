@@ -53,16 +53,6 @@ async fn route_state(c: &reqwest::Client, gw: &Gateway) -> Value {
         .unwrap()
 }
 
-async fn metrics(c: &reqwest::Client, gw: &Gateway) -> String {
-    c.get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn fallback_hides_a_failing_hanging_or_slow_canary() {
     let v1 = Upstream::start("v1").await;
@@ -135,7 +125,7 @@ async fn fallback_hides_a_failing_hanging_or_slow_canary() {
     let a = call(&c, &url, "ok").await;
     assert_eq!((a.status, a.slot.as_str(), a.fallback), (200, "v2", None));
 
-    let m = metrics(&c, &gw).await;
+    let m = metrics_text(&c, &gw).await;
     for reason in ["error", "hedge", "timeout"] {
         let line = format!(
             "switchyard_fallbacks_total{{route=\"api\",from=\"v2\",to=\"v1\",reason=\"{reason}\"}}"
@@ -177,7 +167,7 @@ async fn breaker_opens_within_its_window_and_recovers_through_probes() {
             .contains("error rate")
     );
     assert!(
-        metrics(&c, &gw)
+        metrics_text(&c, &gw)
             .await
             .contains("switchyard_breaker_state{route=\"api\",slot=\"v2\"} 1")
     );
@@ -377,7 +367,7 @@ min_shadow_samples = 3
     let shadow = &st["autopilot"]["shadow"];
     assert!(shadow["peak_running"].as_u64().unwrap() <= 1, "{shadow}");
     assert!(
-        metrics(&c, &gw)
+        metrics_text(&c, &gw)
             .await
             .contains("switchyard_shadow_face_f1{route=\"api\"}"),
         "F1 gauge missing"
@@ -611,7 +601,7 @@ percent = 100
         assert!(Instant::now() < deadline, "shadow results missing: {a} {b}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let m = metrics(&c, &gw).await;
+    let m = metrics_text(&c, &gw).await;
     assert!(m.contains("switchyard_shadow_wer{route=\"asr\"} 0"));
     assert!(m.contains("switchyard_shadow_match_ratio{route=\"api\"} 0"));
 }

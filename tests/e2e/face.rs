@@ -137,14 +137,7 @@ async fn detect_routes_between_blazeface_and_centerface_slots() {
         "six users at 50 % all landed on one side: {seen:?}"
     );
 
-    let metrics = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&c, &gw).await;
     for want in [
         "switchyard_inference_seconds_bucket{slot=\"faces-v2\",stage=\"infer\"",
         "switchyard_inference_seconds_count{slot=\"faces-v1\",stage=\"decode\"}",
@@ -591,13 +584,6 @@ stable = "faces"
     assert!(ok >= 2 && refused >= 3, "{ok} ok, {refused} refused");
     let (status, _, _) = send(c.clone(), gw.url("/v1/face/detect"), photo.clone()).await;
     assert_eq!(status, 200, "recovers as soon as the queue drains");
-    let m = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics_text(&c, &gw).await;
     assert!(m.contains("switchyard_admission_rejected_total{slot=\"faces\"}"));
 }

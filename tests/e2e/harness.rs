@@ -482,3 +482,14 @@ pub fn repo(rel: &str) -> String {
     assert!(p.exists(), "{} is missing: run `make setup`", p.display());
     p.canonicalize().unwrap().display().to_string()
 }
+
+/// The Prometheus text of the gateway's `/metrics`.
+pub async fn metrics_text(c: &reqwest::Client, gw: &Gateway) -> String {
+    c.get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}

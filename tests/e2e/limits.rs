@@ -211,13 +211,6 @@ async fn per_client_rate_limits_answer_429_with_retry_after() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let m = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics_text(&c, &gw).await;
     assert!(m.contains("switchyard_rate_limited_total{route=\"api\"} 2"));
 }

@@ -282,13 +282,7 @@ impl AsrSlot {
         req: Request<Body>,
         ctx: &RequestContext,
     ) -> Result<Response<Body>, ApiError> {
-        let action = ctx
-            .path
-            .trim_end_matches('/')
-            .rsplit('/')
-            .next()
-            .unwrap_or("")
-            .to_string();
+        let action = super::endpoint(&ctx.path).to_string();
         match (req.method(), action.as_str()) {
             (&Method::POST, "transcribe") => self.transcribe(req, ctx).await,
             (&Method::POST, "batch") => self.batch(req, ctx).await,

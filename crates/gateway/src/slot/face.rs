@@ -188,12 +188,7 @@ impl FaceSlot {
         req: Request<Body>,
         ctx: &RequestContext,
     ) -> Result<Response<Body>, ApiError> {
-        let action = ctx
-            .path
-            .trim_end_matches('/')
-            .rsplit('/')
-            .next()
-            .unwrap_or("");
+        let action = super::endpoint(&ctx.path);
         let detect_only = match (req.method(), action) {
             (&Method::POST, "blur") => false,
             (&Method::POST, "detect") => true,

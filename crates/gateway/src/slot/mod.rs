@@ -52,6 +52,11 @@ pub(crate) async fn injected_latency(ms: Option<u64>) {
     }
 }
 
+/// The last segment of a slot path (`/v1/face/blur/` → `blur`): the endpoint of a model slot.
+pub(crate) fn endpoint(path: &str) -> &str {
+    path.trim_end_matches('/').rsplit('/').next().unwrap_or("")
+}
+
 /// A boxed future of a hot-load's result.
 pub type LoadFuture<'a> =
     Pin<Box<dyn Future<Output = Result<serde_json::Value, ApiError>> + Send + 'a>>;
