@@ -40,6 +40,18 @@ impl Admission {
         }
     }
 
+    /// The gate of a model slot from its `max_concurrency` (default: CPU cores) and `queue_depth`
+    /// (default: 4 × `max_concurrency`).
+    pub fn for_model_slot(spec: &switchyard_config::SlotSpec) -> Self {
+        let max_concurrency = spec.max_concurrency.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        });
+        let queue_depth = spec.queue_depth.unwrap_or(4 * max_concurrency);
+        Self::new(&spec.name, max_concurrency, queue_depth)
+    }
+
     /// Jobs that may run at once.
     pub fn max_concurrency(&self) -> usize {
         self.max_concurrency

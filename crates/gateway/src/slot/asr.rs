@@ -93,7 +93,6 @@ pub struct AsrSlot {
     sessions: usize,
     current: ArcSwap<AsrModel>,
     admission: Arc<crate::admission::Admission>,
-    max_concurrency: usize,
     batch_concurrency: usize,
     max_audio_s: f64,
     inject_latency_ms: Option<u64>,
@@ -234,13 +233,9 @@ impl AsrSlot {
             engine: engine_choice(spec.engine.as_deref().unwrap_or(&engine.default))?,
             options,
         };
-        let max_concurrency = spec.max_concurrency.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
-        });
+        let admission = Arc::new(crate::admission::Admission::for_model_slot(spec));
         // One ONNX Runtime session per concurrent job, so jobs never wait for each other's session.
-        let sessions = spec.sessions.unwrap_or(max_concurrency);
+        let sessions = spec.sessions.unwrap_or(admission.max_concurrency());
         let current = load_model(engine, sessions, &load)?;
         let history = match &config.history {
             Some(h) => Some(history::shared(
@@ -262,12 +257,7 @@ impl AsrSlot {
             base_dir: base_dir.map(Path::to_path_buf),
             sessions,
             current: ArcSwap::from_pointee(current),
-            admission: Arc::new(crate::admission::Admission::new(
-                &spec.name,
-                max_concurrency,
-                spec.queue_depth.unwrap_or(4 * max_concurrency),
-            )),
-            max_concurrency,
+            admission,
             batch_concurrency: spec.batch_concurrency.unwrap_or(DEFAULT_BATCH_CONCURRENCY),
             max_audio_s: spec.max_audio_seconds.unwrap_or(DEFAULT_MAX_AUDIO_S),
             inject_latency_ms: spec.inject_latency_ms,
@@ -371,7 +361,7 @@ impl AsrSlot {
         })
     }
 
-    /// Stores a result; waits (briefly) until it is committed, so a following read sees it.
+    /// Stores a result (see [`remember`]).
     async fn remember(
         &self,
         ctx: &RequestContext,
@@ -381,29 +371,13 @@ impl AsrSlot {
         text: &str,
         latency_s: f64,
     ) {
-        let Some(h) = &self.history else { return };
-        let now = history::now_ms();
-        let done = h.record(Row {
-            id: 0,
-            time: String::new(),
-            time_ms: now,
-            route: ctx.route.to_string(),
-            slot: self.name.to_string(),
-            version: model.version.to_string(),
-            model: model.model_label.clone(),
-            file_name: file_name.to_string(),
+        let result = Recognised {
+            file_name,
             duration_s,
-            language: model.language.clone(),
-            text: text.to_string(),
-            latency_ms: latency_s * 1e3,
-            request_id: ctx.request_id.to_str().unwrap_or("").to_string(),
-        });
-        if tokio::time::timeout(Duration::from_secs(2), done)
-            .await
-            .is_err()
-        {
-            tracing::warn!(slot = %self.name, "history write is slow; answering without waiting for it");
-        }
+            text,
+            latency_s,
+        };
+        remember(self.history.as_deref(), ctx, &self.name, model, result).await;
     }
 
     async fn transcribe(
@@ -705,6 +679,50 @@ impl AsrSlot {
     }
 }
 
+/// One recognition to store.
+struct Recognised<'a> {
+    file_name: &'a str,
+    duration_s: f64,
+    text: &'a str,
+    latency_s: f64,
+}
+
+/// Stores a recognition in the history (if on); waits (at most 2 s) until it is committed, so a
+/// following read sees it.
+async fn remember(
+    history: Option<&History>,
+    ctx: &RequestContext,
+    slot: &str,
+    model: &AsrModel,
+    r: Recognised<'_>,
+) {
+    let Some(h) = history else { return };
+    let done = h.record(Row {
+        id: 0,
+        time: String::new(),
+        time_ms: history::now_ms(),
+        route: ctx.route.to_string(),
+        slot: slot.to_string(),
+        version: model.version.to_string(),
+        model: model.model_label.clone(),
+        file_name: r.file_name.to_string(),
+        duration_s: r.duration_s,
+        language: model.language.clone(),
+        text: r.text.to_string(),
+        latency_ms: r.latency_s * 1e3,
+        request_id: ctx.request_id.to_str().unwrap_or("").to_string(),
+    });
+    if tokio::time::timeout(Duration::from_secs(2), done)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            slot,
+            "history write is slow; answering without waiting for it"
+        );
+    }
+}
+
 fn job_version(m: &AsrModel) -> String {
     m.version.to_string()
 }
@@ -742,23 +760,21 @@ impl StreamJob {
         let started = Instant::now();
         let (code, reason, finals) = self.pump(&mut ws).await;
         // Stored before the close frame, so a client that reads the history after the close sees it.
-        if let (Some(h), Some((text, duration_s))) = (&self.history, finals) {
-            let done = h.record(Row {
-                id: 0,
-                time: String::new(),
-                time_ms: history::now_ms(),
-                route: self.ctx.route.to_string(),
-                slot: self.slot.to_string(),
-                version: self.model.version.to_string(),
-                model: self.model.model_label.clone(),
-                file_name: "stream".into(),
+        if let Some((text, duration_s)) = finals {
+            let result = Recognised {
+                file_name: "stream",
                 duration_s,
-                language: self.model.language.clone(),
-                text,
-                latency_ms: started.elapsed().as_secs_f64() * 1e3,
-                request_id: self.ctx.request_id.to_str().unwrap_or("").to_string(),
-            });
-            let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
+                text: &text,
+                latency_s: started.elapsed().as_secs_f64(),
+            };
+            remember(
+                self.history.as_deref(),
+                &self.ctx,
+                &self.slot,
+                &self.model,
+                result,
+            )
+            .await;
         }
         let _ = ws
             .close(Some(CloseFrame {
@@ -897,7 +913,7 @@ impl Slot for AsrSlot {
             "chunk_ms": info.shift * 10,
             "load_ms": (m.load_seconds * 1e3).round(),
             "loaded_at": humantime::format_rfc3339_seconds(m.loaded_at).to_string(),
-            "max_concurrency": self.max_concurrency,
+            "max_concurrency": self.admission.max_concurrency(),
             "queue_depth": self.admission.queue_depth(),
             "waiting": self.admission.waiting(),
             "batch_concurrency": self.batch_concurrency,

@@ -64,7 +64,6 @@ pub struct FaceSlot {
     sessions: usize,
     current: ArcSwap<FaceModel>,
     admission: Arc<crate::admission::Admission>,
-    max_concurrency: usize,
     max_pixels: u64,
     inject_latency_ms: Option<u64>,
     loading: tokio::sync::Mutex<()>,
@@ -153,11 +152,7 @@ impl FaceSlot {
         };
         let sessions = spec.sessions.unwrap_or(1);
         let current = load_model(engine, sessions, &load)?;
-        let max_concurrency = spec.max_concurrency.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
-        });
+        let admission = Arc::new(crate::admission::Admission::for_model_slot(spec));
         tracing::info!(slot = %spec.name, detector = kind.as_str(), model = %current.model_path,
             engine = current.detector.model.engine.as_str(), device = %current.detector.model.device,
             load_ms = (current.detector.model.load_seconds * 1e3).round(), "face model loaded");
@@ -171,12 +166,7 @@ impl FaceSlot {
             base_dir: base_dir.map(Path::to_path_buf),
             sessions,
             current: ArcSwap::from_pointee(current),
-            admission: Arc::new(crate::admission::Admission::new(
-                &spec.name,
-                max_concurrency,
-                spec.queue_depth.unwrap_or(4 * max_concurrency),
-            )),
-            max_concurrency,
+            admission,
             max_pixels: spec.max_pixels.unwrap_or(DEFAULT_MAX_PIXELS),
             inject_latency_ms: spec.inject_latency_ms,
             loading: tokio::sync::Mutex::new(()),
@@ -457,7 +447,7 @@ impl Slot for FaceSlot {
             "device": m.detector.model.device.to_string(),
             "load_ms": (m.detector.model.load_seconds * 1e3).round(),
             "loaded_at": humantime::format_rfc3339_seconds(m.loaded_at).to_string(),
-            "max_concurrency": self.max_concurrency,
+            "max_concurrency": self.admission.max_concurrency(),
             "queue_depth": self.admission.queue_depth(),
             "waiting": self.admission.waiting(),
             "max_pixels": self.max_pixels,
