@@ -48,6 +48,10 @@ broken=.cache/reference/broken_centerface.onnx
 if [ ! -s "$broken" ] || [ tests/reference/broken_model.py -nt "$broken" ]; then
   "$VENV/bin/python" tests/reference/broken_model.py --src models/centerface/centerface.onnx --out "$broken"
 fi
+jwt=.cache/reference/jwt/tokens.json
+if [ ! -s "$jwt" ] || [ tests/reference/jwt_fixtures.py -nt "$jwt" ]; then
+  "$VENV/bin/python" tests/reference/jwt_fixtures.py --out .cache/reference/jwt
+fi
 variants=.cache/reference/asr/0_48000_stereo.opus
 if [ ! -s "$variants" ] || [ tests/reference/audio_variants.py -nt "$variants" ]; then
   echo "bootstrap: writing resampled test audio"

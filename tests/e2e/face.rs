@@ -587,3 +587,92 @@ stable = "faces"
     let m = metrics_text(&c, &gw).await;
     assert!(m.contains("switchyard_admission_rejected_total{slot=\"faces\"}"));
 }
+
+#[tokio::test]
+async fn the_result_cache_hits_on_the_same_photo_and_misses_on_other_options_or_versions() {
+    let cfg = face_config(0.0)
+        + "\n[route.cache]\nmax_bytes = 50000000\nmax_entry_bytes = 10000000\nttl_s = 600\n";
+    let gw = Gateway::start(&cfg);
+    let c = client();
+    let image = photo("t1.jpg");
+    let blur = |query: &'static str, headers: &'static [(&'static str, &'static str)]| {
+        let (c, url, image) = (
+            c.clone(),
+            gw.url(&format!("/v1/face/blur?{query}")),
+            image.clone(),
+        );
+        async move {
+            let r = post(&c, &url, image, "image/jpeg", headers).await;
+            assert_eq!(r.status(), 200);
+            let cache = r.headers()["x-switchyard-cache"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            let slot = r.headers()["x-switchyard-slot"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            (cache, slot, r.bytes().await.unwrap())
+        }
+    };
+    let (first, slot, body1) = blur("style=pixelate", &[]).await;
+    assert_eq!((first.as_str(), slot.as_str()), ("miss", "faces-v1"));
+    let (second, slot, body2) = blur("style=pixelate", &[]).await;
+    assert_eq!((second.as_str(), slot.as_str()), ("hit", "faces-v1"));
+    assert_eq!(body1, body2, "a hit returns the stored answer");
+    // Other options, another slot: other results.
+    let (other, _, body3) = blur("style=mask", &[]).await;
+    assert_eq!(other, "miss");
+    assert_ne!(body1, body3);
+    let (canary, slot, _) = blur("style=pixelate", &[("x-gray-enable", "true")]).await;
+    assert_eq!((canary.as_str(), slot.as_str()), ("miss", "faces-v2"));
+    // A new model version in the slot: the old results are not served.
+    let r = c
+        .post(gw.admin_url("/admin/slots/faces-v1/load"))
+        .json(&json!({"model": center(), "detector": "centerface", "version": "1.1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (after_swap, _, body4) = blur("style=pixelate", &[]).await;
+    assert_eq!(after_swap, "miss");
+    assert_ne!(body1, body4, "CenterFace blurs other boxes than BlazeFace");
+    let (again, _, body5) = blur("style=pixelate", &[]).await;
+    assert_eq!(again, "hit");
+    assert_eq!(body4, body5);
+    // A bad request is answered (400) and not cached.
+    for _ in 0..2 {
+        let r = post(
+            &c,
+            &gw.url("/v1/face/blur"),
+            b"not an image".to_vec(),
+            "image/jpeg",
+            &[],
+        )
+        .await;
+        assert_eq!(r.status(), 400);
+        assert_ne!(
+            r.headers().get("x-switchyard-cache").map(|v| v.as_bytes()),
+            Some(&b"hit"[..])
+        );
+    }
+    let m = metrics_text(&c, &gw).await;
+    assert!(
+        m.contains(r#"switchyard_cache_requests_total{route="faces",result="hit"} 2"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"switchyard_cache_stored_total{route="faces"} 4"#),
+        "{m}"
+    );
+    let bytes: f64 = m
+        .lines()
+        .find(|l| l.starts_with("switchyard_cache_bytes{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        bytes > 4.0 * 50_000.0,
+        "{bytes} bytes for four blurred photos"
+    );
+}

@@ -5,6 +5,7 @@ mod harness;
 
 mod admin;
 mod asr;
+mod auth;
 mod autopilot;
 mod deploy;
 mod face;

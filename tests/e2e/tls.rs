@@ -173,3 +173,64 @@ async fn a_renewed_certificate_is_picked_up_without_failed_requests() {
         .expect("the new certificate is served");
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn the_admin_listener_can_require_client_certificates() {
+    init_crypto();
+    let (server_ca, client_ca, stranger_ca) = (
+        test_ca("server CA"),
+        test_ca("admin clients CA"),
+        test_ca("someone else"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let (cert, key) = leaf_of(&server_ca);
+    let (cert, key) = (write("cert.pem", cert), write("key.pem", key));
+    let ca = write("clients.pem", client_ca.pem());
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    let cfg = canary_config(&v1, &v2, 0.0, "").replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"s3cret\"\n\n[admin.tls]\ncert = \"{cert}\"\nkey = \"{key}\"\nclient_ca = \"{ca}\"\n"
+        ),
+    );
+    let gw = Gateway::start(&cfg);
+    let url = format!("https://localhost:{}/admin/routes", gw.admin.port());
+    let root = reqwest::Certificate::from_pem(server_ca.pem().as_bytes()).unwrap();
+    let with_identity = |issuer: Option<&CertifiedIssuer<'static, KeyPair>>| {
+        let mut b = reqwest::Client::builder().tls_certs_only([root.clone()]);
+        if let Some(issuer) = issuer {
+            let (cert, key) = leaf_of(issuer);
+            b = b.identity(reqwest::Identity::from_pem((key + &cert).as_bytes()).unwrap());
+        }
+        b.build().unwrap()
+    };
+
+    let admin = with_identity(Some(&client_ca));
+    let r = admin.get(&url).bearer_auth("s3cret").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let routes: Value = r.json().await.unwrap();
+    assert_eq!(routes["routes"][0]["name"], "api");
+    // The certificate gets a client through the handshake; the token is still required.
+    let r = admin.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // No certificate, or one from another CA: the handshake fails, nothing is served.
+    for client in [with_identity(None), with_identity(Some(&stranger_ca))] {
+        let err = client.get(&url).bearer_auth("s3cret").send().await;
+        assert!(err.is_err(), "{err:?}");
+    }
+    // Plain HTTP on the admin port fails too; the data plane is not affected.
+    assert!(
+        client()
+            .get(gw.admin_url("/admin/routes"))
+            .send()
+            .await
+            .is_err()
+    );
+    let (status, _, _) = get(&client(), &gw.url("/api/x"), &[]).await;
+    assert_eq!(status, 200);
+}

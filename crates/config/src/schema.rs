@@ -109,6 +109,21 @@ pub struct AdminConfig {
     pub token: Option<String>,
     /// Name of an environment variable holding the token (preferred over `token` in files).
     pub token_env: Option<String>,
+    /// Serve the admin listener over TLS (optionally requiring client certificates).
+    pub tls: Option<AdminTlsConfig>,
+}
+
+/// `[admin.tls]`: TLS for the admin listener; with `client_ca`, only clients presenting a
+/// certificate signed by that CA get past the handshake (mutual TLS).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct AdminTlsConfig {
+    /// Path of the PEM certificate chain (leaf first).
+    pub cert: String,
+    /// Path of the PEM private key.
+    pub key: String,
+    /// PEM file of CA certificates that sign admin clients' certificates.
+    #[serde(default)]
+    pub client_ca: Option<String>,
 }
 
 impl Default for AdminConfig {
@@ -117,6 +132,7 @@ impl Default for AdminConfig {
             listen: "127.0.0.1:9901".into(),
             token: None,
             token_env: None,
+            tls: None,
         }
     }
 }
@@ -411,6 +427,104 @@ pub struct RouteSpec {
     /// Per-client rate limit.
     #[serde(default)]
     pub rate_limit: Option<RateLimitSpec>,
+    /// Who may call this route: `none` (default), `bearer` (static tokens) or `jwt`.
+    #[serde(default)]
+    pub auth: AuthMode,
+    /// `auth = "bearer"`: the accepted tokens.
+    #[serde(default)]
+    pub bearer: Option<BearerSpec>,
+    /// `auth = "jwt"`: keys and claim checks.
+    #[serde(default)]
+    pub jwt: Option<JwtSpec>,
+    /// Result cache: identical requests to the same slot version are answered from memory.
+    #[serde(default)]
+    pub cache: Option<CacheSpec>,
+}
+
+/// `auth`: how a route authenticates its callers.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Anyone may call.
+    #[default]
+    None,
+    /// `Authorization: Bearer <token>` with one of the configured tokens.
+    Bearer,
+    /// `Authorization: Bearer <JWT>` signed by a configured key, with `exp`/`iss`/`aud` checked.
+    Jwt,
+}
+
+/// `[route.bearer]`: static API tokens (compared in constant time).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct BearerSpec {
+    /// Tokens written in the file (prefer `tokens_env` or `tokens_file`).
+    pub tokens: Vec<String>,
+    /// Environment variable holding tokens, comma-separated.
+    pub tokens_env: Option<String>,
+    /// File with one token per line (blank lines and `#` comments ignored).
+    pub tokens_file: Option<String>,
+}
+
+/// `[route.jwt]`: JSON Web Token verification.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct JwtSpec {
+    /// HS256 shared secret (prefer `secret_env`).
+    pub secret: Option<String>,
+    /// Environment variable holding the HS256 secret.
+    pub secret_env: Option<String>,
+    /// PEM file with an RSA (RS256) or EC P-256 (ES256) public key or certificate.
+    pub public_key: Option<String>,
+    /// JWKS file (`{"keys": [...]}`); the token's `kid` picks the key.
+    pub jwks: Option<String>,
+    /// Required `iss`.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values (one must be in the token).
+    pub audience: Vec<String>,
+    /// Clock skew allowed on `exp`/`nbf`, seconds.
+    pub leeway_s: u64,
+}
+
+impl Default for JwtSpec {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            secret_env: None,
+            public_key: None,
+            jwks: None,
+            issuer: None,
+            audience: Vec::new(),
+            leeway_s: 30,
+        }
+    }
+}
+
+/// `[route.cache]`: a result cache bounded by bytes, keyed by a hash of method, path, query,
+/// `options_headers`, body and the answering slot's name and version.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct CacheSpec {
+    /// Memory for cached responses (bodies plus headers), bytes.
+    pub max_bytes: u64,
+    /// Largest single response cached, bytes.
+    pub max_entry_bytes: u64,
+    /// How long an entry lives, seconds.
+    pub ttl_s: u64,
+    /// Request headers that change the result and so are part of the key (the query string and
+    /// body always are).
+    pub options_headers: Vec<String>,
+}
+
+impl Default for CacheSpec {
+    fn default() -> Self {
+        Self {
+            max_bytes: 256 * 1024 * 1024,
+            max_entry_bytes: 16 * 1024 * 1024,
+            ttl_s: 3600,
+            options_headers: Vec::new(),
+        }
+    }
 }
 
 /// `[route.rate_limit]`: a token bucket per client; over it: 429 with `Retry-After`.

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 
-use crate::{Config, Seg, SlotKind};
+use crate::{AuthMode, Config, Seg, SlotKind};
 
 type Found = Vec<(Vec<Seg>, String)>;
 
@@ -68,19 +68,16 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
     }
     if let Some(tls) = &cfg.server.tls {
         for (key, file) in [("cert", &tls.cert), ("key", &tls.key)] {
-            if file.is_empty() {
-                out.push((
-                    path!["server", "tls", key],
-                    format!("`{key}` is required for TLS"),
-                ));
-                continue;
-            }
-            if !resolve(base_dir, file).is_file() {
-                out.push((
-                    path!["server", "tls", key],
-                    format!("file `{file}` does not exist"),
-                ));
-            }
+            check_file(base_dir, Some(file), path!["server", "tls", key], &mut out);
+        }
+    }
+    if let Some(tls) = &cfg.admin.tls {
+        for (key, file) in [
+            ("cert", Some(&tls.cert)),
+            ("key", Some(&tls.key)),
+            ("client_ca", tls.client_ca.as_ref()),
+        ] {
+            check_file(base_dir, file, path!["admin", "tls", key], &mut out);
         }
     }
     match (&cfg.admin.token, &cfg.admin.token_env) {
@@ -510,8 +507,50 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
             ));
         }
         for (j, key) in route.sticky.iter().enumerate() {
-            if let Err(msg) = check_sticky(key) {
-                out.push((path!["route", i, "sticky", j], msg));
+            match key.strip_prefix("jwt:") {
+                Some("") => out.push((
+                    path!["route", i, "sticky", j],
+                    "`jwt:` needs a claim name".into(),
+                )),
+                Some(_) if route.auth != AuthMode::Jwt => out.push((
+                    path!["route", i, "sticky", j],
+                    format!("sticky key `{key}` needs `auth = \"jwt\"` on this route"),
+                )),
+                Some(_) => {}
+                None => {
+                    if let Err(msg) = check_sticky(key) {
+                        out.push((path!["route", i, "sticky", j], msg));
+                    }
+                }
+            }
+        }
+        check_auth(route, i, base_dir, &mut out);
+        if let Some(c) = &route.cache {
+            if c.max_bytes == 0 {
+                out.push((
+                    path!["route", i, "cache", "max_bytes"],
+                    "must be greater than 0".into(),
+                ));
+            }
+            if c.max_entry_bytes == 0 || c.max_entry_bytes > c.max_bytes {
+                out.push((
+                    path!["route", i, "cache", "max_entry_bytes"],
+                    "must be greater than 0 and at most `max_bytes`".into(),
+                ));
+            }
+            if c.ttl_s == 0 {
+                out.push((
+                    path!["route", i, "cache", "ttl_s"],
+                    "must be greater than 0".into(),
+                ));
+            }
+            for (j, h) in c.options_headers.iter().enumerate() {
+                if http_token(h).is_none() {
+                    out.push((
+                        path!["route", i, "cache", "options_headers", j],
+                        format!("`{h}` is not a header name"),
+                    ));
+                }
             }
         }
         if route.max_body_bytes == Some(0) {
@@ -548,6 +587,120 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
         }
     }
     out
+}
+
+/// A required file: present in the config and existing on disk.
+fn check_file(base_dir: Option<&Path>, file: Option<&String>, at: Vec<Seg>, out: &mut Found) {
+    match file {
+        None => out.push((at, "a file is required here".into())),
+        Some(f) if f.is_empty() => out.push((at, "a file is required here".into())),
+        Some(f) if !resolve(base_dir, f).is_file() => {
+            out.push((at, format!("file `{f}` does not exist")))
+        }
+        Some(_) => {}
+    }
+}
+
+/// A header name: 1–64 token characters.
+fn http_token(name: &str) -> Option<&str> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    ok.then_some(name)
+}
+
+/// `auth` and its `[route.bearer]` / `[route.jwt]` section.
+fn check_auth(route: &crate::RouteSpec, i: usize, base_dir: Option<&Path>, out: &mut Found) {
+    let env_set = |var: &str| std::env::var(var).is_ok_and(|v| !v.trim().is_empty());
+    match route.auth {
+        AuthMode::None => {
+            if route.bearer.is_some() || route.jwt.is_some() {
+                out.push((
+                    path!["route", i, "auth"],
+                    "a `bearer` or `jwt` section is set but `auth` is \"none\"".into(),
+                ));
+            }
+        }
+        AuthMode::Bearer => match &route.bearer {
+            None => out.push((
+                path!["route", i, "bearer"],
+                "`auth = \"bearer\"` needs a [route.bearer] section".into(),
+            )),
+            Some(b) => {
+                if b.tokens.iter().any(|t| t.trim().is_empty()) {
+                    out.push((
+                        path!["route", i, "bearer", "tokens"],
+                        "tokens must not be blank".into(),
+                    ));
+                }
+                if let Some(var) = &b.tokens_env
+                    && !env_set(var)
+                {
+                    out.push((
+                        path!["route", i, "bearer", "tokens_env"],
+                        format!("environment variable `{var}` is not set or empty"),
+                    ));
+                }
+                if let Some(f) = &b.tokens_file {
+                    check_file(
+                        base_dir,
+                        Some(f),
+                        path!["route", i, "bearer", "tokens_file"],
+                        out,
+                    );
+                }
+                if b.tokens.is_empty() && b.tokens_env.is_none() && b.tokens_file.is_none() {
+                    out.push((
+                        path!["route", i, "bearer"],
+                        "set `tokens`, `tokens_env` or `tokens_file`".into(),
+                    ));
+                }
+            }
+        },
+        AuthMode::Jwt => match &route.jwt {
+            None => out.push((
+                path!["route", i, "jwt"],
+                "`auth = \"jwt\"` needs a [route.jwt] section".into(),
+            )),
+            Some(j) => {
+                let sources = [
+                    j.secret.is_some(),
+                    j.secret_env.is_some(),
+                    j.public_key.is_some(),
+                    j.jwks.is_some(),
+                ];
+                if sources.iter().filter(|s| **s).count() != 1 {
+                    out.push((
+                        path!["route", i, "jwt"],
+                        "set exactly one of `secret`, `secret_env`, `public_key`, `jwks`".into(),
+                    ));
+                }
+                if let Some(s) = &j.secret
+                    && s.len() < 32
+                {
+                    out.push((
+                        path!["route", i, "jwt", "secret"],
+                        "an HS256 secret must be at least 32 bytes".into(),
+                    ));
+                }
+                if let Some(var) = &j.secret_env
+                    && !env_set(var)
+                {
+                    out.push((
+                        path!["route", i, "jwt", "secret_env"],
+                        format!("environment variable `{var}` is not set or empty"),
+                    ));
+                }
+                for (key, f) in [("public_key", &j.public_key), ("jwks", &j.jwks)] {
+                    if f.is_some() {
+                        check_file(base_dir, f.as_ref(), path!["route", i, "jwt", key], out);
+                    }
+                }
+            }
+        },
+    }
 }
 
 /// A path from the configuration: as given if it exists (absolute, or relative to the working

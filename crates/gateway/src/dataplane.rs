@@ -71,6 +71,7 @@ impl ConnInfo {
 struct View<'a> {
     req: &'a Request<Incoming>,
     conn: &'a ConnInfo,
+    claims: Option<&'a crate::auth::Claims>,
 }
 
 impl RequestView for View<'_> {
@@ -103,6 +104,10 @@ impl RequestView for View<'_> {
 
     fn client_ip_text(&self) -> Option<Cow<'_, str>> {
         self.conn.peer_ip.to_str().ok().map(Cow::Borrowed)
+    }
+
+    fn claim(&self, name: &str) -> Option<Cow<'_, str>> {
+        crate::auth::claim_text(self.claims?, name)
     }
 }
 
@@ -312,7 +317,29 @@ async fn route_and_call<'s>(
         .ok_or_else(|| ApiError::no_route(path))?;
     fin.route = Some(route);
 
-    let view = View { req: &req, conn };
+    let claims = match &route.auth {
+        None => None,
+        Some(auth) => match auth.check(req.headers()) {
+            Ok(claims) => claims,
+            Err(denied) => {
+                fin.code = Some(denied.error.code);
+                metrics::counter!("switchyard_auth_denied_total",
+                    "route" => route.name.to_string(), "code" => denied.error.code)
+                .increment(1);
+                let mut resp = denied.into_response();
+                if req.version() <= http::Version::HTTP_11 && !req.body().is_end_stream() {
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                return Ok(resp);
+            }
+        },
+    };
+    let view = View {
+        req: &req,
+        conn,
+        claims: claims.as_ref(),
+    };
     if let Some((limiter, spec)) = &route.control.rate_limit {
         let key = match spec.key.as_str() {
             "ip" => None,
@@ -425,9 +452,81 @@ async fn route_and_call<'s>(
             Body::new(Limited::new(DeadlineBody::new(b, deadline), limit as usize))
         }
     });
+    let Some(cache) = route
+        .cache
+        .as_ref()
+        .filter(|_| !upgrade && crate::cache::ResultCache::cacheable(req.method()))
+    else {
+        return dispatch(
+            snap,
+            route,
+            slot,
+            req,
+            &ctx,
+            fin,
+            (active, to_canary, probe, by_weight_stable, bucket),
+        )
+        .await;
+    };
+    let (parts, body) = req.into_parts();
+    let bytes = match replay::buffer(body, limit, limit).await? {
+        replay::Buffered::Whole(bytes) => bytes,
+        replay::Buffered::TooLarge(rest) => {
+            let req = Request::from_parts(parts, rest);
+            return dispatch(
+                snap,
+                route,
+                slot,
+                req,
+                &ctx,
+                fin,
+                (active, to_canary, probe, by_weight_stable, bucket),
+            )
+            .await;
+        }
+    };
+    let key = cache.key(&parts, &bytes, slot);
+    if let Some(hit) = cache.get(key) {
+        return Ok(hit);
+    }
+    let req = Request::from_parts(parts, Body::from(bytes));
+    let resp = dispatch(
+        snap,
+        route,
+        slot,
+        req,
+        &ctx,
+        fin,
+        (active, to_canary, probe, by_weight_stable, bucket),
+    )
+    .await?;
+    let answered_by_chosen = fin.slot.is_some_and(|s| std::ptr::eq(s, slot))
+        && !resp.headers().contains_key(&replay::X_SWITCHYARD_FALLBACK);
+    if answered_by_chosen {
+        Ok(cache.store(key, resp).await)
+    } else {
+        Ok(resp)
+    }
+}
+
+/// How the splitter and autopilot decided: `(active, to_canary, probe, by_weight_stable, bucket)`.
+type Decision = (bool, bool, bool, bool, u64);
+
+/// Calls the chosen slot: directly, or with canary fallback, or with a shadow copy to the canary.
+async fn dispatch<'s>(
+    snap: &'s Snapshot,
+    route: &'s RouteRuntime,
+    slot: &'s SlotHandle,
+    req: Request<Body>,
+    ctx: &RequestContext,
+    fin: &mut Finish<'s>,
+    (active, to_canary, probe, by_weight_stable, bucket): Decision,
+) -> Result<Response<Body>, ApiError> {
+    let control = &route.control;
+    let upgrade = req.headers().contains_key(header::UPGRADE);
     if !active || upgrade {
         let started = Instant::now();
-        let answer = slot.slot.call(req, &ctx).await;
+        let answer = slot.slot.call(req, ctx).await;
         if to_canary {
             replay::record_plain(control, &answer, started.elapsed().as_secs_f64(), probe);
         }
@@ -441,7 +540,7 @@ async fn route_and_call<'s>(
                 format!("slot `{}` is not loaded", route.stable),
             )
         })?;
-        let out = replay::canary_with_fallback(control, slot, stable, req, &ctx, probe).await;
+        let out = replay::canary_with_fallback(control, slot, stable, req, ctx, probe).await;
         let Some(reason) = out.fell_back else {
             return out.answer;
         };
@@ -466,9 +565,9 @@ async fn route_and_call<'s>(
         && shadow.sampled(bucket)
         && let Some(canary) = snap.slots.get(canary_name)
     {
-        return replay::stable_with_shadow(control, slot, canary, req, &ctx).await;
+        return replay::stable_with_shadow(control, slot, canary, req, ctx).await;
     }
-    slot.slot.call(req, &ctx).await
+    slot.slot.call(req, ctx).await
 }
 
 /// A uniform number in 0..10000 from the request id (breaker probes, shadow sampling).

@@ -11,8 +11,10 @@
 
 pub mod admin;
 pub mod admission;
+pub mod auth;
 pub mod autopilot;
 pub mod body;
+pub mod cache;
 pub mod cli;
 pub mod dataplane;
 pub mod error;

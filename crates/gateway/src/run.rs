@@ -70,8 +70,11 @@ fn reload(gw: &Gateway, tls: &TlsSlot) -> Result<serde_json::Value, ReloadError>
             let old = gw.snapshot();
             if old.config.server.listen != cfg.server.listen
                 || old.config.admin.listen != cfg.admin.listen
+                || old.config.admin.tls != cfg.admin.tls
             {
-                tracing::warn!("listen addresses changed in the file; they take effect on restart");
+                tracing::warn!(
+                    "listen addresses or admin TLS changed in the file; they take effect on restart"
+                );
             }
             if old.config.server.tls.is_some() != cfg.server.tls.is_some() {
                 tracing::warn!(
@@ -207,6 +210,29 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     ));
     let limits = limits(&config);
     let workers = worker_count(&config);
+    let admin_tls: Option<TlsSlot> = match &config.admin.tls {
+        None => None,
+        Some(t) => {
+            let file = |f: &str| {
+                switchyard_config::resolve(config_path.as_deref().and_then(Path::parent), f)
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            let acceptor = server::tls_acceptor_with_clients(
+                &file(&t.cert),
+                &file(&t.key),
+                t.client_ca.as_deref().map(file).as_deref(),
+            )
+            .map_err(|e| anyhow::anyhow!("admin.tls: {e:#}"))?;
+            Some(Arc::new(arc_swap::ArcSwapOption::from_pointee(acceptor)))
+        }
+    };
+    let admin_mtls = config
+        .admin
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_ca.is_some());
+    let admin_tls_on = admin_tls.is_some();
     let (data_addr, admin_addr) = (config.server.listen.clone(), config.admin.listen.clone());
     let drain = Duration::from_millis(config.server.drain_timeout_ms);
     let gw = Arc::new(Gateway::new(config, config_path)?);
@@ -263,7 +289,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let admin = tokio::spawn(server::serve(
         "admin",
         admin_listener,
-        None,
+        admin_tls,
         limits,
         move |_conn, req| {
             let router = admin_router.clone();
@@ -279,7 +305,8 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         tracker.clone(),
     ));
     tracing::info!(listener = "data", addr = %data_local, tls = tls.load().is_some(), workers, "listening");
-    tracing::info!(listener = "admin", addr = %admin_local, "listening");
+    tracing::info!(listener = "admin", addr = %admin_local, tls = admin_tls_on,
+        client_certificates = admin_mtls, "listening");
 
     wait_for_signals(reload_fn).await;
     tracing::info!(

@@ -40,6 +40,16 @@ pub type TlsSlot = Arc<ArcSwapOption<TlsAcceptor>>;
 
 /// Builds a rustls acceptor (TLS 1.2 and 1.3, ALPN h2 then http/1.1) from PEM files.
 pub fn tls_acceptor(cert: &str, key: &str) -> anyhow::Result<TlsAcceptor> {
+    tls_acceptor_with_clients(cert, key, None)
+}
+
+/// Like [`tls_acceptor`]; with `client_ca`, the handshake requires a client certificate signed by
+/// one of the CA certificates in that PEM file (mutual TLS).
+pub fn tls_acceptor_with_clients(
+    cert: &str,
+    key: &str,
+    client_ca: Option<&str>,
+) -> anyhow::Result<TlsAcceptor> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| anyhow::anyhow!("reading certificate `{cert}`: {e}"))?
         .collect::<Result<_, _>>()
@@ -50,10 +60,33 @@ pub fn tls_acceptor(cert: &str, key: &str) -> anyhow::Result<TlsAcceptor> {
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| anyhow::anyhow!("reading key `{key}`: {e}"))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca)
+                .map_err(|e| anyhow::anyhow!("reading client CA `{ca}`: {e}"))?
+            {
+                let c = c.map_err(|e| anyhow::anyhow!("parsing client CA `{ca}`: {e}"))?;
+                roots
+                    .add(c)
+                    .map_err(|e| anyhow::anyhow!("client CA `{ca}`: {e}"))?;
+            }
+            if roots.is_empty() {
+                anyhow::bail!("`{ca}` holds no PEM certificate");
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| anyhow::anyhow!("client CA `{ca}`: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

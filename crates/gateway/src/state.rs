@@ -113,6 +113,10 @@ pub struct RouteRuntime {
     pub metrics: Arc<HashMap<Arc<str>, telemetry::RouteSlotMetrics>>,
     /// Fallback, breaker, ramp and shadow state (kept across weight changes and reloads).
     pub control: Arc<crate::autopilot::RouteControl>,
+    /// Authentication (`None`: open route).
+    pub auth: Option<Arc<crate::auth::Auth>>,
+    /// Result cache (kept across reloads while its configuration is unchanged).
+    pub cache: Option<Arc<crate::cache::ResultCache>>,
 }
 
 impl RouteRuntime {
@@ -120,12 +124,20 @@ impl RouteRuntime {
         spec: &RouteSpec,
         server_max_body: u64,
         slots: &HashMap<Arc<str>, SlotHandle>,
-        old_control: Option<&Arc<crate::autopilot::RouteControl>>,
+        old: Option<&RouteRuntime>,
+        auth: Option<crate::auth::Auth>,
     ) -> Self {
-        let control = match old_control {
+        let control = match old.map(|o| &o.control) {
             Some(c) if c.same_spec(spec) => c.clone(),
             _ => Arc::new(crate::autopilot::RouteControl::new(spec)),
         };
+        let cache = spec
+            .cache
+            .as_ref()
+            .map(|c| match old.and_then(|o| o.cache.as_ref()) {
+                Some(prev) if prev.spec == *c => prev.clone(),
+                _ => Arc::new(crate::cache::ResultCache::new(&spec.name, c)),
+            });
         let rules = spec
             .matches
             .iter()
@@ -171,6 +183,8 @@ impl RouteRuntime {
                     .collect(),
             ),
             control,
+            auth: auth.map(Arc::new),
+            cache,
         }
     }
 
@@ -185,6 +199,8 @@ impl RouteRuntime {
             max_body_bytes: self.max_body_bytes,
             metrics: self.metrics.clone(),
             control: self.control.clone(),
+            auth: self.auth.clone(),
+            cache: self.cache.clone(),
         }
     }
 
@@ -501,11 +517,14 @@ fn build_snapshot(
 
     let mut routes = Vec::new();
     for spec in &config.routes {
+        let auth = crate::auth::Auth::from_spec(spec, base_dir)
+            .map_err(|e| anyhow::anyhow!("route `{}`: {e:#}", spec.name))?;
         let fresh = RouteRuntime::from_spec(
             spec,
             config.server.max_body_bytes,
             &slots,
-            old.and_then(|o| o.route(&spec.name)).map(|p| &p.control),
+            old.and_then(|o| o.route(&spec.name)).map(|r| &**r),
+            auth,
         );
         let prev = old.and_then(|o| o.route(&spec.name));
         let route = match prev {

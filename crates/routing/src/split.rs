@@ -35,6 +35,10 @@ pub trait RequestView {
     fn client_ip_text(&self) -> Option<Cow<'_, str>> {
         self.client_ip().map(|ip| Cow::Owned(ip.to_string()))
     }
+    /// A claim of the request's verified token (`jwt:NAME` keys); `None` without one.
+    fn claim(&self, _name: &str) -> Option<Cow<'_, str>> {
+        None
+    }
 }
 
 /// Where a key value is read from.
@@ -48,10 +52,12 @@ pub enum KeySource {
     Query(String),
     /// The client IP address.
     Ip,
+    /// A claim of the verified JWT (`jwt:sub`).
+    Claim(String),
 }
 
 impl KeySource {
-    /// Parses `header:NAME`, `cookie:NAME`, `query:NAME` or `ip`.
+    /// Parses `header:NAME`, `cookie:NAME`, `query:NAME`, `jwt:CLAIM` or `ip`.
     pub fn parse(spec: &str) -> Option<Self> {
         if spec == "ip" {
             return Some(KeySource::Ip);
@@ -64,6 +70,7 @@ impl KeySource {
             "header" => Some(KeySource::Header(name.to_ascii_lowercase())),
             "cookie" => Some(KeySource::Cookie(name.to_string())),
             "query" => Some(KeySource::Query(name.to_string())),
+            "jwt" => Some(KeySource::Claim(name.to_string())),
             _ => None,
         }
     }
@@ -74,6 +81,7 @@ impl KeySource {
             KeySource::Cookie(n) => req.cookie(n),
             KeySource::Query(n) => req.query(n),
             KeySource::Ip => req.client_ip_text(),
+            KeySource::Claim(n) => req.claim(n),
         }
     }
 }
