@@ -19,13 +19,15 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-pip python3-venv npm \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# Optional cargo features, e.g. `--build-arg CARGO_FEATURES=otlp` for OpenTelemetry span export.
+ARG CARGO_FEATURES=""
 COPY . .
 # Without ../shared the ASR model comes from its k2-fsa release and its encoder is repaired with the
 # `onnx` package (scripts/repair_model.py), from the venv fetch_assets.py looks for.
 RUN python3 -m venv .cache/venv \
  && .cache/venv/bin/pip install --no-cache-dir onnx==1.23.2 \
  && python3 scripts/fetch_assets.py --runtime-only \
- && cargo build --release -p switchyard \
+ && cargo build --release -p switchyard ${CARGO_FEATURES:+--features "$CARGO_FEATURES"} \
  && scripts/image-assemble.sh /out
 
 # The CUDA build of the ONNX Runtime library, same version as the CPU one.

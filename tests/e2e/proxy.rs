@@ -281,3 +281,91 @@ async fn w3c_trace_context_is_propagated_with_this_hop_as_parent_and_echoed() {
         assert!(p[1].bytes().any(|b| b != b'0'));
     }
 }
+
+/// What a collector received: (content type, body) of each export.
+#[cfg(feature = "otlp")]
+type Exports = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A loopback OTLP/HTTP collector: keeps the body of every `POST /v1/traces`.
+#[cfg(feature = "otlp")]
+async fn otlp_collector() -> (std::net::SocketAddr, Exports, tokio::task::JoinHandle<()>) {
+    let got: Exports = Exports::default();
+    let sink = got.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |headers: http::HeaderMap, body: bytes::Bytes| {
+            let sink = sink.clone();
+            async move {
+                let ct = headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                sink.lock().unwrap().push((ct, body.to_vec()));
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, got, task)
+}
+
+#[cfg(feature = "otlp")]
+#[tokio::test]
+async fn request_spans_are_exported_over_otlp_in_the_clients_trace() {
+    let (addr, got, task) = otlp_collector().await;
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    let cfg = canary_config(&v1, &v2, 0.0, "").replace(
+        "[admin]",
+        &format!("[log]\notlp_endpoint = \"http://{addr}\"\n\n[admin]"),
+    );
+    let gw = Gateway::start(&cfg);
+    let c = client();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    let r = c
+        .get(gw.url("/api/traced"))
+        .header("traceparent", format!("00-{trace}-{parent}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let echoed = r.headers()["traceparent"].to_str().unwrap().to_string();
+    let span_id = &echoed[36..52];
+    assert_eq!(&echoed[3..35], trace);
+    let hex = |s: &str| -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let exported = got.lock().unwrap().clone();
+        if let Some((ct, body)) = exported.iter().find(|(_, b)| contains(b, &hex(trace))) {
+            assert_eq!(ct, "application/x-protobuf");
+            // The gateway's span: the client's trace, the client's span as parent, the span id the
+            // gateway passed on, named after the route.
+            assert!(contains(body, &hex(parent)), "parent span id missing");
+            assert!(
+                contains(body, &hex(span_id)),
+                "the echoed span id is not the exported one"
+            );
+            assert!(contains(body, b"GET api"));
+            assert!(contains(body, b"switchyard.slot"));
+            assert!(contains(body, b"switchyard"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no span exported: {exported:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    task.abort();
+}

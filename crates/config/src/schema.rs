@@ -147,6 +147,11 @@ pub struct LogConfig {
     pub level: String,
     /// One line per request (target `access`).
     pub access_log: bool,
+    /// OTLP/HTTP collector (`http://host:4318`): one span per request is exported there. Needs a
+    /// binary built with the `otlp` feature.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    pub otlp_service_name: String,
 }
 
 impl Default for LogConfig {
@@ -155,6 +160,8 @@ impl Default for LogConfig {
             format: LogFormat::Text,
             level: "info".into(),
             access_log: true,
+            otlp_endpoint: None,
+            otlp_service_name: "switchyard".into(),
         }
     }
 }

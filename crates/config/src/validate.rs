@@ -66,6 +66,14 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
             out.push((path!["server", key], "must be greater than 0".into()));
         }
     }
+    if let Some(url) = &cfg.log.otlp_endpoint
+        && !(url.starts_with("http://") && url.len() > "http://".len())
+    {
+        out.push((
+            path!["log", "otlp_endpoint"],
+            format!("`{url}` is not an http:// URL (the OTLP exporter speaks plain HTTP to a collector beside the gateway)"),
+        ));
+    }
     if let Some(tls) = &cfg.server.tls {
         for (key, file) in [("cert", &tls.cert), ("key", &tls.key)] {
             check_file(base_dir, Some(file), path!["server", "tls", key], &mut out);

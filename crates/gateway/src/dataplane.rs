@@ -114,8 +114,9 @@ impl RequestView for View<'_> {
 /// W3C trace context header.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
-/// The trace id and flags of a valid W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
-fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
+/// The trace id, parent span id and flags of a valid W3C `traceparent`
+/// (`00-<32 hex>-<16 hex>-<2 hex>`).
+fn parse_traceparent(v: &str) -> Option<(&str, &str, &str)> {
     let mut parts = v.split('-');
     let (ver, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let hex = |s: &str, n: usize| {
@@ -131,25 +132,39 @@ fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
         && hex(parent, 16)
         && parent.bytes().any(|b| b != b'0')
         && hex(flags, 2);
-    valid.then_some((trace, flags))
+    valid.then_some((trace, parent, flags))
 }
 
 /// The `traceparent` this gateway passes on and echoes: the client's trace (a new one if it sent
 /// none or an invalid one) with this hop as the parent span.
-fn traceparent(req: &Request<Incoming>) -> HeaderValue {
+fn traceparent(req: &Request<Incoming>) -> (HeaderValue, Option<RequestSpan>) {
     let incoming = req
         .headers()
         .get(&TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_traceparent);
+    #[cfg(feature = "otlp")]
+    if let Some((span, header)) = crate::otlp::start(incoming, req.method(), req.uri().path()) {
+        return (header, Some(span));
+    }
     let ids = uuid::Uuid::new_v4().as_u128();
     let span = (ids as u64) | 1;
     let value = match incoming {
-        Some((trace, flags)) => format!("00-{trace}-{span:016x}-{flags}"),
+        Some((trace, _, flags)) => format!("00-{trace}-{span:016x}-{flags}"),
         None => format!("00-{:032x}-{span:016x}-00", ids | (1 << 64)),
     };
-    HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("-"))
+    (
+        HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("-")),
+        None,
+    )
 }
+
+/// The exported span of a request (feature `otlp`; nothing without it).
+#[cfg(feature = "otlp")]
+type RequestSpan = crate::otlp::RequestSpan;
+/// The exported span of a request (feature `otlp`; nothing without it).
+#[cfg(not(feature = "otlp"))]
+type RequestSpan = std::convert::Infallible;
 
 /// The client's `X-Request-Id` when it is sane (1–128 visible ASCII characters), else a new UUID.
 fn request_id(req: &Request<Incoming>) -> HeaderValue {
@@ -194,11 +209,23 @@ struct Finish<'s> {
     slot: Option<&'s SlotHandle>,
     status: u16,
     code: Option<&'static str>,
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
+    span: Option<RequestSpan>,
 }
 
 impl Drop for Finish<'_> {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed().as_secs_f64();
+        #[cfg(feature = "otlp")]
+        if let Some(span) = self.span.take() {
+            span.finish(
+                self.route.map(|r| &*r.name),
+                self.slot.map(|s| &*s.name),
+                self.status,
+                self.code,
+                self.request_id.to_str().unwrap_or("-"),
+            );
+        }
         if let Some(slot) = self.slot {
             let inflight = slot.stats.add_inflight(-1);
             slot.inflight_gauge.set(inflight as f64);
@@ -242,7 +269,7 @@ async fn serve(
 ) -> Response<Body> {
     let start = Instant::now();
     let request_id = request_id(&req);
-    let trace = traceparent(&req);
+    let (trace, span) = traceparent(&req);
     req.headers_mut().insert(TRACEPARENT, trace.clone());
     let access = snap.config.log.access_log.then(|| AccessInfo {
         method: req.method().clone(),
@@ -257,6 +284,7 @@ async fn serve(
         slot: None,
         status: 499,
         code: None,
+        span,
     };
 
     // An HTTP/1 request whose body we may refuse before reading it: the connection cannot be reused

@@ -19,6 +19,8 @@ pub mod cli;
 pub mod dataplane;
 pub mod error;
 pub mod history;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod replay;
 pub mod run;
 pub mod server;

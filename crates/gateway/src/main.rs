@@ -153,12 +153,17 @@ fn main() -> ExitCode {
                 }
             };
             telemetry::init_logging(&cfg.log, log_format);
+            if let Err(e) = telemetry::init_tracing_export(&cfg.log) {
+                eprintln!("switchyard: {e:#}");
+                return ExitCode::FAILURE;
+            }
             // The control runtime (admin, signals, reloads); data-plane workers get their own threads.
             let result = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| rt.block_on(run::serve(cfg, config)));
+            telemetry::stop_tracing_export();
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -56,6 +56,27 @@ pub fn init_logging(cfg: &LogConfig, format_override: Option<LogFormat>) {
     }
 }
 
+/// Starts OTLP span export when `[log] otlp_endpoint` is set (feature `otlp`); without the feature
+/// an endpoint is an error, so that nobody believes traces are exported when they are not.
+pub fn init_tracing_export(cfg: &LogConfig) -> anyhow::Result<()> {
+    #[cfg(feature = "otlp")]
+    return crate::otlp::init(cfg);
+    #[cfg(not(feature = "otlp"))]
+    match &cfg.otlp_endpoint {
+        Some(_) => anyhow::bail!(
+            "log.otlp_endpoint is set but this binary was built without the `otlp` feature \
+             (cargo build --release --features otlp)"
+        ),
+        None => Ok(()),
+    }
+}
+
+/// Flushes and stops OTLP export (no-op without it).
+pub fn stop_tracing_export() {
+    #[cfg(feature = "otlp")]
+    crate::otlp::shutdown();
+}
+
 /// Installs the Prometheus recorder and describes every metric. Call once, inside the runtime.
 pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
