@@ -14,14 +14,23 @@
 #   docker build --target runtime-cuda -t switchyard:cuda .
 #   docker run --gpus all -p 8080:8080 -p 9901:9901 switchyard:cuda
 
+# The web console (web/, Vite + TypeScript): built here, embedded into the binary by the Rust build.
+FROM node:22-bookworm-slim AS web
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY web/ ./
+RUN npm run build
+
 FROM rust:1.95-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-pip python3-venv npm \
+ && apt-get install -y --no-install-recommends python3 python3-pip python3-venv \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Optional cargo features, e.g. `--build-arg CARGO_FEATURES=otlp` for OpenTelemetry span export.
 ARG CARGO_FEATURES=""
 COPY . .
+COPY --from=web /web/dist web/dist
 # Without ../shared the ASR model comes from its k2-fsa release and its encoder is repaired with the
 # `onnx` package (scripts/repair_model.py), from the venv fetch_assets.py looks for.
 RUN python3 -m venv .cache/venv \

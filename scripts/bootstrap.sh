@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 
 # Debian packages used by the test suite. Later features add to this list.
 # pocketsphinx-testdata: real English speech with reference transcripts (BSD-2) for the ASR tests.
-APT_PACKAGES=(pocketsphinx-testdata ${SWITCHYARD_APT_PACKAGES:-})
+# chromium: the browser the web console's tests drive (playwright-core; never a downloaded browser).
+APT_PACKAGES=(pocketsphinx-testdata chromium ${SWITCHYARD_APT_PACKAGES:-})
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -23,6 +24,18 @@ fi
 
 command -v python3 >/dev/null || { echo "bootstrap: python3 is required" >&2; exit 1; }
 python3 scripts/fetch_assets.py
+
+# The web console: npm packages pinned by web/package-lock.json, built by Vite into web/dist, which
+# the Rust build embeds (crates/gateway/build.rs). Each step reruns only when its inputs changed.
+command -v npm >/dev/null || { echo "bootstrap: Node.js (20.19 or later) with npm is required to build the web console" >&2; exit 1; }
+if [ ! -f web/node_modules/.package-lock.json ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then
+  echo "bootstrap: installing the web console's npm packages"
+  (cd web && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if [ ! -f web/dist/index.html ] || [ -n "$(find web/index.html web/admin web/src web/vite.config.ts web/tsconfig.json web/package-lock.json -newer web/dist/index.html -print -quit)" ]; then
+  echo "bootstrap: building the web console"
+  (cd web && npm run --silent build >/dev/null)
+fi
 
 # The Python environment of the independent reference pipelines (onnxruntime, numpy, Pillow, onnx),
 # rebuilt only when tests/reference/requirements.txt changes.

@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 scripts/fetch_assets.py --runtime-only >/dev/null
+(cd web && npm ci --no-audit --no-fund --silent && npm run --silent build >/dev/null)
 cargo build --release -q -p switchyard
 root=$(mktemp -d)
 pid=""
@@ -32,4 +33,6 @@ case "$text" in
   "AFTER EARLY NIGHTFALL"*) ;;
   *) echo "transcription: $text"; cat "$root/serve.log"; exit 1 ;;
 esac
-echo "image check: the assembled tree serves /healthz, /v1/face/blur and /v1/asr/transcribe"
+curl -sf http://127.0.0.1:18401/ui/ | grep -q '<title>Switchyard console</title>' \
+  || { echo "the console is not served at /ui/"; exit 1; }
+echo "image check: the assembled tree serves /healthz, /v1/face/blur, /v1/asr/transcribe and /ui/"

@@ -7,6 +7,7 @@ mod admin;
 mod asr;
 mod auth;
 mod autopilot;
+mod console;
 mod deploy;
 mod face;
 mod limits;

@@ -70,6 +70,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// Reload the configuration file by itself when it changes (a mounted Kubernetes ConfigMap).
     pub watch_config: bool,
+    /// Serve the web console at `/ui/` (public pages; operator pages need the admin token).
+    pub console: bool,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +87,7 @@ impl Default for ServerConfig {
             workers: 0,
             tls: None,
             watch_config: false,
+            console: true,
         }
     }
 }

@@ -582,6 +582,8 @@ pub struct RouteControl {
         switchyard_routing::RateLimiter,
         switchyard_config::RateLimitSpec,
     )>,
+    /// Canary requests answered by stable since these controls were built.
+    pub fallbacks: std::sync::atomic::AtomicU64,
     epoch: Instant,
 }
 
@@ -606,6 +608,7 @@ impl RouteControl {
                 )
             }),
             canary,
+            fallbacks: std::sync::atomic::AtomicU64::new(0),
             epoch: Instant::now(),
         }
     }
@@ -691,6 +694,7 @@ impl RouteControl {
         });
         json!({
             "fallback": self.fallback,
+            "fallbacks_total": self.fallbacks.load(Ordering::Relaxed),
             "breaker": self.breaker.as_ref().map(|b| b.to_json(now)),
             "ramp": ramp,
             "shadow": shadow,

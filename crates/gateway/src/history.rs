@@ -53,6 +53,10 @@ pub struct Query {
     pub route: Option<String>,
     /// Only this slot.
     pub slot: Option<String>,
+    /// Only this model version.
+    pub version: Option<String>,
+    /// Only rows whose text or file name contains this (case-insensitive for ASCII).
+    pub text: Option<String>,
     /// Only rows at or after this time (ms since the epoch).
     pub since_ms: Option<i64>,
     /// At most this many rows, newest first.
@@ -177,6 +181,21 @@ impl History {
         if let Some(s) = &q.slot {
             sql.push_str(" AND slot = ?");
             args.push(s.clone().into());
+        }
+        if let Some(v) = &q.version {
+            sql.push_str(" AND version = ?");
+            args.push(v.clone().into());
+        }
+        if let Some(t) = q.text.as_deref().filter(|t| !t.is_empty()) {
+            // A LIKE pattern with the user's wildcards escaped.
+            let escaped = t
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            sql.push_str(" AND (text LIKE ? ESCAPE '\\' OR file_name LIKE ? ESCAPE '\\')");
+            let pattern = format!("%{escaped}%");
+            args.push(pattern.clone().into());
+            args.push(pattern.into());
         }
         if let Some(t) = q.since_ms {
             sql.push_str(" AND time_ms >= ?");
@@ -394,6 +413,23 @@ mod tests {
             })
             .expect("query");
         assert!(future.is_empty());
+        // Text search: a substring of text or file name, the user's `%`/`_` taken literally.
+        let q = |text: &str, version: Option<&str>| {
+            h.query(&Query {
+                text: Some(text.into()),
+                version: version.map(String::from),
+                limit: 10_000,
+                ..Query::default()
+            })
+            .expect("query")
+        };
+        assert_eq!(q("world\" 123", None).len(), 1);
+        assert_eq!(q("f12", None).len(), 11, "f12.wav and f120–f129.wav");
+        assert_eq!(q("HELLO", None).len(), 400, "ASCII case-insensitive");
+        assert!(q("%", None).is_empty());
+        assert!(q("_", None).is_empty());
+        assert_eq!(q("f12", Some("1")).len(), 11);
+        assert!(q("f12", Some("2")).is_empty());
         let csv = to_csv(&all[..1]);
         assert!(csv.contains("\"hello, \"\"world\"\""), "{csv}");
     }

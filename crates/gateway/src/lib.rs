@@ -16,6 +16,7 @@ pub mod autopilot;
 pub mod body;
 pub mod cache;
 pub mod cli;
+pub mod console;
 pub mod dataplane;
 pub mod error;
 pub mod history;

@@ -238,6 +238,9 @@ pub async fn canary_with_fallback(
                 "route" => control.route.to_string(), "from" => canary.name.to_string(),
                 "to" => stable.name.to_string(), "reason" => reason.as_str())
             .increment(1);
+            control
+                .fallbacks
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::debug!(route = %control.route, canary = %canary.name, reason = reason.as_str(), "fallback to stable");
             let answer = match stable_answer {
                 Some(a) => a,

@@ -252,10 +252,12 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         metrics,
         reload: reload_fn.clone(),
     });
+    let console = Arc::new(crate::console::Console::new(admin_router.clone()));
 
     let mut threads = Vec::with_capacity(workers);
     for (i, std_listener) in data_listeners.into_iter().enumerate() {
         let (gw, tls, tracker) = (gw.clone(), tls.clone(), tracker.clone());
+        let console = console.clone();
         let (shutdown_rx, mut released_rx) = (shutdown_rx.clone(), released_rx.clone());
         let handle = std::thread::Builder::new()
             .name(format!("data-{i}"))
@@ -271,7 +273,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                         listener,
                         tls,
                         limits,
-                        move |conn, req| crate::dataplane::handle(gw.clone(), conn, req),
+                        move |conn, req| {
+                            crate::console::handle(gw.clone(), console.clone(), conn, req)
+                        },
                         shutdown_rx,
                         tracker,
                     )

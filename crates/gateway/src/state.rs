@@ -339,6 +339,11 @@ impl Gateway {
         })
     }
 
+    /// Whether an admin token is configured (the operator console needs one).
+    pub fn has_admin_token(&self) -> bool {
+        self.admin_token.load().is_some()
+    }
+
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()

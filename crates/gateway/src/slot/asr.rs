@@ -470,6 +470,8 @@ impl AsrSlot {
         for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
             match &*k {
                 "slot" => q.slot = Some(v.into_owned()),
+                "version" => q.version = Some(v.into_owned()),
+                "q" => q.text = Some(v.into_owned()),
                 "since" => {
                     q.since_ms = Some(history::parse_since(&v).ok_or_else(|| {
                         bad(format!(

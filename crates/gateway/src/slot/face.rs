@@ -1,7 +1,8 @@
 //! `kind = "face"`: face detection and anonymisation in-process.
 //!
 //! * `POST {route}/blur`: the image (body, or the `image` field of `multipart/form-data`) comes back
-//!   anonymised in the same format (or `?format=`), with `X-Faces: N`. Options: `style`
+//!   anonymised in the same format (or `?format=`), with `X-Faces: N` and `X-Face-Boxes:
+//!   x0,y0,x1,y1;…` (original pixels). Options: `style`
 //!   (`blur|pixelate|mask`), `strength`, `margin`.
 //! * `POST {route}/detect`: JSON boxes, scores and landmarks in original-image pixels.
 //!
@@ -266,6 +267,21 @@ impl FaceSlot {
         };
         resp.headers_mut()
             .insert("x-faces", HeaderValue::from(det.faces.len()));
+        // The boxes (original-image pixels, `x0,y0,x1,y1;…`, at most 256) for clients that draw them
+        // over the photo without a second request.
+        let boxes = det
+            .faces
+            .iter()
+            .take(256)
+            .map(|f| {
+                let b = f.bbox;
+                format!("{:.0},{:.0},{:.0},{:.0}", b[0], b[1], b[2], b[3])
+            })
+            .collect::<Vec<_>>()
+            .join(";");
+        if let Ok(v) = HeaderValue::from_str(&boxes) {
+            resp.headers_mut().insert("x-face-boxes", v);
+        }
         // For shadow comparison (never sent to the client).
         resp.extensions_mut()
             .insert(crate::autopilot::ModelOutput::Faces(
