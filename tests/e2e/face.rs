@@ -675,4 +675,18 @@ async fn the_result_cache_hits_on_the_same_photo_and_misses_on_other_options_or_
         bytes > 4.0 * 50_000.0,
         "{bytes} bytes for four blurred photos"
     );
+    // The model's memory, as ONNX Runtime's arena reports it, in the admin API and the metrics.
+    let state = slot_state(&c, &gw, "faces-v1").await;
+    let mem = &state["details"]["memory"];
+    assert_eq!(mem["device"], "cpu", "{state}");
+    let reserved = mem["reserved_bytes"].as_u64().unwrap();
+    assert!(reserved > 1_000_000, "{mem}");
+    assert!(mem["peak_bytes"].as_u64().unwrap() >= mem["in_use_bytes"].as_u64().unwrap());
+    let m = metrics_text(&c, &gw).await;
+    assert!(
+        m.contains(&format!(
+            r#"switchyard_model_memory_bytes{{slot="faces-v1",device="cpu",state="reserved"}} {reserved}"#
+        )),
+        "{m}"
+    );
 }

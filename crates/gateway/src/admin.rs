@@ -100,6 +100,12 @@ async fn require_token(State(st): State<AdminState>, req: Request, next: Next) -
 }
 
 async fn metrics(State(st): State<AdminState>) -> Response {
+    // Model memory is read when scraped (a few allocator queries), not on the request path.
+    for h in st.gw.snapshot().slots.values() {
+        if let Some((device, m)) = h.slot.memory() {
+            crate::telemetry::set_model_memory(&h.name, &device, m);
+        }
+    }
     let mut resp = st.metrics.render().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -77,6 +77,19 @@ pub fn stop_tracing_export() {
     crate::otlp::shutdown();
 }
 
+/// Publishes the memory a slot's model holds (`switchyard_model_memory_bytes`).
+pub fn set_model_memory(slot: &str, device: &str, m: switchyard_infer::MemoryStats) {
+    for (state, v) in [
+        ("in_use", m.in_use_bytes),
+        ("reserved", m.reserved_bytes),
+        ("peak", m.peak_bytes),
+    ] {
+        metrics::gauge!("switchyard_model_memory_bytes", "slot" => slot.to_string(),
+            "device" => device.to_string(), "state" => state)
+        .set(v as f64);
+    }
+}
+
 /// Installs the Prometheus recorder and describes every metric. Call once, inside the runtime.
 pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
@@ -147,6 +160,11 @@ fn describe() {
     metrics::describe_histogram!(
         "switchyard_asr_rtf",
         "Real-time factor of each ASR recognition: processing seconds per second of audio"
+    );
+    metrics::describe_gauge!(
+        "switchyard_model_memory_bytes",
+        Unit::Bytes,
+        "Memory a model slot's ONNX Runtime arenas hold (state: in_use, reserved, peak), per device"
     );
     metrics::describe_gauge!(
         "switchyard_asr_streams_active",

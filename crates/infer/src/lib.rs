@@ -10,7 +10,10 @@
 //!
 //! This crate knows nothing of faces or speech.
 
+mod memory;
 mod patch;
+
+pub use memory::MemoryStats;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -299,6 +302,8 @@ type TractPlan = TypedSimplePlan;
 enum Backend {
     Ort {
         sessions: Vec<Mutex<ort::session::Session>>,
+        /// Each session's arena allocator, for memory statistics.
+        allocators: Mutex<Vec<ort::memory::Allocator>>,
     },
     Tract {
         proto: Box<tract_onnx::pb::ModelProto>,
@@ -406,7 +411,22 @@ impl Model {
                     device = used;
                     sessions.push(Mutex::new(session));
                 }
-                (Backend::Ort { sessions }, device)
+                let cuda = match device {
+                    Device::Cuda(id) => Some(id),
+                    Device::Cpu => None,
+                };
+                let allocators = sessions
+                    .iter()
+                    .filter_map(|s| s.lock().ok())
+                    .filter_map(|s| memory::arena_allocator(&s, cuda))
+                    .collect();
+                (
+                    Backend::Ort {
+                        sessions,
+                        allocators: Mutex::new(allocators),
+                    },
+                    device,
+                )
             }
             EngineKind::Tract => {
                 if opts.device != Device::Cpu && !opts.device_fallback {
@@ -449,7 +469,7 @@ impl Model {
             }
         }
         match &self.backend {
-            Backend::Ort { sessions } => self.run_ort(sessions, inputs),
+            Backend::Ort { sessions, .. } => self.run_ort(sessions, inputs),
             Backend::Tract { proto, plans } => self.run_tract(proto, plans, inputs),
         }
     }
@@ -603,10 +623,19 @@ impl Model {
             .map_err(err)
     }
 
+    /// Memory the model's ONNX Runtime sessions hold on its device, from their arena allocators
+    /// (`None` for tract, or when ONNX Runtime reports nothing).
+    pub fn memory(&self) -> Option<MemoryStats> {
+        match &self.backend {
+            Backend::Ort { allocators, .. } => memory::allocators_memory(&allocators.lock().ok()?),
+            Backend::Tract { .. } => None,
+        }
+    }
+
     /// Number of requests that can run at once without waiting (ONNX Runtime sessions; tract: any).
     pub fn parallelism(&self) -> usize {
         match &self.backend {
-            Backend::Ort { sessions } => sessions.len(),
+            Backend::Ort { sessions, .. } => sessions.len(),
             Backend::Tract { .. } => usize::MAX,
         }
     }

@@ -115,3 +115,25 @@ fn bad_model_files_and_inputs_are_errors() {
     let wrong_shape = Tensor::f32(vec![1, 64, 64, 3], vec![0.0; 64 * 64 * 3]);
     assert!(m.run(vec![(m.inputs[0].as_str(), wrong_shape)]).is_err());
 }
+
+#[test]
+fn onnx_runtime_reports_the_memory_a_model_holds() {
+    let path = model_path("models/centerface/centerface.onnx");
+    let patches = [Patch::DynamicInputs];
+    let ort = Model::load(&path, &opts(EngineChoice::Ort, &patches)).expect("ort load");
+    let tract = Model::load(&path, &opts(EngineChoice::Tract, &patches)).expect("tract load");
+    assert_eq!(tract.memory(), None, "tract has no allocator statistics");
+    let small = Tensor::f32(vec![1, 3, 96, 128], ramp(3 * 96 * 128));
+    ort.run(vec![(ort.inputs[0].as_str(), small)]).unwrap();
+    let after_small = ort.memory().expect("ORT arena statistics");
+    assert!(after_small.reserved_bytes > 0, "{after_small:?}");
+    assert!(after_small.peak_bytes >= after_small.in_use_bytes);
+    // A 16× larger input needs more arena memory for its intermediate tensors.
+    let big = Tensor::f32(vec![1, 3, 384, 512], ramp(3 * 384 * 512));
+    ort.run(vec![(ort.inputs[0].as_str(), big)]).unwrap();
+    let after_big = ort.memory().expect("ORT arena statistics");
+    assert!(
+        after_big.peak_bytes > 4 * after_small.peak_bytes,
+        "{after_small:?} then {after_big:?}"
+    );
+}

@@ -342,6 +342,16 @@ impl Transducer {
         self.encoder.engine
     }
 
+    /// The device the encoder runs on.
+    pub fn device(&self) -> switchyard_infer::Device {
+        self.encoder.device
+    }
+
+    /// Memory held by the three networks' ONNX Runtime sessions (`None` on tract).
+    pub fn memory(&self) -> Option<switchyard_infer::MemoryStats> {
+        sum_memory([&self.encoder, &self.decoder, &self.joiner].map(Model::memory))
+    }
+
     /// The shared fbank computer.
     pub fn fbank(&self) -> &Arc<FbankComputer> {
         &self.fbank
@@ -657,4 +667,18 @@ pub mod probe {
     pub fn joiner_output(model: &Transducer, enc: &[f32], dec: &[f32]) -> Result<Vec<f32>> {
         model.run_joiner(enc, 1, dec)
     }
+}
+
+/// Adds up the memory of several models; `None` when none reports any.
+pub fn sum_memory(
+    parts: impl IntoIterator<Item = Option<switchyard_infer::MemoryStats>>,
+) -> Option<switchyard_infer::MemoryStats> {
+    parts
+        .into_iter()
+        .flatten()
+        .reduce(|a, b| switchyard_infer::MemoryStats {
+            in_use_bytes: a.in_use_bytes + b.in_use_bytes,
+            reserved_bytes: a.reserved_bytes + b.reserved_bytes,
+            peak_bytes: a.peak_bytes + b.peak_bytes,
+        })
 }

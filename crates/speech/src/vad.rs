@@ -61,6 +61,11 @@ impl std::fmt::Debug for VadModel {
 }
 
 impl VadModel {
+    /// Memory held by the VAD's ONNX Runtime session (`None` on tract).
+    pub fn memory(&self) -> Option<switchyard_infer::MemoryStats> {
+        self.model.memory()
+    }
+
     /// Loads a Silero model file.
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<VadModel, switchyard_infer::Error> {
         let opts = LoadOptions {

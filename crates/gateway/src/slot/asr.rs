@@ -921,7 +921,18 @@ impl Slot for AsrSlot {
             "batch_concurrency": self.batch_concurrency,
             "max_audio_seconds": self.max_audio_s,
             "history": self.history.as_ref().map(|h| h.path().display().to_string()),
+            "memory": super::memory_json(self.memory()),
         })
+    }
+
+    fn memory(&self) -> Option<(String, switchyard_infer::MemoryStats)> {
+        let m = self.current.load();
+        let r = &m.recognizer;
+        let total = switchyard_speech::transducer::sum_memory([
+            r.model.memory(),
+            r.vad.as_ref().and_then(|v| v.memory()),
+        ]);
+        total.map(|s| (r.model.device().to_string(), s))
     }
 
     fn version(&self) -> Option<Arc<str>> {

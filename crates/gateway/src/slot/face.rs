@@ -469,7 +469,14 @@ impl Slot for FaceSlot {
             "max_pixels": self.max_pixels,
             "score_threshold": m.detector.params.score_threshold,
             "tiling": m.detector.params.tiling,
+            "memory": super::memory_json(self.memory()),
         })
+    }
+
+    fn memory(&self) -> Option<(String, switchyard_infer::MemoryStats)> {
+        let m = self.current.load();
+        let model = &m.detector.model;
+        model.memory().map(|s| (model.device.to_string(), s))
     }
 
     fn version(&self) -> Option<Arc<str>> {

@@ -79,6 +79,11 @@ pub trait Slot: Send + Sync + 'static {
         None
     }
 
+    /// Memory the serving model holds on its device (`cpu`, `cuda:N`), where ONNX Runtime reports it.
+    fn memory(&self) -> Option<(String, switchyard_infer::MemoryStats)> {
+        None
+    }
+
     /// Loads a new model version next to the serving one and swaps it in (`POST /admin/slots/{slot}/load`).
     fn load<'a>(&'a self, _params: serde_json::Value) -> LoadFuture<'a> {
         Box::pin(async {
@@ -103,4 +108,17 @@ pub fn build(
         SlotKind::Face => Arc::new(FaceSlot::new(spec, &config.engine, base_dir)?),
         SlotKind::Asr => Arc::new(AsrSlot::new(spec, config, base_dir)?),
     })
+}
+
+/// The `memory` entry of a model slot's description.
+pub fn memory_json(m: Option<(String, switchyard_infer::MemoryStats)>) -> serde_json::Value {
+    match m {
+        Some((device, m)) => serde_json::json!({
+            "device": device,
+            "in_use_bytes": m.in_use_bytes,
+            "reserved_bytes": m.reserved_bytes,
+            "peak_bytes": m.peak_bytes,
+        }),
+        None => serde_json::Value::Null,
+    }
 }
