@@ -61,6 +61,10 @@ broken=.cache/reference/broken_centerface.onnx
 if [ ! -s "$broken" ] || [ tests/reference/broken_model.py -nt "$broken" ]; then
   "$VENV/bin/python" tests/reference/broken_model.py --src models/centerface/centerface.onnx --out "$broken"
 fi
+worse=.cache/reference/asr-worse/joiner.onnx
+if [ ! -s "$worse" ] || [ tests/reference/worse_asr.py -nt "$worse" ]; then
+  "$VENV/bin/python" tests/reference/worse_asr.py --src models/asr/zipformer-en-3m --out .cache/reference/asr-worse
+fi
 jwt=.cache/reference/jwt/tokens.json
 if [ ! -s "$jwt" ] || [ tests/reference/jwt_fixtures.py -nt "$jwt" ]; then
   "$VENV/bin/python" tests/reference/jwt_fixtures.py --out .cache/reference/jwt

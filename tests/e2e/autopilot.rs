@@ -693,3 +693,101 @@ max_p95_ms = 300
     let reason = st["autopilot"]["ramp"]["phase"]["reason"].as_str().unwrap();
     assert!(reason.contains("p95 latency"), "{reason}");
 }
+
+#[tokio::test]
+async fn a_worse_speech_model_is_rolled_back_by_the_shadow_wer_gate() {
+    // The canary is the reference model with a noisy joiner (tests/reference/worse_asr.py): it answers
+    // fast and without errors, but gets words wrong.
+    let cfg = format!(
+        r#"{}
+[[slot]]
+name = "asr-good"
+kind = "asr"
+family = "transducer"
+model_dir = "{}"
+version = "1.0"
+
+[[slot]]
+name = "asr-worse"
+kind = "asr"
+family = "transducer"
+model_dir = "{}"
+version = "1.1-noisy"
+
+[[route]]
+name = "api"
+path = "/v1/asr"
+stable = "asr-good"
+canary = "asr-worse"
+canary_weight = 0
+sticky = ["header:x-user-id"]
+
+[route.shadow]
+percent = 100
+max_concurrency = 1
+
+[route.ramp]
+steps = [50, 100]
+interval_s = 30
+min_requests = 1000
+max_wer = 0.15
+min_shadow_samples = 3
+"#,
+        listeners(""),
+        repo("models/asr/zipformer-en-3m"),
+        repo(".cache/reference/asr-worse"),
+    );
+    let gw = Gateway::start(&cfg);
+    let c = client();
+    let clip = std::fs::read(repo(".cache/testdata/asr/0.wav")).unwrap();
+    let transcribe = |user: String| {
+        let (c, url, clip) = (c.clone(), gw.url("/v1/asr/transcribe"), clip.clone());
+        async move {
+            let r = c
+                .post(url)
+                .header("x-user-id", user)
+                .header("content-type", "audio/wav")
+                .body(clip)
+                .send()
+                .await
+                .unwrap();
+            let slot = r.headers()["x-switchyard-slot"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            (r.status().as_u16(), slot, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, slot, plain) = transcribe("u0".into()).await;
+    assert_eq!((s, slot.as_str()), (200, "asr-good"));
+    c.post(gw.admin_url("/admin/routes/api/ramp/start"))
+        .send()
+        .await
+        .unwrap();
+    let mut stable = 0;
+    for i in 1..14 {
+        let (s, slot, v) = transcribe(format!("u{i}")).await;
+        assert_eq!(s, 200);
+        if slot == "asr-good" {
+            // Shadowing never changes the client's answer.
+            assert_eq!(v["text"], plain["text"]);
+            stable += 1;
+        }
+    }
+    assert!(stable >= 3, "only {stable} requests stayed on stable");
+    let st = wait_route(&c, &gw, 30, |s| {
+        s["autopilot"]["ramp"]["phase"]["state"] == "rolled_back"
+    })
+    .await;
+    let reason = st["autopilot"]["ramp"]["phase"]["reason"].as_str().unwrap();
+    assert!(reason.contains("shadow WER"), "{reason}");
+    assert_eq!(st["canary_weight"], 0.0);
+    let wer = st["autopilot"]["shadow"]["wer"].as_f64().unwrap();
+    assert!(wer > 0.15, "shadow WER {wer}");
+    assert!(
+        metrics_text(&c, &gw)
+            .await
+            .contains("switchyard_shadow_wer{route=\"api\"}"),
+        "WER gauge missing"
+    );
+}
