@@ -6,7 +6,8 @@
 #   (c) bare ONNX Runtime inference on the same input size (the floor for any pipeline).
 # Prints images/s, per-image times, the ratios, and /blur p50/p95 latency at one client.
 #
-# Usage: benches/face/run.sh     (env: IMAGES=24 REQUESTS=40)
+# Usage: benches/face/run.sh     (env: IMAGES=24 REQUESTS=40; SESSIONS=1 THREADS=0 for the old
+# one-session layout)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 IMAGES=${IMAGES:-24}
@@ -55,12 +56,15 @@ listen = "127.0.0.1:$ADMIN"
 [log]
 access_log = false
 level = "warn"
+[engine]
+threads = ${THREADS:-0}   # 0: the slot's default (one session per concurrent request, cores shared)
 [[slot]]
 name = "faces"
 kind = "face"
 detector = "centerface"
 model = "models/centerface/centerface.onnx"
 max_side = 1280
+${SESSIONS:+sessions = $SESSIONS}
 [[route]]
 name = "faces"
 path = "/v1/face"

@@ -690,3 +690,55 @@ async fn the_result_cache_hits_on_the_same_photo_and_misses_on_other_options_or_
         "{m}"
     );
 }
+
+#[test]
+fn the_blur_cli_processes_many_photos_in_parallel_and_reports_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.jpg");
+    std::fs::write(&broken, &photo("t1.jpg")[..5000]).unwrap();
+    let out = dir.path().join("out");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "blur",
+            "--detector",
+            "centerface",
+            "--model",
+            &center(),
+            "-o",
+        ])
+        .arg(&out)
+        .arg(repo(".cache/testdata/t1.jpg"))
+        .arg(repo(".cache/testdata/astronaut.png"))
+        .arg(repo(".cache/testdata/rocket.jpg"))
+        .arg(&broken)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "one input is broken: {err}");
+    assert!(err.contains("broken.jpg"), "{err}");
+    assert!(err.contains("4 images, 7 faces blurred, 1 failed"), "{err}");
+    let mut names: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["astronaut.png", "rocket.jpg", "t1.jpg"]);
+    let blurred = image::open(out.join("t1.jpg")).unwrap().to_rgb8();
+    let original = image::open(repo(".cache/testdata/t1.jpg"))
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(blurred.dimensions(), original.dimensions());
+    // Inside the first reference face (CenterFace box ≈ 745,345–844,481) the pixels changed a lot.
+    let diff: f64 = (360..470)
+        .flat_map(|y| (760..830).map(move |x| (x, y)))
+        .map(|(x, y)| {
+            let (a, b) = (blurred.get_pixel(x, y), original.get_pixel(x, y));
+            (0..3)
+                .map(|c| (a[c] as f64 - b[c] as f64).abs())
+                .sum::<f64>()
+                / 3.0
+        })
+        .sum::<f64>()
+        / (110.0 * 70.0);
+    assert!(diff > 10.0, "mean change inside the face {diff}");
+}

@@ -43,11 +43,7 @@ impl Admission {
     /// The gate of a model slot from its `max_concurrency` (default: CPU cores) and `queue_depth`
     /// (default: 4 × `max_concurrency`).
     pub fn for_model_slot(spec: &switchyard_config::SlotSpec) -> Self {
-        let max_concurrency = spec.max_concurrency.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
-        });
+        let max_concurrency = spec.max_concurrency.unwrap_or_else(cores);
         let queue_depth = spec.queue_depth.unwrap_or(4 * max_concurrency);
         Self::new(&spec.name, max_concurrency, queue_depth)
     }
@@ -100,6 +96,11 @@ pub fn overloaded(running: usize, queued: usize) -> ApiError {
         "overloaded",
         format!("the slot is busy ({running} running, {queued} waiting); retry shortly"),
     )
+}
+
+/// CPU cores this process may use (2 when unknown).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 #[cfg(test)]

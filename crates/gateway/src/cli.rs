@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use switchyard_infer::{Device, EngineChoice, LoadOptions};
 use switchyard_vision::imageio::Format;
@@ -43,6 +44,12 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     fn load(&self) -> anyhow::Result<FaceDetector> {
+        self.load_for(1)
+    }
+
+    /// Loads the detector for `workers` images at once: one session each, the cores shared among
+    /// them unless `--threads` says otherwise.
+    fn load_for(&self, workers: usize) -> anyhow::Result<FaceDetector> {
         let kind = DetectorKind::parse(&self.detector).ok_or_else(|| {
             anyhow::anyhow!(
                 "detector `{}` is not one of blazeface-front, blazeface-back, centerface",
@@ -62,7 +69,11 @@ impl ModelArgs {
                 .device
                 .parse::<Device>()
                 .map_err(|e| anyhow::anyhow!(e))?,
-            threads: self.threads,
+            threads: match self.threads {
+                0 if workers > 1 => (crate::admission::cores() / workers).max(1),
+                n => n,
+            },
+            sessions: workers,
             ..Default::default()
         };
         let params = DetectorParams {
@@ -104,7 +115,10 @@ pub fn blur(
                 .ok_or_else(|| anyhow::anyhow!("format `{f}` is not jpeg, png or webp"))
         })
         .transpose()?;
-    let det = model.load()?;
+    // Several photos: one worker per core, each with its own session, so that decoding and encoding
+    // overlap with inference.
+    let workers = crate::admission::cores().min(inputs.len()).max(1);
+    let det = model.load_for(workers)?;
     std::fs::create_dir_all(out)?;
     let opts = BlurOptions {
         style,
@@ -123,31 +137,44 @@ pub fn blur(
     if inputs.len() < 2 {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let (mut faces, mut failed) = (0usize, 0usize);
-    for input in inputs {
-        let result = std::fs::read(input)
-            .map_err(anyhow::Error::from)
-            .and_then(|bytes| {
-                pipeline::blur(&det, &bytes, model.max_pixels, &opts)
-                    .map_err(|e| anyhow::anyhow!("{e}"))
-            });
-        match result {
-            Ok((bytes, fmt, d)) => {
-                let stem = input
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "image".into());
-                std::fs::write(out.join(format!("{stem}.{}", fmt.extension())), bytes)?;
-                faces += d.faces.len();
+    let (faces, failed) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let next = AtomicUsize::new(0);
+    let written: anyhow::Result<()> = std::thread::scope(|scope| {
+        let work = || -> anyhow::Result<()> {
+            while let Some(input) = inputs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let result = std::fs::read(input)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|bytes| {
+                        pipeline::blur(&det, &bytes, model.max_pixels, &opts)
+                            .map_err(|e| anyhow::anyhow!("{e}"))
+                    });
+                match result {
+                    Ok((bytes, fmt, d)) => {
+                        let stem = input
+                            .file_stem()
+                            .map(|s| s.to_string_lossy().into_owned())
+                            .unwrap_or_else(|| "image".into());
+                        std::fs::write(out.join(format!("{stem}.{}", fmt.extension())), bytes)?;
+                        faces.fetch_add(d.faces.len(), Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        bar.suspend(|| eprintln!("{}: {e:#}", input.display()));
+                    }
+                }
+                bar.set_message(format!("{} faces", faces.load(Ordering::Relaxed)));
+                bar.inc(1);
             }
-            Err(e) => {
-                failed += 1;
-                bar.suspend(|| eprintln!("{}: {e:#}", input.display()));
-            }
-        }
-        bar.set_message(format!("{faces} faces"));
-        bar.inc(1);
-    }
+            Ok(())
+        };
+        let handles: Vec<_> = (0..workers).map(|_| scope.spawn(work)).collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("a worker panicked")))
+        })
+    });
+    written?;
+    let (faces, failed) = (faces.into_inner(), failed.into_inner());
     bar.finish_and_clear();
     eprintln!(
         "{} images, {faces} faces blurred, {failed} failed → {}",

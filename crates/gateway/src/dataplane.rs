@@ -480,37 +480,20 @@ async fn route_and_call<'s>(
             Body::new(Limited::new(DeadlineBody::new(b, deadline), limit as usize))
         }
     });
+    let decision: Decision = (active, to_canary, probe, by_weight_stable, bucket);
     let Some(cache) = route
         .cache
         .as_ref()
         .filter(|_| !upgrade && crate::cache::ResultCache::cacheable(req.method()))
     else {
-        return dispatch(
-            snap,
-            route,
-            slot,
-            req,
-            &ctx,
-            fin,
-            (active, to_canary, probe, by_weight_stable, bucket),
-        )
-        .await;
+        return dispatch(snap, route, slot, req, &ctx, fin, decision).await;
     };
     let (parts, body) = req.into_parts();
     let bytes = match replay::buffer(body, limit, limit).await? {
         replay::Buffered::Whole(bytes) => bytes,
         replay::Buffered::TooLarge(rest) => {
             let req = Request::from_parts(parts, rest);
-            return dispatch(
-                snap,
-                route,
-                slot,
-                req,
-                &ctx,
-                fin,
-                (active, to_canary, probe, by_weight_stable, bucket),
-            )
-            .await;
+            return dispatch(snap, route, slot, req, &ctx, fin, decision).await;
         }
     };
     let key = cache.key(&parts, &bytes, slot);
@@ -518,16 +501,7 @@ async fn route_and_call<'s>(
         return Ok(hit);
     }
     let req = Request::from_parts(parts, Body::from(bytes));
-    let resp = dispatch(
-        snap,
-        route,
-        slot,
-        req,
-        &ctx,
-        fin,
-        (active, to_canary, probe, by_weight_stable, bucket),
-    )
-    .await?;
+    let resp = dispatch(snap, route, slot, req, &ctx, fin, decision).await?;
     let answered_by_chosen = fin.slot.is_some_and(|s| std::ptr::eq(s, slot))
         && !resp.headers().contains_key(&replay::X_SWITCHYARD_FALLBACK);
     if answered_by_chosen {
