@@ -2,7 +2,7 @@
 // and live charts, all through the admin API that the gateway exposes to the console under
 // /ui/api/admin/ (bearer token, kept in session storage only).
 import "./style.css";
-import { $, errorOf, h } from "./common";
+import { $, errorOf, h, loadConfig } from "./common";
 
 const TOKEN_KEY = "switchyard.adminToken";
 const POLL_MS = 3000;
@@ -355,6 +355,16 @@ function start(): void {
   $("#logout").addEventListener("click", () => signedOut("Signed out."));
   const saved = sessionStorage.getItem(TOKEN_KEY);
   if (saved) void signIn(saved);
+  // Without an admin token the gateway refuses every operator call: say so before anyone types.
+  loadConfig()
+    .then((c) => {
+      if (!c.operator) {
+        $("#login-error").textContent =
+          "This gateway has no admin token, so its operator console is off. Set [admin] token_env (or token) and restart.";
+        $<HTMLButtonElement>("#login-form button").disabled = true;
+      }
+    })
+    .catch(() => undefined);
 }
 
 start();

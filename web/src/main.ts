@@ -34,6 +34,14 @@ function canarySwitch(box: HTMLElement): void {
     box.append(h("p", { class: "muted", text: "This gateway has no route for this service." }));
     return;
   }
+  if (route.auth !== "none") {
+    box.append(
+      h("p", {
+        class: "notice",
+        text: `${route.name} needs an API token (${route.auth}); this page sends none, so its requests will be refused.`,
+      }),
+    );
+  }
   if (!route.try || !route.canary) {
     box.append(h("p", { class: "muted", text: `No new version of ${route.name} is being tried right now.` }));
     return;
