@@ -189,6 +189,29 @@ async fn breaker_opens_within_its_window_and_recovers_through_probes() {
     assert!(answers.iter().any(|a| a.slot == "v2"));
 }
 
+/// POSTs `body` as user `user` (`x-user-id`); returns (status, answering slot, JSON body).
+async fn post_as(
+    c: &reqwest::Client,
+    url: &str,
+    user: String,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, String, Value) {
+    let r = c
+        .post(url)
+        .header("x-user-id", user)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let slot = r.headers()["x-switchyard-slot"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    (r.status().as_u16(), slot, r.json::<Value>().await.unwrap())
+}
+
 async fn wait_route(
     c: &reqwest::Client,
     gw: &Gateway,
@@ -320,24 +343,8 @@ min_shadow_samples = 3
     );
     let gw = Gateway::start(&cfg);
     let c = client();
-    let detect = |user: String| {
-        let (c, url, photo) = (c.clone(), gw.url("/v1/face/detect"), photo.clone());
-        async move {
-            let r = c
-                .post(url)
-                .header("x-user-id", user)
-                .header("content-type", "image/jpeg")
-                .body(photo)
-                .send()
-                .await
-                .unwrap();
-            let slot = r.headers()["x-switchyard-slot"]
-                .to_str()
-                .unwrap()
-                .to_string();
-            (r.status().as_u16(), slot, r.json::<Value>().await.unwrap())
-        }
-    };
+    let url = gw.url("/v1/face/detect");
+    let detect = |user: String| post_as(&c, &url, user, "image/jpeg", photo.clone());
     // Shadowed stable answers are exactly the unshadowed ones.
     let (s, slot, plain) = detect("u0".into()).await;
     assert_eq!((s, slot.as_str()), (200, "center"));
@@ -740,24 +747,8 @@ min_shadow_samples = 3
     let gw = Gateway::start(&cfg);
     let c = client();
     let clip = std::fs::read(repo(".cache/testdata/asr/0.wav")).unwrap();
-    let transcribe = |user: String| {
-        let (c, url, clip) = (c.clone(), gw.url("/v1/asr/transcribe"), clip.clone());
-        async move {
-            let r = c
-                .post(url)
-                .header("x-user-id", user)
-                .header("content-type", "audio/wav")
-                .body(clip)
-                .send()
-                .await
-                .unwrap();
-            let slot = r.headers()["x-switchyard-slot"]
-                .to_str()
-                .unwrap()
-                .to_string();
-            (r.status().as_u16(), slot, r.json::<Value>().await.unwrap())
-        }
-    };
+    let url = gw.url("/v1/asr/transcribe");
+    let transcribe = |user: String| post_as(&c, &url, user, "audio/wav", clip.clone());
     let (s, slot, plain) = transcribe("u0".into()).await;
     assert_eq!((s, slot.as_str()), (200, "asr-good"));
     c.post(gw.admin_url("/admin/routes/api/ramp/start"))
