@@ -233,4 +233,31 @@ async fn the_admin_listener_can_require_client_certificates() {
     );
     let (status, _, _) = get(&client(), &gw.url("/api/x"), &[]).await;
     assert_eq!(status, 200);
+
+    // A renewed admin certificate (from another CA) is picked up without a restart.
+    let renewed_ca = test_ca("renewed server CA");
+    let (cert2, key2) = leaf_of(&renewed_ca);
+    for (name, text) in [("key.pem", key2), ("cert.pem", cert2)] {
+        let tmp = dir.path().join(format!("{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, dir.path().join(name)).unwrap();
+    }
+    let (c2, k2) = leaf_of(&client_ca);
+    let renewed = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(renewed_ca.pem().as_bytes()).unwrap()])
+        .identity(reqwest::Identity::from_pem((k2 + &c2).as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Ok(r) = renewed.get(&url).bearer_auth("s3cret").send().await {
+            assert_eq!(r.status(), 200);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the renewed admin certificate was not loaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

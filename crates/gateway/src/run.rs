@@ -40,20 +40,58 @@ fn resolve(base: Option<&Path>, file: &str) -> PathBuf {
     }
 }
 
+/// Which listener a TLS configuration belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    /// `[server.tls]`.
+    Data,
+    /// `[admin.tls]` (optionally with client certificates).
+    Admin,
+}
+
+/// The certificate, key and client CA files of `which` listener, resolved.
+fn tls_files(
+    cfg: &Config,
+    config_path: Option<&Path>,
+    which: Listener,
+) -> Option<Vec<std::path::PathBuf>> {
+    let base = config_path.and_then(Path::parent);
+    let files: Vec<&String> = match which {
+        Listener::Data => {
+            let t = cfg.server.tls.as_ref()?;
+            vec![&t.cert, &t.key]
+        }
+        Listener::Admin => {
+            let t = cfg.admin.tls.as_ref()?;
+            [Some(&t.cert), Some(&t.key), t.client_ca.as_ref()]
+                .into_iter()
+                .flatten()
+                .collect()
+        }
+    };
+    Some(files.into_iter().map(|f| resolve(base, f)).collect())
+}
+
 fn build_tls(
     cfg: &Config,
     config_path: Option<&Path>,
+    which: Listener,
 ) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
-    let base = config_path.and_then(Path::parent);
-    cfg.server
-        .tls
-        .as_ref()
-        .map(|t| {
-            let cert = resolve(base, &t.cert);
-            let key = resolve(base, &t.key);
-            server::tls_acceptor(&cert.to_string_lossy(), &key.to_string_lossy())
-        })
-        .transpose()
+    let Some(files) = tls_files(cfg, config_path, which) else {
+        return Ok(None);
+    };
+    let text: Vec<String> = files
+        .iter()
+        .map(|f| f.to_string_lossy().into_owned())
+        .collect();
+    let acceptor =
+        server::tls_acceptor_with_clients(&text[0], &text[1], text.get(2).map(String::as_str));
+    match which {
+        Listener::Data => acceptor.map(Some),
+        Listener::Admin => acceptor
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("admin.tls: {e:#}")),
+    }
 }
 
 /// Re-reads the file and applies it; on any problem nothing changes.
@@ -64,7 +102,7 @@ fn reload(gw: &Gateway, tls: &TlsSlot) -> Result<serde_json::Value, ReloadError>
             problems: p.to_string().lines().map(String::from).collect(),
         })
         .and_then(|cfg| {
-            let acceptor = build_tls(&cfg, path).map_err(|e| ReloadError {
+            let acceptor = build_tls(&cfg, path, Listener::Data).map_err(|e| ReloadError {
                 problems: vec![format!("{e:#}")],
             })?;
             let old = gw.snapshot();
@@ -108,13 +146,12 @@ fn reload(gw: &Gateway, tls: &TlsSlot) -> Result<serde_json::Value, ReloadError>
 fn tls_stamp(
     cfg: &Config,
     config_path: Option<&Path>,
+    which: Listener,
 ) -> Option<Vec<(u64, std::time::SystemTime)>> {
-    let t = cfg.server.tls.as_ref()?;
-    let base = config_path.and_then(Path::parent);
-    [&t.cert, &t.key]
+    tls_files(cfg, config_path, which)?
         .iter()
         .map(|f| {
-            let m = std::fs::metadata(resolve(base, f)).ok()?;
+            let m = std::fs::metadata(f).ok()?;
             Some((m.len(), m.modified().ok()?))
         })
         .collect()
@@ -124,22 +161,22 @@ fn tls_stamp(
 /// Kubernetes secret), without a restart or SIGHUP. Handshakes after the swap use the new
 /// certificate; established connections are not touched. A pair that does not load (say, the key
 /// written but not yet the certificate) is retried at the next check, the old one serving meanwhile.
-async fn watch_tls(gw: Arc<Gateway>, tls: TlsSlot) {
+async fn watch_tls(gw: Arc<Gateway>, tls: TlsSlot, which: Listener) {
     let path = gw.config_path.clone();
-    let mut loaded = tls_stamp(&gw.snapshot().config, path.as_deref());
+    let mut loaded = tls_stamp(&gw.snapshot().config, path.as_deref(), which);
     let mut failed: Option<Vec<(u64, std::time::SystemTime)>> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         let cfg = gw.snapshot().config.clone();
-        let stamp = tls_stamp(&cfg, path.as_deref());
+        let stamp = tls_stamp(&cfg, path.as_deref(), which);
         if stamp.is_none() || stamp == loaded {
             continue;
         }
-        match build_tls(&cfg, path.as_deref()) {
+        match build_tls(&cfg, path.as_deref(), which) {
             Ok(Some(acceptor)) => {
                 tls.store(Some(Arc::new(acceptor)));
-                tracing::info!("TLS certificate reloaded");
+                tracing::info!(listener = ?which, "TLS certificate reloaded");
                 loaded = stamp;
                 failed = None;
             }
@@ -206,27 +243,12 @@ pub fn worker_count(cfg: &Config) -> usize {
 pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let metrics = telemetry::init_metrics()?;
     let tls: TlsSlot = Arc::new(arc_swap::ArcSwapOption::from(
-        build_tls(&config, config_path.as_deref())?.map(Arc::new),
+        build_tls(&config, config_path.as_deref(), Listener::Data)?.map(Arc::new),
     ));
     let limits = limits(&config);
     let workers = worker_count(&config);
-    let admin_tls: Option<TlsSlot> = match &config.admin.tls {
-        None => None,
-        Some(t) => {
-            let file = |f: &str| {
-                switchyard_config::resolve(config_path.as_deref().and_then(Path::parent), f)
-                    .to_string_lossy()
-                    .into_owned()
-            };
-            let acceptor = server::tls_acceptor_with_clients(
-                &file(&t.cert),
-                &file(&t.key),
-                t.client_ca.as_deref().map(file).as_deref(),
-            )
-            .map_err(|e| anyhow::anyhow!("admin.tls: {e:#}"))?;
-            Some(Arc::new(arc_swap::ArcSwapOption::from_pointee(acceptor)))
-        }
-    };
+    let admin_tls: Option<TlsSlot> = build_tls(&config, config_path.as_deref(), Listener::Admin)?
+        .map(|a| Arc::new(arc_swap::ArcSwapOption::from_pointee(a)));
     let admin_mtls = config
         .admin
         .tls
@@ -288,7 +310,10 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         threads.push(handle);
     }
     let autopilot = tokio::spawn(crate::autopilot::run(gw.clone()));
-    let tls_watch = tokio::spawn(watch_tls(gw.clone(), tls.clone()));
+    let tls_watch = tokio::spawn(watch_tls(gw.clone(), tls.clone(), Listener::Data));
+    let admin_tls_watch = admin_tls
+        .clone()
+        .map(|t| tokio::spawn(watch_tls(gw.clone(), t, Listener::Admin)));
     let config_watch = tokio::spawn(watch_config(gw.clone(), reload_fn.clone()));
     let admin = tokio::spawn(server::serve(
         "admin",
@@ -321,6 +346,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let _ = shutdown_tx.send(true);
     autopilot.abort();
     tls_watch.abort();
+    if let Some(w) = admin_tls_watch {
+        w.abort();
+    }
     config_watch.abort();
     let _ = admin.await;
     tracker.close();
