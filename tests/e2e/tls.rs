@@ -233,6 +233,15 @@ async fn the_admin_listener_can_require_client_certificates() {
     );
     let (status, _, _) = get(&client(), &gw.url("/api/x"), &[]).await;
     assert_eq!(status, 200);
+    // The console's operator API on the data plane is no way around the client certificates.
+    let (status, _, body) = get(
+        &client(),
+        &gw.url("/ui/api/admin/routes"),
+        &[("authorization", "Bearer s3cret")],
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "operator_console_disabled");
 
     // A renewed admin certificate (from another CA) is picked up without a restart.
     let renewed_ca = test_ca("renewed server CA");

@@ -183,8 +183,26 @@ fn public_config(gw: &Gateway) -> serde_json::Value {
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "routes": routes,
-        "operator": gw.has_admin_token(),
+        "operator": operator_refusal(gw).is_none(),
     })
+}
+
+/// Why the operator pages may not use the admin API here, if they may not: no admin token, or an
+/// admin listener that demands client certificates (the data plane must not be a way around them).
+fn operator_refusal(gw: &Gateway) -> Option<&'static str> {
+    if !gw.has_admin_token() {
+        return Some("the operator console needs an admin token: set [admin] token_env (or token)");
+    }
+    let mtls = gw
+        .snapshot()
+        .config
+        .admin
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_ca.is_some());
+    mtls.then_some(
+        "the admin API requires client certificates ([admin.tls] client_ca): use the admin listener",
+    )
 }
 
 /// `/ui/api/admin/{rest}` → the admin API's `/admin/{rest}`.
@@ -194,13 +212,9 @@ async fn operator(
     req: Request<Incoming>,
     rest: &str,
 ) -> Response<Body> {
-    if !gw.has_admin_token() {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "operator_console_disabled",
-            "the operator console needs an admin token: set [admin] token_env (or token)",
-        )
-        .into_response();
+    if let Some(why) = operator_refusal(gw) {
+        return ApiError::new(StatusCode::FORBIDDEN, "operator_console_disabled", why)
+            .into_response();
     }
     let target = match req.uri().query() {
         Some(q) => format!("/admin/{rest}?{q}"),
