@@ -205,11 +205,7 @@ async fn post_as(
         .send()
         .await
         .unwrap();
-    let slot = r.headers()["x-switchyard-slot"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    (r.status().as_u16(), slot, r.json::<Value>().await.unwrap())
+    answer(r).await
 }
 
 async fn wait_route(
@@ -751,6 +747,12 @@ min_shadow_samples = 3
     let transcribe = |user: String| post_as(&c, &url, user, "audio/wav", clip.clone());
     let (s, slot, plain) = transcribe("u0".into()).await;
     assert_eq!((s, slot.as_str()), (200, "asr-good"));
+    assert!(
+        plain["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("NIGHTFALL")),
+        "{plain}"
+    );
     c.post(gw.admin_url("/admin/routes/api/ramp/start"))
         .send()
         .await

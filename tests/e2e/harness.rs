@@ -444,7 +444,11 @@ pub async fn get(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> (u
     for (k, v) in headers {
         rb = rb.header(*k, *v);
     }
-    let resp = rb.send().await.unwrap();
+    answer(rb.send().await.unwrap()).await
+}
+
+/// (status, `X-Switchyard-Slot` or "", JSON body or null) of a gateway response.
+pub async fn answer(resp: reqwest::Response) -> (u16, String, Value) {
     let status = resp.status().as_u16();
     let slot = resp
         .headers()

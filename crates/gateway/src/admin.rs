@@ -100,11 +100,15 @@ async fn require_token(State(st): State<AdminState>, req: Request, next: Next) -
 }
 
 async fn metrics(State(st): State<AdminState>) -> Response {
-    // Model memory is read when scraped (a few allocator queries), not on the request path.
-    for h in st.gw.snapshot().slots.values() {
+    // Model memory and cache sizes are read when scraped, not on the request path.
+    let snap = st.gw.snapshot();
+    for h in snap.slots.values() {
         if let Some((device, m)) = h.slot.memory() {
             crate::telemetry::set_model_memory(&h.name, &device, m);
         }
+    }
+    for cache in snap.routes.iter().filter_map(|r| r.cache.as_ref()) {
+        cache.publish_size();
     }
     let mut resp = st.metrics.render().into_response();
     resp.headers_mut().insert(

@@ -170,8 +170,13 @@ impl ResultCache {
             }),
         );
         self.stored.increment(1);
+        Response::from_parts(parts, Body::from(bytes))
+    }
+
+    /// Publishes `switchyard_cache_bytes` (at scrape time: settling moka's pending work is not for
+    /// the request path).
+    pub fn publish_size(&self) {
         self.entries.run_pending_tasks();
         self.bytes.set(self.entries.weighted_size() as f64);
-        Response::from_parts(parts, Body::from(bytes))
     }
 }

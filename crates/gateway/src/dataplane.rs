@@ -480,7 +480,14 @@ async fn route_and_call<'s>(
             Body::new(Limited::new(DeadlineBody::new(b, deadline), limit as usize))
         }
     });
-    let decision: Decision = (active, to_canary, probe, by_weight_stable, bucket);
+    let decision = Decision {
+        active,
+        upgrade,
+        to_canary,
+        probe,
+        by_weight_stable,
+        bucket,
+    };
     let Some(cache) = route
         .cache
         .as_ref()
@@ -511,8 +518,22 @@ async fn route_and_call<'s>(
     }
 }
 
-/// How the splitter and autopilot decided: `(active, to_canary, probe, by_weight_stable, bucket)`.
-type Decision = (bool, bool, bool, bool, u64);
+/// How the splitter and the autopilot decided for one request.
+#[derive(Clone, Copy)]
+struct Decision {
+    /// The route's autopilot (fallback, breaker, shadow) is on.
+    active: bool,
+    /// A WebSocket or other upgrade: served directly, never replayed.
+    upgrade: bool,
+    /// The chosen slot is the canary.
+    to_canary: bool,
+    /// A half-open breaker let this request through as a probe.
+    probe: bool,
+    /// Stable was chosen by the weight (not by an override): the request may be shadowed.
+    by_weight_stable: bool,
+    /// The request's uniform sample number (shadow sampling).
+    bucket: u64,
+}
 
 /// Calls the chosen slot: directly, or with canary fallback, or with a shadow copy to the canary.
 async fn dispatch<'s>(
@@ -522,10 +543,17 @@ async fn dispatch<'s>(
     req: Request<Body>,
     ctx: &RequestContext,
     fin: &mut Finish<'s>,
-    (active, to_canary, probe, by_weight_stable, bucket): Decision,
+    d: Decision,
 ) -> Result<Response<Body>, ApiError> {
     let control = &route.control;
-    let upgrade = req.headers().contains_key(header::UPGRADE);
+    let Decision {
+        active,
+        upgrade,
+        to_canary,
+        probe,
+        by_weight_stable,
+        bucket,
+    } = d;
     if !active || upgrade {
         let started = Instant::now();
         let answer = slot.slot.call(req, ctx).await;

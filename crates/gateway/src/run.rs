@@ -84,8 +84,7 @@ fn build_tls(
         .iter()
         .map(|f| f.to_string_lossy().into_owned())
         .collect();
-    let acceptor =
-        server::tls_acceptor_with_clients(&text[0], &text[1], text.get(2).map(String::as_str));
+    let acceptor = server::tls_acceptor(&text[0], &text[1], text.get(2).map(String::as_str));
     match which {
         Listener::Data => acceptor.map(Some),
         Listener::Admin => acceptor

@@ -38,18 +38,10 @@ pub struct ConnLimits {
 /// A TLS acceptor that can be replaced while serving (certificate rotation).
 pub type TlsSlot = Arc<ArcSwapOption<TlsAcceptor>>;
 
-/// Builds a rustls acceptor (TLS 1.2 and 1.3, ALPN h2 then http/1.1) from PEM files.
-pub fn tls_acceptor(cert: &str, key: &str) -> anyhow::Result<TlsAcceptor> {
-    tls_acceptor_with_clients(cert, key, None)
-}
-
-/// Like [`tls_acceptor`]; with `client_ca`, the handshake requires a client certificate signed by
-/// one of the CA certificates in that PEM file (mutual TLS).
-pub fn tls_acceptor_with_clients(
-    cert: &str,
-    key: &str,
-    client_ca: Option<&str>,
-) -> anyhow::Result<TlsAcceptor> {
+/// Builds a rustls acceptor (TLS 1.2 and 1.3, ALPN h2 then http/1.1) from PEM files; with
+/// `client_ca`, the handshake requires a client certificate signed by one of the CA certificates in
+/// that PEM file (mutual TLS).
+pub fn tls_acceptor(cert: &str, key: &str, client_ca: Option<&str>) -> anyhow::Result<TlsAcceptor> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| anyhow::anyhow!("reading certificate `{cert}`: {e}"))?
         .collect::<Result<_, _>>()
