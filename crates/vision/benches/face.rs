@@ -43,6 +43,9 @@ fn stages(c: &mut Criterion) {
     g.bench_function("decode_jpeg", |b| {
         b.iter(|| imageio::decode(&jpeg, u64::MAX).unwrap())
     });
+    g.bench_function("preprocess_centerface_1280", |b| {
+        b.iter(|| switchyard_vision::centerface::preprocess(&img, 1280, 736).unwrap())
+    });
     g.bench_function("detect_centerface_1280_ort", |b| {
         b.iter(|| cf.detect(&img).unwrap())
     });

@@ -4,6 +4,7 @@
 use image::RgbImage;
 
 use crate::Face;
+use crate::detector::resize_region;
 
 /// How faces are hidden.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -72,7 +73,28 @@ fn paste_ellipse(img: &mut RgbImage, patch: &RgbImage, (x0, y0, w, h): (u32, u32
 }
 
 /// The region blurred with three box-blur passes of radius `r` (edges clamp to the region).
-fn blurred(img: &RgbImage, (x0, y0, w, h): (u32, u32, u32, u32), r: u32) -> RgbImage {
+///
+/// Blurring of this strength keeps no detail finer than about `r` pixels, so it runs at a reduced
+/// scale: the region is shrunk by `k ≈ r/3` (an antialiased resize, itself a low-pass), blurred with
+/// radius `r/k`, and enlarged bilinearly. Same look, `k²` less work: a large face costs well under a
+/// millisecond instead of several.
+fn blurred(img: &RgbImage, region: (u32, u32, u32, u32), r: u32) -> RgbImage {
+    let (_, _, w, h) = region;
+    let k = (r / 3).max(1);
+    if k > 1 {
+        let (sw, sh) = (w.div_ceil(k), h.div_ceil(k));
+        let shrunk = resize_region(img, region, sw, sh)
+            .map(|small| box_blur(&small, (0, 0, sw, sh), (r / k).max(1)))
+            .and_then(|small| resize_region(&small, (0, 0, sw, sh), w, h));
+        if let Ok(patch) = shrunk {
+            return patch;
+        }
+    }
+    box_blur(img, region, r)
+}
+
+/// Three box-blur passes of radius `r` over the region, in f32.
+fn box_blur(img: &RgbImage, (x0, y0, w, h): (u32, u32, u32, u32), r: u32) -> RgbImage {
     let mut buf: Vec<[f32; 3]> = (0..h)
         .flat_map(|y| (0..w).map(move |x| (x, y)))
         .map(|(x, y)| {

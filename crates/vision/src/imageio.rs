@@ -138,11 +138,7 @@ fn decode_error(e: image::ImageError) -> Error {
 pub fn encode(img: &RgbImage, format: Format, quality: u8) -> Result<Vec<u8>> {
     let mut out = Cursor::new(Vec::with_capacity(img.as_raw().len() / 4));
     let result = match format {
-        Format::Jpeg => {
-            let enc =
-                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100));
-            img.write_with_encoder(enc)
-        }
+        Format::Jpeg => return encode_jpeg(img, quality),
         Format::Png => img.write_with_encoder(image::codecs::png::PngEncoder::new(&mut out)),
         Format::Webp => {
             img.write_with_encoder(image::codecs::webp::WebPEncoder::new_lossless(&mut out))
@@ -150,6 +146,24 @@ pub fn encode(img: &RgbImage, format: Format, quality: u8) -> Result<Vec<u8>> {
     };
     result.map_err(|e| Error::Encode(e.to_string()))?;
     Ok(out.into_inner())
+}
+
+/// Baseline JPEG, 4:2:0 chroma subsampling (libjpeg's default, what cameras write) at every quality,
+/// through `jpeg-encoder` with its AVX2 paths (chosen at run time): 3–4× faster than `image`'s encoder
+/// on a 1080p photo, which made encoding the largest cost after inference.
+fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>> {
+    let (w, h) = img.dimensions();
+    let (Ok(w), Ok(h)) = (u16::try_from(w), u16::try_from(h)) else {
+        return Err(Error::Encode(format!(
+            "JPEG holds at most 65535×65535 pixels, the image is {w}×{h}; ask for format=png"
+        )));
+    };
+    let mut out = Vec::with_capacity(img.as_raw().len() / 8);
+    let mut enc = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
+    enc.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
+    enc.encode(img.as_raw(), w, h, jpeg_encoder::ColorType::Rgb)
+        .map_err(|e| Error::Encode(e.to_string()))?;
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 
 pub mod anonymize;
 mod blazeface;
-mod centerface;
+pub mod centerface;
 mod detector;
 pub mod imageio;
 pub mod nms;
