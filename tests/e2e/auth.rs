@@ -264,6 +264,58 @@ async fn bearer_tokens_from_a_file_and_the_environment() {
     assert_eq!((status, code.as_str()), (401, "unauthorized"));
 }
 
+/// Browsers cannot set `Authorization` on a WebSocket: an upgrade may carry the token as the
+/// `access_token` query parameter (RFC 6750 §2.3); ordinary requests may not.
+#[tokio::test]
+async fn websocket_upgrades_may_carry_the_token_in_the_query_and_nothing_else_may() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+    let ws = WsEcho::start().await;
+    let cfg = format!(
+        "{}\n[[slot]]\nname = \"ws\"\nkind = \"upstream\"\nurl = \"http://{}\"\n\n[[route]]\nname = \"ws\"\npath = \"/ws\"\nstable = \"ws\"\nauth = \"bearer\"\n[route.bearer]\ntokens = [\"stream-token\"]\n",
+        listeners(""),
+        ws.addr
+    );
+    let gw = Gateway::start(&cfg);
+    let base = format!("ws://{}/ws/echo", gw.data);
+
+    let (mut sock, _) =
+        tokio_tungstenite::connect_async(format!("{base}?access_token=stream-token"))
+            .await
+            .expect("a WebSocket with the right query token is let through");
+    sock.send(Message::text("hello")).await.unwrap();
+    let echoed = sock.next().await.unwrap().unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), "hello");
+
+    for query in ["", "?access_token=wrong", "?access_token="] {
+        match tokio_tungstenite::connect_async(format!("{base}{query}")).await {
+            Err(WsError::Http(resp)) => assert_eq!(resp.status().as_u16(), 401, "{query:?}"),
+            other => panic!(
+                "{query:?}: expected 401, got {:?}",
+                other.map(|(_, r)| r.status())
+            ),
+        }
+    }
+
+    // A plain request with the token in the URL is refused (tokens in URLs end up in logs).
+    let c = client();
+    let (status, code, _, _) = call(&c, &gw.url("/ws/echo?access_token=stream-token"), None).await;
+    assert_eq!((status, code.as_str()), (401, "unauthorized"));
+    // The header still works, and wins over the query.
+    let r = c
+        .get(gw.url("/ws/echo?access_token=wrong"))
+        .header("authorization", "Bearer stream-token")
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 101);
+}
+
 #[test]
 fn check_rejects_incomplete_auth_settings() {
     let dir = tempfile::tempdir().unwrap();

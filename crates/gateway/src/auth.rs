@@ -103,9 +103,14 @@ impl Auth {
         }
     }
 
-    /// Checks the request's `Authorization` header; a JWT's claims are returned for sticky keys.
-    pub fn check(&self, headers: &HeaderMap) -> Result<Option<Claims>, Denied> {
-        let token = bearer(headers)?;
+    /// Checks the request's `Authorization` header (or, for a WebSocket upgrade only, its
+    /// `access_token` query parameter); a JWT's claims are returned for sticky keys.
+    pub fn check(&self, headers: &HeaderMap, uri: &http::Uri) -> Result<Option<Claims>, Denied> {
+        let query_token = websocket_query_token(headers, uri);
+        let token = match &query_token {
+            Some(t) if !headers.contains_key(header::AUTHORIZATION) => t.as_ref(),
+            _ => bearer(headers)?,
+        };
         match self {
             Auth::Bearer(digests) => {
                 if digests.contains(&sha256(token.as_bytes())) {
@@ -127,6 +132,25 @@ fn sha256(data: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out
+}
+
+/// The `access_token` query parameter (RFC 6750 §2.3) of a WebSocket upgrade request. Browsers
+/// cannot set headers on a WebSocket, so this is the only way a web page can authenticate a stream.
+/// Ordinary requests must use the header: a token in a URL ends up in logs and browser history.
+fn websocket_query_token<'u>(
+    headers: &HeaderMap,
+    uri: &'u http::Uri,
+) -> Option<std::borrow::Cow<'u, str>> {
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !upgrade {
+        return None;
+    }
+    form_urlencoded::parse(uri.query()?.as_bytes())
+        .find(|(k, v)| k == "access_token" && !v.trim().is_empty())
+        .map(|(_, v)| v)
 }
 
 /// The token of `Authorization: Bearer <token>`.

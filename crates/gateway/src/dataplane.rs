@@ -347,7 +347,7 @@ async fn route_and_call<'s>(
 
     let claims = match &route.auth {
         None => None,
-        Some(auth) => match auth.check(req.headers()) {
+        Some(auth) => match auth.check(req.headers(), req.uri()) {
             Ok(claims) => claims,
             Err(denied) => {
                 fin.code = Some(denied.error.code);
