@@ -316,6 +316,46 @@ async fn websocket_upgrades_may_carry_the_token_in_the_query_and_nothing_else_ma
     assert_eq!(r.status().as_u16(), 101);
 }
 
+/// On an authenticated route the result cache is per caller unless `scope = "shared"`: a hit must
+/// not tell one caller that somebody else already sent the same input.
+#[tokio::test]
+async fn the_result_cache_is_per_caller_on_authenticated_routes_unless_shared() {
+    let up = Upstream::start("v1").await;
+    let c = client();
+    for (scope, other_caller_hits) in [("", false), ("scope = \"shared\"\n", true)] {
+        let cfg = auth_config(
+            &up,
+            &format!(
+                "auth = \"bearer\"\n[route.bearer]\ntokens = [\"alice-token\", \"bob-token\"]\n[route.cache]\n{scope}"
+            ),
+            "\"ip\"",
+        );
+        let gw = Gateway::start(&cfg);
+        let url = gw.url("/api/photo?style=blur");
+        let cache = |token: &'static str| {
+            let (c, url) = (c.clone(), url.clone());
+            async move {
+                let r = c
+                    .get(&url)
+                    .header("authorization", format!("Bearer {token}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                r.headers()["x-switchyard-cache"]
+                    .to_str()
+                    .unwrap()
+                    .to_string()
+            }
+        };
+        assert_eq!(cache("alice-token").await, "miss", "{scope}");
+        assert_eq!(cache("alice-token").await, "hit", "{scope}");
+        let want = if other_caller_hits { "hit" } else { "miss" };
+        assert_eq!(cache("bob-token").await, want, "{scope}");
+        assert_eq!(cache("bob-token").await, "hit", "{scope}");
+    }
+}
+
 #[test]
 fn check_rejects_incomplete_auth_settings() {
     let dir = tempfile::tempdir().unwrap();

@@ -524,6 +524,21 @@ pub struct CacheSpec {
     /// Request headers that change the result and so are part of the key (the query string and
     /// body always are).
     pub options_headers: Vec<String>,
+    /// On routes with `auth`: whether one caller's stored answer may serve another (`shared`) or
+    /// each caller has their own entries (`caller`, the default).
+    pub scope: CacheScope,
+}
+
+/// `[route.cache] scope`: who may be served an answer stored for someone else.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheScope {
+    /// The caller's identity (JWT `iss`+`sub`, else the token) is part of the key: a hit never
+    /// tells a caller that somebody else already sent the same input.
+    #[default]
+    Caller,
+    /// Everyone who sends the same request shares the entry.
+    Shared,
 }
 
 impl Default for CacheSpec {
@@ -533,6 +548,7 @@ impl Default for CacheSpec {
             max_entry_bytes: 16 * 1024 * 1024,
             ttl_s: 3600,
             options_headers: Vec::new(),
+            scope: CacheScope::Caller,
         }
     }
 }

@@ -81,8 +81,20 @@ impl ResultCache {
         method == Method::GET || method == Method::POST
     }
 
-    /// The key of a request to `slot`.
-    pub fn key(&self, parts: &http::request::Parts, body: &[u8], slot: &SlotHandle) -> u128 {
+    /// Whether each caller of an authenticated route has their own entries.
+    pub fn per_caller(&self) -> bool {
+        self.spec.scope == switchyard_config::CacheScope::Caller
+    }
+
+    /// The key of a request to `slot`; `caller` is the authenticated identity when entries are
+    /// per caller.
+    pub fn key(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+        slot: &SlotHandle,
+        caller: Option<&[u8]>,
+    ) -> u128 {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         let mut field = |b: &[u8]| {
             // Length-prefixed, so that no two different field lists hash the same bytes.
@@ -106,6 +118,7 @@ impl ResultCache {
         }
         field(slot.name.as_bytes());
         field(slot.live_version().as_bytes());
+        field(caller.unwrap_or(b""));
         field(body);
         h.digest128()
     }

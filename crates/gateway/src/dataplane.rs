@@ -363,6 +363,22 @@ async fn route_and_call<'s>(
             }
         },
     };
+    // Who is calling, for a result cache kept per caller: the JWT's issuer and subject (stable
+    // across token renewals), else the credential itself.
+    let caller: Option<Vec<u8>> = route.auth.as_ref().map(|_| {
+        match claims
+            .as_ref()
+            .and_then(|c| Some((c.get("iss"), c.get("sub")?)))
+        {
+            Some((iss, sub)) => {
+                format!("jwt\0{}\0{sub}", iss.unwrap_or(&serde_json::Value::Null)).into_bytes()
+            }
+            None => req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .map_or_else(Vec::new, |v| v.as_bytes().to_vec()),
+        }
+    });
     let view = View {
         req: &req,
         conn,
@@ -503,7 +519,8 @@ async fn route_and_call<'s>(
             return dispatch(snap, route, slot, req, &ctx, fin, decision).await;
         }
     };
-    let key = cache.key(&parts, &bytes, slot);
+    let caller = caller.filter(|_| cache.per_caller());
+    let key = cache.key(&parts, &bytes, slot, caller.as_deref());
     if let Some(hit) = cache.get(key) {
         return Ok(hit);
     }
