@@ -272,11 +272,7 @@ async fn websocket_upgrades_may_carry_the_token_in_the_query_and_nothing_else_ma
     use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
     let ws = WsEcho::start().await;
-    let cfg = format!(
-        "{}\n[[slot]]\nname = \"ws\"\nkind = \"upstream\"\nurl = \"http://{}\"\n\n[[route]]\nname = \"ws\"\npath = \"/ws\"\nstable = \"ws\"\nauth = \"bearer\"\n[route.bearer]\ntokens = [\"stream-token\"]\n",
-        listeners(""),
-        ws.addr
-    );
+    let cfg = ws.config("auth = \"bearer\"\n[route.bearer]\ntokens = [\"stream-token\"]\n");
     let gw = Gateway::start(&cfg);
     let base = format!("ws://{}/ws/echo", gw.data);
 

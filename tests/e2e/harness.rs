@@ -202,6 +202,16 @@ pub struct WsEcho {
 }
 
 impl WsEcho {
+    /// A config with an upstream slot `ws` on this server behind the route `ws` on `/ws`, plus
+    /// `route_extra` lines in the route.
+    pub fn config(&self, route_extra: &str) -> String {
+        format!(
+            "{}\n[[slot]]\nname = \"ws\"\nkind = \"upstream\"\nurl = \"http://{}\"\n\n[[route]]\nname = \"ws\"\npath = \"/ws\"\nstable = \"ws\"\n{route_extra}",
+            listeners(""),
+            self.addr
+        )
+    }
+
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -165,12 +165,7 @@ async fn hundred_megabytes_stream_both_ways_in_bounded_memory() {
 #[tokio::test]
 async fn websocket_upgrade_is_passed_through() {
     let ws = WsEcho::start().await;
-    let config = format!(
-        "{}\n[[slot]]\nname = \"ws\"\nkind = \"upstream\"\nurl = \"http://{}\"\n\n[[route]]\nname = \"ws\"\npath = \"/ws\"\nstable = \"ws\"\n",
-        listeners(""),
-        ws.addr
-    );
-    let gw = Gateway::start(&config);
+    let gw = Gateway::start(&ws.config(""));
     let (mut sock, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws/echo", gw.data))
         .await
         .unwrap();
