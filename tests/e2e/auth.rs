@@ -350,6 +350,35 @@ async fn the_result_cache_is_per_caller_on_authenticated_routes_unless_shared() 
         assert_eq!(cache("bob-token").await, want, "{scope}");
         assert_eq!(cache("bob-token").await, "hit", "{scope}");
     }
+
+    // With JWTs the caller is the issuer + subject: a renewed token of the same user hits, another
+    // user misses.
+    let secret = std::fs::read_to_string(fixture("secret.txt")).unwrap();
+    let cfg = auth_config(
+        &up,
+        &format!(
+            "auth = \"jwt\"\n[route.jwt]\nsecret_env = \"TEST_JWT_SECRET\"\nissuer = \"{ISS}\"\naudience = [\"{AUD}\"]\n[route.cache]\n"
+        ),
+        "\"ip\"",
+    );
+    let gw = Gateway::start_with_env(&cfg, &[("TEST_JWT_SECRET", &secret)]);
+    let t = tokens();
+    assert_ne!(t["hs_valid"], t["hs_valid_renewed"]);
+    for (token, want) in [
+        ("hs_valid", "miss"),
+        ("hs_valid_renewed", "hit"),
+        ("user0", "miss"),
+        ("user0", "hit"),
+    ] {
+        let r = c
+            .get(gw.url("/api/photo?style=blur"))
+            .header("authorization", format!("Bearer {}", t[token]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{token}");
+        assert_eq!(r.headers()["x-switchyard-cache"], want, "{token}");
+    }
 }
 
 #[test]

@@ -69,6 +69,8 @@ def main() -> None:
 
     t = {
         "hs_valid": jwt.encode(claims(), secret, algorithm="HS256"),
+        # The same user later: another token (other iat), the same issuer and subject.
+        "hs_valid_renewed": jwt.encode(claims(iat=PAST + 60), secret, algorithm="HS256"),
         "hs_expired": jwt.encode(claims(exp=PAST), secret, algorithm="HS256"),
         "hs_wrong_aud": jwt.encode(claims(aud="another-api"), secret, algorithm="HS256"),
         "hs_wrong_iss": jwt.encode(claims(iss="https://evil.example"), secret, algorithm="HS256"),
