@@ -51,6 +51,9 @@ version = "1.0"
 name = "asr"
 path = "/v1/asr"
 stable = "asr-v1"
+auth = "bearer"
+[route.bearer]
+tokens = ["speech-test-token"]
 
 [history]
 path = "{history}"
@@ -98,6 +101,7 @@ fn the_web_console_works_in_a_real_browser() {
         .env("CONSOLE_URL", format!("http://{}", gw.data))
         .env("ADMIN_URL", format!("http://{}", gw.admin))
         .env("ADMIN_TOKEN", "console-test-token")
+        .env("SPEECH_TOKEN", "speech-test-token")
         .env("PHOTO", repo(".cache/testdata/t1.jpg"))
         .env("SPEECH_FILE", repo(".cache/testdata/asr/1.wav"))
         .env("SPEECH_TEXT", clip["hyp"].as_str().unwrap())

@@ -25,6 +25,40 @@ function show(): void {
   if (page === "speech") void refreshHistory();
 }
 
+// ---------- API tokens for routes with auth ----------
+// Typed by the user and kept in this tab's sessionStorage only: never a cookie, so no other page's
+// requests carry it, and gone when the tab closes.
+
+function tokenOf(route: RouteInfo): string {
+  return sessionStorage.getItem(`switchyard.token.${route.name}`) ?? "";
+}
+
+function authHeaders(route: RouteInfo): Record<string, string> {
+  const t = tokenOf(route);
+  return t ? { authorization: `Bearer ${t}` } : {};
+}
+
+function tokenField(route: RouteInfo): HTMLElement {
+  const id = `token-${route.name}`;
+  const field = h("input", { type: "password", id, autocomplete: "off", spellcheck: "false" });
+  field.value = tokenOf(route);
+  field.addEventListener("input", () => {
+    const v = field.value.trim();
+    if (v) sessionStorage.setItem(`switchyard.token.${route.name}`, v);
+    else sessionStorage.removeItem(`switchyard.token.${route.name}`);
+  });
+  field.addEventListener("change", () => {
+    if (route.kind === "asr") void refreshHistory();
+  });
+  return h(
+    "div",
+    { class: "token" },
+    h("p", { class: "notice", text: `${route.name} needs an API token (${route.auth}); it stays in this browser tab only.` }),
+    h("label", { for: id, text: "API token" }),
+    field,
+  );
+}
+
 // ---------- try the new version ----------
 
 function canarySwitch(box: HTMLElement): void {
@@ -34,14 +68,7 @@ function canarySwitch(box: HTMLElement): void {
     box.append(h("p", { class: "muted", text: "This gateway has no route for this service." }));
     return;
   }
-  if (route.auth !== "none") {
-    box.append(
-      h("p", {
-        class: "notice",
-        text: `${route.name} needs an API token (${route.auth}); this page sends none, so its requests will be refused.`,
-      }),
-    );
-  }
+  if (route.auth !== "none") box.append(tokenField(route));
   if (!route.try || !route.canary) {
     box.append(h("p", { class: "muted", text: `No new version of ${route.name} is being tried right now.` }));
     return;
@@ -105,7 +132,7 @@ async function anonymise(file: File): Promise<void> {
   try {
     resp = await fetch(`${route.path}/blur?style=${encodeURIComponent(style)}&strength=${encodeURIComponent(strength)}`, {
       method: "POST",
-      headers: { "content-type": file.type || "application/octet-stream" },
+      headers: { "content-type": file.type || "application/octet-stream", ...authHeaders(route) },
       body: file,
     });
   } catch (e) {
@@ -203,6 +230,7 @@ function transcribe(file: File): void {
   const xhr = new XMLHttpRequest();
   xhr.open("POST", `${route.path}/transcribe`);
   xhr.setRequestHeader("content-type", file.type || "application/octet-stream");
+  for (const [k, v] of Object.entries(authHeaders(route))) xhr.setRequestHeader(k, v);
   xhr.responseType = "json";
   xhr.upload.onprogress = (e) => {
     if (e.lengthComputable) progress.value = Math.round((100 * e.loaded) / e.total);
@@ -260,7 +288,10 @@ async function startMic(): Promise<void> {
   }
   const ctx = new AudioContext();
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${scheme}://${location.host}${route.path}/stream?sample_rate=${ctx.sampleRate}`);
+  // A browser cannot set Authorization on a WebSocket: the gateway takes the token from the query.
+  const token = tokenOf(route);
+  const auth = token ? `&access_token=${encodeURIComponent(token)}` : "";
+  const ws = new WebSocket(`${scheme}://${location.host}${route.path}/stream?sample_rate=${ctx.sampleRate}${auth}`);
   ws.binaryType = "arraybuffer";
   $("#live-final").textContent = "";
   $("#live-partial").textContent = "";
@@ -340,7 +371,7 @@ async function refreshHistory(): Promise<void> {
   const q = historyQuery();
   $<HTMLAnchorElement>("#history-csv").href = `${route.path}/history.csv?${q}`;
   q.set("limit", "200");
-  const r = await fetch(`${route.path}/history?${q}`, { cache: "no-store" });
+  const r = await fetch(`${route.path}/history?${q}`, { cache: "no-store", headers: authHeaders(route) });
   const body = $("#history tbody");
   if (!r.ok) {
     status.textContent = await errorOf(r);
@@ -381,6 +412,26 @@ function setupSpeech(): void {
     void refreshHistory();
   });
   for (const id of ["#history-slot", "#history-version"]) $(id).addEventListener("change", () => void refreshHistory());
+  // A plain link cannot carry the token: with one, the CSV is fetched with it and saved from memory.
+  const csv = $<HTMLAnchorElement>("#history-csv");
+  csv.addEventListener("click", (e) => {
+    const route = routeOf("asr");
+    if (!route || !tokenOf(route)) return;
+    e.preventDefault();
+    void (async () => {
+      const r = await fetch(csv.href, { headers: authHeaders(route) });
+      if (!r.ok) {
+        $("#history-status").textContent = await errorOf(r);
+        return;
+      }
+      const url = URL.createObjectURL(await r.blob());
+      const a = h("a", { href: url, download: "history.csv" });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 10000);
+    })();
+  });
 }
 
 async function start(): Promise<void> {

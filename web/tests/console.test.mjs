@@ -15,6 +15,7 @@ const env = (k) => {
 const BASE = env("CONSOLE_URL"); // http://127.0.0.1:PORT
 const ADMIN = env("ADMIN_URL"); // the admin listener, to check state independently of the page
 const TOKEN = env("ADMIN_TOKEN");
+const SPEECH_TOKEN = env("SPEECH_TOKEN"); // the speech route has auth = "bearer"
 const PHOTO = env("PHOTO");
 const SPEECH = env("SPEECH_FILE");
 const SPEECH_TEXT = env("SPEECH_TEXT");
@@ -175,13 +176,30 @@ test("try the new version: the switch sends this browser to the canary, persists
   noConsoleErrors();
 });
 
+/** Uploads the speech clip and waits for its result card. */
+async function uploadSpeech() {
+  const before = await page.locator("#asr-results li").count();
+  await page.setInputFiles("#asr-files", SPEECH);
+  await page.waitForFunction((n) => {
+    const li = document.querySelectorAll("#asr-results li");
+    return li.length > n && li[0].dataset.state !== "pending";
+  }, before, { timeout: 60000 });
+  return page.locator("#asr-results li").first();
+}
+
 test("speech: an uploaded LibriSpeech clip gives the reference transcript and lands in the history", async () => {
+  // The speech route needs a token: refused without one (the history too), served once it is typed in.
+  allowedErrors = ["status of 401"];
   await page.goto(`${BASE}/ui/#speech`);
   await page.waitForSelector("#speech:not([hidden])");
   await labelled();
-  await page.setInputFiles("#asr-files", SPEECH);
-  const item = page.locator("#asr-results li").first();
-  await page.waitForFunction(() => document.querySelector("#asr-results li")?.dataset.state !== "pending", null, { timeout: 60000 });
+  await page.waitForFunction(() => /HTTP 401/.test(document.querySelector("#history-status")?.textContent ?? ""));
+  let item = await uploadSpeech();
+  assert.equal(await item.getAttribute("data-state"), "error");
+  assert.match(await item.locator(".status").textContent(), /HTTP 401/);
+  allowedErrors = [];
+  await page.getByLabel("API token").fill(SPEECH_TOKEN);
+  item = await uploadSpeech();
   assert.equal(await item.getAttribute("data-state"), "done", await item.textContent());
   assert.equal((await item.locator(".transcript").textContent()).trim(), SPEECH_TEXT);
   assert.equal(await item.locator("progress").evaluate((p) => p.value), 100);
@@ -189,16 +207,19 @@ test("speech: an uploaded LibriSpeech clip gives the reference transcript and la
   await page.click("#history-form button[type=submit]");
   await page.waitForFunction(() => document.querySelector("#history-status")?.textContent?.startsWith("1 recognition"));
   assert.match(await page.locator("#history tbody tr").first().textContent(), /DISHONOURED BOSOM/);
-  const csv = await page.locator("#history-csv").getAttribute("href");
-  const r = await fetch(`${BASE}${csv}`);
-  assert.equal(r.status, 200);
-  assert.match(await r.text(), /DISHONOURED BOSOM/);
+  // The CSV link fetches with the token and saves the file.
+  const [download] = await Promise.all([page.waitForEvent("download"), page.click("#history-csv")]);
+  const csvFile = join(ARTIFACTS, "history.csv");
+  await download.saveAs(csvFile);
+  assert.match(readFileSync(csvFile, "utf8"), /DISHONOURED BOSOM/);
   await shot("speech");
   noConsoleErrors();
 });
 
 test("speech: the microphone streams over the WebSocket with partial, then final text", async () => {
   await page.goto(`${BASE}/ui/#speech`);
+  // The token typed in the previous test is still in this tab; the stream carries it in its URL.
+  assert.equal(await page.getByLabel("API token").inputValue(), SPEECH_TOKEN);
   await page.click("#mic-start");
   await page.waitForFunction(() => (document.querySelector("#live-partial")?.textContent ?? "").trim().length > 0, null, { timeout: 30000 });
   const partial = await page.locator("#live-partial").textContent();
