@@ -39,6 +39,20 @@ sticky = [{sticky}]
     )
 }
 
+/// A gateway whose `/api` route takes HS256 JWTs signed with the fixtures' secret (from the
+/// environment) for the fixtures' issuer and audience, plus `extra` lines in the route.
+fn hs256_gateway(up: &Upstream, extra: &str) -> Gateway {
+    let secret = std::fs::read_to_string(fixture("secret.txt")).unwrap();
+    let cfg = auth_config(
+        up,
+        &format!(
+            "auth = \"jwt\"\n[route.jwt]\nsecret_env = \"TEST_JWT_SECRET\"\nissuer = \"{ISS}\"\naudience = [\"{AUD}\"]\n{extra}"
+        ),
+        "\"ip\"",
+    );
+    Gateway::start_with_env(&cfg, &[("TEST_JWT_SECRET", &secret)])
+}
+
 /// Status, error code and `WWW-Authenticate` of a GET with `Authorization: <auth>`.
 async fn call(c: &reqwest::Client, url: &str, auth: Option<&str>) -> (u16, String, String, Value) {
     let mut rb = c.get(url);
@@ -60,15 +74,7 @@ async fn call(c: &reqwest::Client, url: &str, auth: Option<&str>) -> (u16, Strin
 #[tokio::test]
 async fn jwt_hs256_checks_signature_expiry_issuer_and_audience_and_refuses_alg_none() {
     let up = Upstream::start("v1").await;
-    let secret = std::fs::read_to_string(fixture("secret.txt")).unwrap();
-    let cfg = auth_config(
-        &up,
-        &format!(
-            "auth = \"jwt\"\n[route.jwt]\nsecret_env = \"TEST_JWT_SECRET\"\nissuer = \"{ISS}\"\naudience = [\"{AUD}\"]\n"
-        ),
-        "\"ip\"",
-    );
-    let gw = Gateway::start_with_env(&cfg, &[("TEST_JWT_SECRET", &secret)]);
+    let gw = hs256_gateway(&up, "");
     let c = client();
     let url = gw.url("/api/x");
     let t = tokens();
@@ -353,15 +359,7 @@ async fn the_result_cache_is_per_caller_on_authenticated_routes_unless_shared() 
 
     // With JWTs the caller is the issuer + subject: a renewed token of the same user hits, another
     // user misses.
-    let secret = std::fs::read_to_string(fixture("secret.txt")).unwrap();
-    let cfg = auth_config(
-        &up,
-        &format!(
-            "auth = \"jwt\"\n[route.jwt]\nsecret_env = \"TEST_JWT_SECRET\"\nissuer = \"{ISS}\"\naudience = [\"{AUD}\"]\n[route.cache]\n"
-        ),
-        "\"ip\"",
-    );
-    let gw = Gateway::start_with_env(&cfg, &[("TEST_JWT_SECRET", &secret)]);
+    let gw = hs256_gateway(&up, "[route.cache]\n");
     let t = tokens();
     assert_ne!(t["hs_valid"], t["hs_valid_renewed"]);
     for (token, want) in [
