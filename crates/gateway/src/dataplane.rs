@@ -363,22 +363,6 @@ async fn route_and_call<'s>(
             }
         },
     };
-    // Who is calling, for a result cache kept per caller: the JWT's issuer and subject (stable
-    // across token renewals), else the credential itself.
-    let caller: Option<Vec<u8>> = route.auth.as_ref().map(|_| {
-        match claims
-            .as_ref()
-            .and_then(|c| Some((c.get("iss"), c.get("sub")?)))
-        {
-            Some((iss, sub)) => {
-                format!("jwt\0{}\0{sub}", iss.unwrap_or(&serde_json::Value::Null)).into_bytes()
-            }
-            None => req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .map_or_else(Vec::new, |v| v.as_bytes().to_vec()),
-        }
-    });
     let view = View {
         req: &req,
         conn,
@@ -519,7 +503,11 @@ async fn route_and_call<'s>(
             return dispatch(snap, route, slot, req, &ctx, fin, decision).await;
         }
     };
-    let caller = caller.filter(|_| cache.per_caller());
+    let caller = route
+        .auth
+        .as_ref()
+        .filter(|_| cache.per_caller())
+        .map(|_| caller_identity(claims.as_ref(), &parts.headers));
     let key = cache.key(&parts, &bytes, slot, caller.as_deref());
     if let Some(hit) = cache.get(key) {
         return Ok(hit);
@@ -532,6 +520,19 @@ async fn route_and_call<'s>(
         Ok(cache.store(key, resp).await)
     } else {
         Ok(resp)
+    }
+}
+
+/// Who is calling an authenticated route, for a result cache kept per caller: the JWT's issuer and
+/// subject (stable across token renewals), else the credential itself.
+fn caller_identity(claims: Option<&crate::auth::Claims>, headers: &http::HeaderMap) -> Vec<u8> {
+    match claims.and_then(|c| Some((c.get("iss"), c.get("sub")?))) {
+        Some((iss, sub)) => {
+            format!("jwt\0{}\0{sub}", iss.unwrap_or(&serde_json::Value::Null)).into_bytes()
+        }
+        None => headers
+            .get(header::AUTHORIZATION)
+            .map_or_else(Vec::new, |v| v.as_bytes().to_vec()),
     }
 }
 
