@@ -296,32 +296,26 @@ async fn ramp_promotes_a_healthy_canary_and_rolls_back_a_failing_one() {
     assert_eq!(r.status(), 409);
 }
 
-#[tokio::test]
-async fn shadow_rolls_back_a_worse_face_model_without_touching_responses() {
-    let photo = std::fs::read(repo(".cache/testdata/t1.jpg")).unwrap();
-    // Stable CenterFace finds the 6 faces of the group photo; the canary, BlazeFace's selfie model,
-    // finds none at this distance: fast, error-free, and worse at its job.
-    let cfg = format!(
-        r#"{}
-[[slot]]
-name = "center"
-kind = "face"
-detector = "centerface"
-model = "{}"
-
-[[slot]]
-name = "front"
-kind = "face"
-detector = "blazeface-front"
-model = "{}"
-
+/// Two slots (`slots`, TOML) behind route `api` on `path`, stable `stable`, canary `canary` at 0 %, with
+/// every request shadowed to the canary (one at a time) and a ramp that the shadow `gate` (a
+/// `[route.ramp]` line) decides after 3 shadow samples; `route_extra` goes into the route.
+fn shadow_gate_config(
+    slots: &str,
+    path: &str,
+    (stable, canary): (&str, &str),
+    route_extra: &str,
+    gate: &str,
+) -> String {
+    format!(
+        r#"{listeners}
+{slots}
 [[route]]
 name = "api"
-path = "/v1/face"
-stable = "center"
-canary = "front"
+path = "{path}"
+stable = "{stable}"
+canary = "{canary}"
 canary_weight = 0
-
+{route_extra}
 [route.shadow]
 percent = 100
 max_concurrency = 1
@@ -330,12 +324,55 @@ max_concurrency = 1
 steps = [50, 100]
 interval_s = 30
 min_requests = 1000
-min_face_f1 = 0.8
+{gate}
 min_shadow_samples = 3
 "#,
-        listeners(""),
+        listeners = listeners(""),
+    )
+}
+
+/// Waits up to `within_s` for route `api`'s ramp to roll back, and checks that the reason names
+/// `reason`, the canary is back at 0 % and the shadow metric `gauge` is exported. Returns the state.
+async fn expect_shadow_rollback(
+    c: &reqwest::Client,
+    gw: &Gateway,
+    within_s: u64,
+    reason: &str,
+    gauge: &str,
+) -> Value {
+    let st = wait_route(c, gw, within_s, |s| {
+        s["autopilot"]["ramp"]["phase"]["state"] == "rolled_back"
+    })
+    .await;
+    let why = st["autopilot"]["ramp"]["phase"]["reason"].as_str().unwrap();
+    assert!(why.contains(reason), "{why}");
+    assert_eq!(st["canary_weight"], 0.0);
+    assert!(
+        metrics_text(c, gw)
+            .await
+            .contains(&format!("{gauge}{{route=\"api\"}}")),
+        "{gauge} missing"
+    );
+    st
+}
+
+#[tokio::test]
+async fn shadow_rolls_back_a_worse_face_model_without_touching_responses() {
+    let photo = std::fs::read(repo(".cache/testdata/t1.jpg")).unwrap();
+    // Stable CenterFace finds the 6 faces of the group photo; the canary, BlazeFace's selfie model,
+    // finds none at this distance: fast, error-free, and worse at its job.
+    let slots = format!(
+        "[[slot]]\nname = \"center\"\nkind = \"face\"\ndetector = \"centerface\"\nmodel = \"{}\"\n\n\
+         [[slot]]\nname = \"front\"\nkind = \"face\"\ndetector = \"blazeface-front\"\nmodel = \"{}\"\n",
         repo("models/centerface/centerface.onnx"),
         repo("models/blazeface/face_detection_front_128x128.onnx"),
+    );
+    let cfg = shadow_gate_config(
+        &slots,
+        "/v1/face",
+        ("center", "front"),
+        "",
+        "min_face_f1 = 0.8",
     );
     let gw = Gateway::start(&cfg);
     let c = client();
@@ -360,21 +397,10 @@ min_shadow_samples = 3
     for v in &stable_answers {
         assert_eq!(v["faces"], plain["faces"]);
     }
-    let st = wait_route(&c, &gw, 20, |s| {
-        s["autopilot"]["ramp"]["phase"]["state"] == "rolled_back"
-    })
-    .await;
-    let reason = st["autopilot"]["ramp"]["phase"]["reason"].as_str().unwrap();
-    assert!(reason.contains("shadow face F1"), "{reason}");
-    assert_eq!(st["canary_weight"], 0.0);
+    let st =
+        expect_shadow_rollback(&c, &gw, 20, "shadow face F1", "switchyard_shadow_face_f1").await;
     let shadow = &st["autopilot"]["shadow"];
     assert!(shadow["peak_running"].as_u64().unwrap() <= 1, "{shadow}");
-    assert!(
-        metrics_text(&c, &gw)
-            .await
-            .contains("switchyard_shadow_face_f1{route=\"api\"}"),
-        "F1 gauge missing"
-    );
 }
 
 #[tokio::test]
@@ -701,44 +727,18 @@ max_p95_ms = 300
 async fn a_worse_speech_model_is_rolled_back_by_the_shadow_wer_gate() {
     // The canary is the reference model with a noisy joiner (tests/reference/worse_asr.py): it answers
     // fast and without errors, but gets words wrong.
-    let cfg = format!(
-        r#"{}
-[[slot]]
-name = "asr-good"
-kind = "asr"
-family = "transducer"
-model_dir = "{}"
-version = "1.0"
-
-[[slot]]
-name = "asr-worse"
-kind = "asr"
-family = "transducer"
-model_dir = "{}"
-version = "1.1-noisy"
-
-[[route]]
-name = "api"
-path = "/v1/asr"
-stable = "asr-good"
-canary = "asr-worse"
-canary_weight = 0
-sticky = ["header:x-user-id"]
-
-[route.shadow]
-percent = 100
-max_concurrency = 1
-
-[route.ramp]
-steps = [50, 100]
-interval_s = 30
-min_requests = 1000
-max_wer = 0.15
-min_shadow_samples = 3
-"#,
-        listeners(""),
+    let slots = format!(
+        "[[slot]]\nname = \"asr-good\"\nkind = \"asr\"\nfamily = \"transducer\"\nmodel_dir = \"{}\"\nversion = \"1.0\"\n\n\
+         [[slot]]\nname = \"asr-worse\"\nkind = \"asr\"\nfamily = \"transducer\"\nmodel_dir = \"{}\"\nversion = \"1.1-noisy\"\n",
         repo("models/asr/zipformer-en-3m"),
         repo(".cache/reference/asr-worse"),
+    );
+    let cfg = shadow_gate_config(
+        &slots,
+        "/v1/asr",
+        ("asr-good", "asr-worse"),
+        "sticky = [\"header:x-user-id\"]",
+        "max_wer = 0.15",
     );
     let gw = Gateway::start(&cfg);
     let c = client();
@@ -768,19 +768,7 @@ min_shadow_samples = 3
         }
     }
     assert!(stable >= 3, "only {stable} requests stayed on stable");
-    let st = wait_route(&c, &gw, 30, |s| {
-        s["autopilot"]["ramp"]["phase"]["state"] == "rolled_back"
-    })
-    .await;
-    let reason = st["autopilot"]["ramp"]["phase"]["reason"].as_str().unwrap();
-    assert!(reason.contains("shadow WER"), "{reason}");
-    assert_eq!(st["canary_weight"], 0.0);
+    let st = expect_shadow_rollback(&c, &gw, 30, "shadow WER", "switchyard_shadow_wer").await;
     let wer = st["autopilot"]["shadow"]["wer"].as_f64().unwrap();
     assert!(wer > 0.15, "shadow WER {wer}");
-    assert!(
-        metrics_text(&c, &gw)
-            .await
-            .contains("switchyard_shadow_wer{route=\"api\"}"),
-        "WER gauge missing"
-    );
 }
