@@ -154,7 +154,8 @@ pub fn encode(img: &RgbImage, format: Format, quality: u8) -> Result<Vec<u8>> {
 fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>> {
     let (w, h) = img.dimensions();
     let (Ok(w), Ok(h)) = (u16::try_from(w), u16::try_from(h)) else {
-        return Err(Error::Encode(format!(
+        // The client's image is fine, JPEG just cannot hold it: a 413 that says what to ask for.
+        return Err(Error::TooLarge(format!(
             "JPEG holds at most 65535×65535 pixels, the image is {w}×{h}; ask for format=png"
         )));
     };
@@ -186,6 +187,16 @@ mod tests {
             let d = decode(&encode(&img, f, 95).unwrap(), 1 << 20).unwrap();
             assert_eq!((d.format, d.image.dimensions()), (f, (32, 16)));
         }
+    }
+
+    #[test]
+    fn an_image_wider_than_jpeg_allows_is_refused_as_too_large() {
+        let wide = RgbImage::new(65536, 1);
+        assert!(matches!(
+            encode(&wide, Format::Jpeg, 90),
+            Err(Error::TooLarge(m)) if m.contains("format=png")
+        ));
+        assert!(encode(&wide, Format::Png, 90).is_ok());
     }
 
     #[test]
