@@ -100,7 +100,7 @@ pub fn overloaded(running: usize, queued: usize) -> ApiError {
 
 /// CPU cores this process may use (2 when unknown).
 pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+    switchyard_infer::cores()
 }
 
 #[cfg(test)]

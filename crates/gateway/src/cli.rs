@@ -48,7 +48,7 @@ impl ModelArgs {
     }
 
     /// Loads the detector for `workers` images at once: one session each, the cores shared among
-    /// them unless `--threads` says otherwise.
+    /// them (and all of them for an image alone) unless `--threads` says otherwise.
     fn load_for(&self, workers: usize) -> anyhow::Result<FaceDetector> {
         let kind = DetectorKind::parse(&self.detector).ok_or_else(|| {
             anyhow::anyhow!(
@@ -69,11 +69,10 @@ impl ModelArgs {
                 .device
                 .parse::<Device>()
                 .map_err(|e| anyhow::anyhow!(e))?,
-            threads: match self.threads {
-                0 if workers > 1 => (crate::admission::cores() / workers).max(1),
-                n => n,
-            },
+            threads: self.threads,
             sessions: workers,
+            // The cores shared among the workers; the last photo alone gets them all.
+            adaptive_threads: self.threads == 0,
             ..Default::default()
         };
         let params = DetectorParams {

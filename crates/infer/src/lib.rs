@@ -186,9 +186,19 @@ impl Runtime {
                     ));
                 };
                 let path = path.canonicalize().unwrap_or_else(|_| path.clone());
-                let env = ort::init_from(&path)
-                    .map_err(|e| format!("cannot load `{}`: {e}", path.display()))?
+                let builder = ort::init_from(&path)
+                    .map_err(|e| format!("cannot load `{}`: {e}", path.display()))?;
+                // The shared pool (after the library is loaded): one thread per core, the caller of
+                // a run being one of them; idle threads sleep instead of spinning so that they take
+                // no CPU from other work.
+                let pool = ort::environment::GlobalThreadPoolOptions::default()
+                    .with_intra_threads(cores())
+                    .and_then(|o| o.with_inter_threads(1))
+                    .and_then(|o| o.with_spin_control(false))
+                    .map_err(|e| format!("cannot configure the shared thread pool: {e}"))?;
+                let env = builder
                     .with_name("switchyard")
+                    .with_global_thread_pool(pool)
                     .build()
                     .map_err(|e| format!("cannot create the environment from `{}`: {e}", path.display()))?;
                 tracing::info!(library = %path.display(), api = ort::MINOR_VERSION, "ONNX Runtime loaded");
@@ -202,6 +212,11 @@ impl Runtime {
     pub fn loaded() -> Option<Arc<Runtime>> {
         RUNTIME.get().and_then(|r| r.as_ref().ok().cloned())
     }
+}
+
+/// CPU cores this process may use (2 when unknown).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// A dense tensor.
@@ -276,6 +291,12 @@ pub struct LoadOptions {
     pub threads: usize,
     /// ONNX Runtime sessions in the pool: how many requests run at once on this model.
     pub sessions: usize,
+    /// ONNX Runtime on the CPU with several sessions: also keep one session on the process-wide
+    /// thread pool (one thread per core). A run made while the model serves no other request (see
+    /// [`Model::request`]) takes it and uses every core; runs made while requests overlap take the
+    /// pool's own sessions, `threads` each (0: the cores divided among the sessions), so that
+    /// concurrent requests neither idle a core nor oversubscribe the machine.
+    pub adaptive_threads: bool,
 
     /// Graph edits applied before either engine sees the model.
     pub patches: Vec<Patch>,
@@ -291,6 +312,7 @@ impl Default for LoadOptions {
             device_fallback: false,
             threads: 0,
             sessions: 1,
+            adaptive_threads: false,
             patches: Vec::new(),
             ort_library: None,
         }
@@ -302,6 +324,8 @@ type TractPlan = TypedSimplePlan;
 enum Backend {
     Ort {
         sessions: Vec<Mutex<ort::session::Session>>,
+        /// The session on the shared thread pool, for a request alone (`adaptive_threads`).
+        alone: Option<Mutex<ort::session::Session>>,
         /// Each session's arena allocator, for memory statistics.
         allocators: Mutex<Vec<ort::memory::Allocator>>,
     },
@@ -330,6 +354,20 @@ pub struct Model {
     pub metadata: HashMap<String, String>,
     /// How long loading took, in seconds.
     pub load_seconds: f64,
+    /// Requests being served on the model (see [`Model::request`]).
+    requests: std::sync::atomic::AtomicUsize,
+    /// Runs made on the all-cores session.
+    alone_runs: std::sync::atomic::AtomicU64,
+}
+
+/// Marks one request in progress on a [`Model`] while it lives; from [`Model::request`].
+#[must_use = "the request counts only while the guard lives"]
+pub struct RequestGuard<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for RequestGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A model input as declared in the file.
@@ -404,25 +442,43 @@ impl Model {
                 let rt = Runtime::init(opts.ort_library.as_deref())?;
                 let bytes = prost::Message::encode_to_vec(&proto);
                 let mut device = opts.device;
+                let adaptive = opts.adaptive_threads && opts.sessions > 1 && cores() > 1;
+                let narrow = LoadOptions {
+                    threads: match opts.threads {
+                        0 if adaptive => (cores() / opts.sessions).max(1),
+                        n => n,
+                    },
+                    ..opts.clone()
+                };
                 let mut sessions = Vec::new();
                 for _ in 0..opts.sessions.max(1) {
                     let (session, used) =
-                        ort_session(&rt, &bytes, opts, device).map_err(load_err)?;
+                        ort_session(&rt, &bytes, &narrow, device, false).map_err(load_err)?;
                     device = used;
                     sessions.push(Mutex::new(session));
                 }
+                let alone = match device {
+                    Device::Cpu if adaptive => Some(Mutex::new(
+                        ort_session(&rt, &bytes, opts, device, true)
+                            .map_err(load_err)?
+                            .0,
+                    )),
+                    _ => None,
+                };
                 let cuda = match device {
                     Device::Cuda(id) => Some(id),
                     Device::Cpu => None,
                 };
                 let allocators = sessions
                     .iter()
+                    .chain(&alone)
                     .filter_map(|s| s.lock().ok())
                     .filter_map(|s| memory::arena_allocator(&s, cuda))
                     .collect();
                 (
                     Backend::Ort {
                         sessions,
+                        alone,
                         allocators: Mutex::new(allocators),
                     },
                     device,
@@ -454,7 +510,23 @@ impl Model {
             outputs,
             metadata,
             load_seconds: started.elapsed().as_secs_f64(),
+            requests: std::sync::atomic::AtomicUsize::new(0),
+            alone_runs: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Marks a request in progress on the model until the guard is dropped: the whole request
+    /// (decoding, inference, encoding), so that with `adaptive_threads` a run knows whether other
+    /// requests overlap it, even when they are not inferring at that moment.
+    pub fn request(&self) -> RequestGuard<'_> {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        RequestGuard(&self.requests)
+    }
+
+    /// How many runs so far took the all-cores session of `adaptive_threads` (a request alone).
+    pub fn alone_runs(&self) -> u64 {
+        self.alone_runs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs the model on named inputs; returns the outputs in graph order. Blocking.
@@ -469,7 +541,9 @@ impl Model {
             }
         }
         match &self.backend {
-            Backend::Ort { sessions, .. } => self.run_ort(sessions, inputs),
+            Backend::Ort {
+                sessions, alone, ..
+            } => self.run_ort(sessions, alone.as_ref(), inputs),
             Backend::Tract { proto, plans } => self.run_tract(proto, plans, inputs),
         }
     }
@@ -477,6 +551,7 @@ impl Model {
     fn run_ort(
         &self,
         sessions: &[Mutex<ort::session::Session>],
+        alone: Option<&Mutex<ort::session::Session>>,
         inputs: Vec<(&str, Tensor)>,
     ) -> Result<Vec<Tensor>> {
         let run_err = |e: ort::Error| Error::Run(e.to_string());
@@ -496,8 +571,15 @@ impl Model {
             };
             values.push((name.to_string().into(), value.into()));
         }
-        // A free session if there is one, else wait for the first.
-        let mut guard = match sessions.iter().find_map(|s| s.try_lock().ok()) {
+        // Alone: every core. Else a free session if there is one, else wait for the first.
+        let solo = alone
+            .filter(|_| self.requests.load(std::sync::atomic::Ordering::Relaxed) <= 1)
+            .and_then(|s| s.try_lock().ok());
+        if solo.is_some() {
+            self.alone_runs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let mut guard = match solo.or_else(|| sessions.iter().find_map(|s| s.try_lock().ok())) {
             Some(g) => g,
             None => sessions[0]
                 .lock()
@@ -672,21 +754,28 @@ fn tvec_of(shape: &[usize]) -> tract_onnx::prelude::TVec<usize> {
     v
 }
 
+/// Builds a session on its own thread pool, or (`shared_pool`) on the process-wide one.
 fn ort_session(
     rt: &Runtime,
     bytes: &[u8],
     opts: &LoadOptions,
     device: Device,
+    shared_pool: bool,
 ) -> std::result::Result<(ort::session::Session, Device), String> {
     let build = |device: Device| -> std::result::Result<ort::session::Session, String> {
         let mut b = ort::session::Session::builder(&rt.env).map_err(|e| e.to_string())?;
         b = b
             .with_optimization_level(ort::session::builder::GraphOptimizationLevel::Level3)
             .map_err(|e| e.to_string())?;
-        if opts.threads > 0 {
+        if !shared_pool {
             b = b
-                .with_intra_threads(opts.threads)
+                .with_independent_thread_pool()
                 .map_err(|e| e.to_string())?;
+            if opts.threads > 0 {
+                b = b
+                    .with_intra_threads(opts.threads)
+                    .map_err(|e| e.to_string())?;
+            }
         }
         if let Device::Cuda(id) = device {
             b = b

@@ -137,3 +137,68 @@ fn onnx_runtime_reports_the_memory_a_model_holds() {
         "{after_small:?} then {after_big:?}"
     );
 }
+
+#[test]
+fn adaptive_threads_use_every_core_for_a_request_alone_and_own_sessions_when_requests_overlap() {
+    let path = model_path("models/centerface/centerface.onnx");
+    let model = Model::load(
+        &path,
+        &LoadOptions {
+            engine: EngineChoice::Ort,
+            patches: vec![Patch::DynamicInputs],
+            sessions: 2,
+            adaptive_threads: true,
+            ..Default::default()
+        },
+    )
+    .expect("ort load");
+    let input = Tensor::f32(
+        vec![1, 3, 96, 128],
+        ramp(3 * 96 * 128)
+            .iter()
+            .map(|v| (v + 1.0) * 127.5)
+            .collect(),
+    );
+    let run = || {
+        model
+            .run(vec![(model.inputs[0].as_str(), input.clone())])
+            .unwrap()
+    };
+    let machine_has_cores = switchyard_infer::cores() > 1;
+
+    // One request: the all-cores session.
+    let alone = {
+        let _r = model.request();
+        run()
+    };
+    assert_eq!(model.alone_runs(), u64::from(machine_has_cores));
+    // Two requests at once: a session of the pool, and the same numbers.
+    let overlapped = {
+        let (_a, _b) = (model.request(), model.request());
+        run()
+    };
+    assert_eq!(model.alone_runs(), u64::from(machine_has_cores));
+    for (x, y) in alone.iter().zip(&overlapped) {
+        assert!(max_abs_diff(x, y) < 1e-4, "{}", max_abs_diff(x, y));
+    }
+    // Both requests over: alone again.
+    run();
+    assert_eq!(model.alone_runs(), 2 * u64::from(machine_has_cores));
+
+    // Off, or with one session: never.
+    let fixed = Model::load(
+        &path,
+        &LoadOptions {
+            engine: EngineChoice::Ort,
+            patches: vec![Patch::DynamicInputs],
+            sessions: 1,
+            adaptive_threads: true,
+            ..Default::default()
+        },
+    )
+    .expect("ort load");
+    fixed
+        .run(vec![(fixed.inputs[0].as_str(), input.clone())])
+        .unwrap();
+    assert_eq!(fixed.alone_runs(), 0);
+}

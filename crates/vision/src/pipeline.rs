@@ -67,6 +67,15 @@ pub fn detect(
     bytes: &[u8],
     max_pixels: u64,
 ) -> Result<(image::RgbImage, Detection)> {
+    let _request = det.model.request();
+    decode_detect(det, bytes, max_pixels)
+}
+
+fn decode_detect(
+    det: &FaceDetector,
+    bytes: &[u8],
+    max_pixels: u64,
+) -> Result<(image::RgbImage, Detection)> {
     let t0 = Instant::now();
     let decoded = imageio::decode(bytes, max_pixels)?;
     let t1 = Instant::now();
@@ -97,7 +106,8 @@ pub fn blur(
     max_pixels: u64,
     opts: &BlurOptions,
 ) -> Result<(Vec<u8>, Format, Detection)> {
-    let (mut img, mut d) = detect(det, bytes, max_pixels)?;
+    let _request = det.model.request();
+    let (mut img, mut d) = decode_detect(det, bytes, max_pixels)?;
     let t0 = Instant::now();
     anonymize(&mut img, &d.faces, opts.style, opts.strength, opts.margin);
     let t1 = Instant::now();

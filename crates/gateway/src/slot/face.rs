@@ -90,6 +90,7 @@ pub(super) fn load_options(
         device_fallback: engine.device_fallback,
         threads: engine.threads,
         sessions,
+        adaptive_threads: false,
         patches: Vec::new(),
         ort_library: (!engine.ort_library.is_empty()).then(|| PathBuf::from(&engine.ort_library)),
     })
@@ -104,9 +105,9 @@ fn load_model(
     let mut opts = load_options(engine, spec.engine, sessions)?;
     if engine.threads == 0 {
         // One session per concurrent request, the cores shared among them: requests overlap their
-        // decoding and encoding with each other's inference instead of idling a core (see the face
-        // benchmark in the README: 1.9× → 1.4× the bare inference time per photo at 2 clients).
-        opts.threads = (crate::admission::cores() / sessions.max(1)).max(1);
+        // decoding and encoding with each other's inference instead of idling a core; and a photo
+        // alone is inferred on every core (see the face benchmark in the README).
+        opts.adaptive_threads = true;
     }
     let detector = FaceDetector::load(spec.kind, &spec.model, spec.params, opts)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
