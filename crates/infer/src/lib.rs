@@ -4,7 +4,9 @@
 //! * [`Runtime::init`] finds and loads the ONNX Runtime library once (config path, `ORT_DYLIB_PATH`,
 //!   `.cache/onnxruntime/`, next to the executable); when it is missing, `auto` falls back to tract.
 //! * [`Model::load`] reads an ONNX file, applies declared [`Patch`]es to its graph (so both engines run
-//!   the same graph), and builds a pool of ONNX Runtime sessions or a tract plan.
+//!   the same graph), and builds a pool of ONNX Runtime sessions or a tract plan. With
+//!   [`LoadOptions::adaptive_threads`], one more session runs on the process-wide thread pool and
+//!   serves a request alone ([`Model::request`]) on every core.
 //! * [`Model::run`] is blocking: call it off the async reactor. It takes and returns plain
 //!   [`Tensor`]s, so callers know nothing of either engine.
 //!
