@@ -168,6 +168,10 @@ def main():
     tp1, tp2 = audio_s / one, 2 * audio_s / best_two
     print(f"\nWebSocket streams, unpaced, 1 s messages: 1 stream {tp1:.1f}x real time; 2 concurrent {tp2:.1f}x "
           f"aggregate = {tp2 / tp1:.2f}x one stream")
+    # The machine's own ceiling for that ratio: the encoder alone on bare ONNX Runtime, 1 process then 2.
+    bare = json.loads(subprocess.run([sys.executable, "benches/asr/bare_scaling.py", str(MODEL / "encoder.onnx"),
+                                      "300", str(rounds)], capture_output=True, text=True, check=True).stdout)
+    print(f"the same on bare ONNX Runtime (the encoder alone, 1 process vs 2 at once): {bare['ratio']:.2f}x")
 
     # Latency of results when audio arrives in real time (100 ms messages): time from sending the
     # last chunk before a message to receiving the message, and the first partial after speech onset.

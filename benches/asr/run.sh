@@ -10,9 +10,9 @@ cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-7}
 PORT=18185 ADMIN=18186
 VENV=.cache/bench-venv
-if ! "$VENV/bin/python" -c "import sherpa_onnx, websockets, requests, numpy" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import sherpa_onnx, onnxruntime, websockets, requests, numpy" 2>/dev/null; then
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check sherpa-onnx==2.0.1 websockets requests numpy
+  "$VENV/bin/pip" install -q --disable-pip-version-check sherpa-onnx==2.0.1 onnxruntime==1.31.1 websockets requests numpy
 fi
 ./scripts/bootstrap.sh >/dev/null
 cargo build --release -q -p switchyard

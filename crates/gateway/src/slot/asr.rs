@@ -50,6 +50,8 @@ const DEFAULT_BATCH_CONCURRENCY: usize = 2;
 const DEFAULT_IDLE_MS: u64 = 30_000;
 /// Largest WebSocket message accepted (a chunk of PCM).
 const MAX_WS_MESSAGE: usize = 1 << 20;
+/// Seconds of a live stream's audio read ahead while the decoder is busy.
+const READ_AHEAD_S: f64 = 10.0;
 
 /// WebSocket close codes of live streams.
 pub mod close {
@@ -790,10 +792,26 @@ impl StreamJob {
     }
 
     /// Runs the stream; returns the close code, reason and (when it ended normally) the text.
+    ///
+    /// Decoding runs on a blocking thread while the next messages are read: audio that arrives
+    /// meanwhile (up to [`READ_AHEAD_S`]; then the socket is left to push back) is decoded in one
+    /// go when the decoder is free, so a stream never waits for a message round trip between
+    /// chunks, and a backlog of small messages costs one handoff instead of one each.
     async fn pump<S>(&self, ws: &mut WebSocketStream<S>) -> (u16, String, Option<(String, f64)>)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
+        type Done = (
+            switchyard_speech::recognizer::Session,
+            Result<Vec<Event>, switchyard_speech::AsrError>,
+        );
+        struct Job {
+            handle: tokio::task::JoinHandle<Done>,
+            _permit: tokio::sync::OwnedSemaphorePermit,
+            started: Instant,
+            audio_s: f64,
+            end: bool,
+        }
         let mut session = match self.model.recognizer.session() {
             Ok(s) => Some(s),
             Err(e) => return (close::SERVER_ERROR, e.to_string(), None),
@@ -802,83 +820,120 @@ impl StreamJob {
         let mut finals: Vec<switchyard_speech::Segment> = Vec::new();
         let mut received = 0usize;
         let max_samples = (self.max_audio_s * self.rate as f64) as usize;
+        let read_ahead = (READ_AHEAD_S * audio::MODEL_RATE as f64) as usize;
+        // Audio at 16 kHz not yet given to the decoder, and whether the client has said `end`.
+        let mut pending: Vec<f32> = Vec::new();
+        let mut ended = false;
+        let mut job: Option<Job> = None;
+        // Results of the last decode, sent once the next decode has started.
+        let mut unsent: Vec<Event> = Vec::new();
         loop {
-            let msg = match tokio::time::timeout(self.idle, ws.next()).await {
-                Err(_) => return (close::IDLE_TIMEOUT, "idle timeout".into(), None),
-                Ok(None) => return (1000, "client went away".into(), None),
-                Ok(Some(Err(e))) => return (close::BAD_MESSAGE, format!("{e}"), None),
-                Ok(Some(Ok(m))) => m,
-            };
-            let (samples, end) = match msg {
-                Message::Binary(b) => {
-                    received += b.len() / 2;
-                    if received > max_samples {
-                        return (
-                            close::TOO_LONG,
-                            format!("audio is longer than the {} s limit", self.max_audio_s),
-                            None,
-                        );
-                    }
-                    (resampler.push(&audio::pcm16_to_f32(&b)), false)
-                }
-                Message::Text(t) => {
-                    #[derive(Deserialize)]
-                    struct Control {
-                        event: String,
-                    }
-                    match serde_json::from_str::<Control>(&t) {
-                        Ok(c) if c.event == "end" => (resampler.finish(), true),
-                        _ => {
-                            return (
-                                close::BAD_MESSAGE,
-                                "expected binary PCM or {\"event\":\"end\"}".into(),
-                                None,
-                            );
+            if job.is_none() && (!pending.is_empty() || ended) {
+                let Some(permit) = self.admission.enter_unbounded().await else {
+                    return (1001, "shutting down".into(), None);
+                };
+                let Some(mut s) = session.take() else {
+                    return (close::SERVER_ERROR, "session lost".into(), None);
+                };
+                let samples = std::mem::take(&mut pending);
+                let end = ended;
+                job = Some(Job {
+                    audio_s: samples.len() as f64 / audio::MODEL_RATE as f64,
+                    started: Instant::now(),
+                    _permit: permit,
+                    end,
+                    handle: tokio::task::spawn_blocking(move || {
+                        let mut events = s.accept(&samples);
+                        if end && let Ok(ev) = &mut events {
+                            match s.finish() {
+                                Ok(more) => ev.extend(more),
+                                Err(e) => return (s, Err(e)),
+                            }
                         }
+                        (s, events)
+                    }),
+                });
+            }
+            if !send_events(ws, &mut unsent, &mut finals).await {
+                return (1000, "client went away".into(), None);
+            }
+            let msg = match job.as_mut() {
+                // Decoding: read ahead unless the client is done or far enough ahead.
+                Some(j) if !ended && pending.len() < read_ahead => tokio::select! {
+                    done = &mut j.handle => Err(done),
+                    msg = ws.next() => Ok(msg),
+                },
+                Some(j) => Err((&mut j.handle).await),
+                None => match tokio::time::timeout(self.idle, ws.next()).await {
+                    Err(_) => return (close::IDLE_TIMEOUT, "idle timeout".into(), None),
+                    Ok(msg) => Ok(msg),
+                },
+            };
+            let done = match msg {
+                Ok(msg) => {
+                    let msg = match msg {
+                        None => return (1000, "client went away".into(), None),
+                        Some(Err(e)) => return (close::BAD_MESSAGE, format!("{e}"), None),
+                        Some(Ok(m)) => m,
+                    };
+                    match msg {
+                        Message::Binary(b) => {
+                            received += b.len() / 2;
+                            if received > max_samples {
+                                return (
+                                    close::TOO_LONG,
+                                    format!(
+                                        "audio is longer than the {} s limit",
+                                        self.max_audio_s
+                                    ),
+                                    None,
+                                );
+                            }
+                            pending.extend(resampler.push(&audio::pcm16_to_f32(&b)));
+                        }
+                        Message::Text(t) => {
+                            #[derive(Deserialize)]
+                            struct Control {
+                                event: String,
+                            }
+                            match serde_json::from_str::<Control>(&t) {
+                                Ok(c) if c.event == "end" => {
+                                    pending.extend(resampler.finish());
+                                    ended = true;
+                                }
+                                _ => {
+                                    return (
+                                        close::BAD_MESSAGE,
+                                        "expected binary PCM or {\"event\":\"end\"}".into(),
+                                        None,
+                                    );
+                                }
+                            }
+                        }
+                        Message::Close(_) => return (1000, "client closed".into(), None),
+                        _ => {}
                     }
+                    continue;
                 }
-                Message::Close(_) => return (1000, "client closed".into(), None),
-                _ => continue,
+                Err(done) => done,
             };
-            let Some(_permit) = self.admission.enter_unbounded().await else {
-                return (1001, "shutting down".into(), None);
+            let Some(j) = job.take() else {
+                return (close::SERVER_ERROR, "decoder lost".into(), None);
             };
-            let Some(mut s) = session.take() else {
-                return (close::SERVER_ERROR, "session lost".into(), None);
-            };
-            let audio_s = samples.len() as f64 / audio::MODEL_RATE as f64;
-            let t0 = Instant::now();
-            let res = tokio::task::spawn_blocking(move || {
-                let mut events = s.accept(&samples);
-                if end && let Ok(ev) = &mut events {
-                    match s.finish() {
-                        Ok(more) => ev.extend(more),
-                        Err(e) => return (s, Err(e)),
-                    }
-                }
-                (s, events)
-            })
-            .await;
-            let (s, events) = match res {
+            let (s, events) = match done {
                 Ok(r) => r,
                 Err(e) => return (close::SERVER_ERROR, e.to_string(), None),
             };
-            let elapsed = t0.elapsed().as_secs_f64();
-            self.metrics.audio_seconds.increment(audio_s);
-            self.metrics.stages[2].record(elapsed);
-            let events = match events {
+            self.metrics.audio_seconds.increment(j.audio_s);
+            self.metrics.stages[2].record(j.started.elapsed().as_secs_f64());
+            unsent = match events {
                 Ok(e) => e,
                 Err(e) => return (close::SERVER_ERROR, e.to_string(), None),
             };
-            for e in &events {
-                if ws.send(Message::Text(event_json(e).into())).await.is_err() {
+            if j.end {
+                if !send_events(ws, &mut unsent, &mut finals).await {
                     return (1000, "client went away".into(), None);
                 }
-                if let Event::Final(seg) = e {
-                    finals.push(seg.clone());
-                }
-            }
-            if end {
                 let duration = s.received_s();
                 let t = s.timings();
                 let total = t.decode.fbank + t.decode.encoder + t.decode.search + t.vad;
@@ -894,6 +949,26 @@ impl StreamJob {
             session = Some(s);
         }
     }
+}
+
+/// Sends decoder events to a stream's client, keeping the finals; false when the client is gone.
+async fn send_events<S>(
+    ws: &mut WebSocketStream<S>,
+    events: &mut Vec<Event>,
+    finals: &mut Vec<switchyard_speech::Segment>,
+) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    for e in events.drain(..) {
+        if ws.send(Message::Text(event_json(&e).into())).await.is_err() {
+            return false;
+        }
+        if let Event::Final(seg) = e {
+            finals.push(seg);
+        }
+    }
+    true
 }
 
 impl Slot for AsrSlot {
