@@ -141,17 +141,20 @@ fn onnx_runtime_reports_the_memory_a_model_holds() {
 #[test]
 fn adaptive_threads_use_every_core_for_a_request_alone_and_own_sessions_when_requests_overlap() {
     let path = model_path("models/centerface/centerface.onnx");
-    let model = Model::load(
-        &path,
-        &LoadOptions {
-            engine: EngineChoice::Ort,
-            patches: vec![Patch::DynamicInputs],
-            sessions: 2,
-            adaptive_threads: true,
-            ..Default::default()
-        },
-    )
-    .expect("ort load");
+    let load = |sessions| {
+        Model::load(
+            &path,
+            &LoadOptions {
+                engine: EngineChoice::Ort,
+                patches: vec![Patch::DynamicInputs],
+                sessions,
+                adaptive_threads: true,
+                ..Default::default()
+            },
+        )
+        .expect("ort load")
+    };
+    let model = load(2);
     let input = Tensor::f32(
         vec![1, 3, 96, 128],
         ramp(3 * 96 * 128)
@@ -186,17 +189,7 @@ fn adaptive_threads_use_every_core_for_a_request_alone_and_own_sessions_when_req
     assert_eq!(model.alone_runs(), 2 * u64::from(machine_has_cores));
 
     // Off, or with one session: never.
-    let fixed = Model::load(
-        &path,
-        &LoadOptions {
-            engine: EngineChoice::Ort,
-            patches: vec![Patch::DynamicInputs],
-            sessions: 1,
-            adaptive_threads: true,
-            ..Default::default()
-        },
-    )
-    .expect("ort load");
+    let fixed = load(1);
     fixed
         .run(vec![(fixed.inputs[0].as_str(), input.clone())])
         .unwrap();
