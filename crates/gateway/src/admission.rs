@@ -43,7 +43,7 @@ impl Admission {
     /// The gate of a model slot from its `max_concurrency` (default: CPU cores) and `queue_depth`
     /// (default: 4 × `max_concurrency`).
     pub fn for_model_slot(spec: &switchyard_config::SlotSpec) -> Self {
-        let max_concurrency = spec.max_concurrency.unwrap_or_else(cores);
+        let max_concurrency = spec.max_concurrency.unwrap_or_else(switchyard_infer::cores);
         let queue_depth = spec.queue_depth.unwrap_or(4 * max_concurrency);
         Self::new(&spec.name, max_concurrency, queue_depth)
     }
@@ -96,11 +96,6 @@ pub fn overloaded(running: usize, queued: usize) -> ApiError {
         "overloaded",
         format!("the slot is busy ({running} running, {queued} waiting); retry shortly"),
     )
-}
-
-/// CPU cores this process may use (2 when unknown).
-pub fn cores() -> usize {
-    switchyard_infer::cores()
 }
 
 #[cfg(test)]

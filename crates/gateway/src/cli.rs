@@ -116,7 +116,7 @@ pub fn blur(
         .transpose()?;
     // Several photos: one worker per core, each with its own session, so that decoding and encoding
     // overlap with inference.
-    let workers = crate::admission::cores().min(inputs.len()).max(1);
+    let workers = switchyard_infer::cores().min(inputs.len()).max(1);
     let det = model.load_for(workers)?;
     std::fs::create_dir_all(out)?;
     let opts = BlurOptions {

@@ -188,7 +188,7 @@ fn adaptive_threads_use_every_core_for_a_request_alone_and_own_sessions_when_req
     run();
     assert_eq!(model.alone_runs(), 2 * u64::from(machine_has_cores));
 
-    // Off, or with one session: never.
+    // With one session: never.
     let fixed = load(1);
     fixed
         .run(vec![(fixed.inputs[0].as_str(), input.clone())])

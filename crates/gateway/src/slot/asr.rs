@@ -807,7 +807,6 @@ impl StreamJob {
         );
         struct Job {
             handle: tokio::task::JoinHandle<Done>,
-            _permit: tokio::sync::OwnedSemaphorePermit,
             started: Instant,
             audio_s: f64,
             end: bool,
@@ -840,9 +839,10 @@ impl StreamJob {
                 job = Some(Job {
                     audio_s: samples.len() as f64 / audio::MODEL_RATE as f64,
                     started: Instant::now(),
-                    _permit: permit,
                     end,
                     handle: tokio::task::spawn_blocking(move || {
+                        // Held until decoding is over, even if the stream is dropped before.
+                        let _permit = permit;
                         let mut events = s.accept(&samples);
                         if end && let Ok(ev) = &mut events {
                             match s.finish() {

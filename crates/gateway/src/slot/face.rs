@@ -161,7 +161,7 @@ impl FaceSlot {
         let admission = Arc::new(crate::admission::Admission::for_model_slot(spec));
         let sessions = spec
             .sessions
-            .unwrap_or_else(|| admission.max_concurrency().min(crate::admission::cores()));
+            .unwrap_or_else(|| admission.max_concurrency().min(switchyard_infer::cores()));
         let current = load_model(engine, sessions, &load)?;
         tracing::info!(slot = %spec.name, detector = kind.as_str(), model = %current.model_path,
             engine = current.detector.model.engine.as_str(), device = %current.detector.model.device,
