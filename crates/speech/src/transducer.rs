@@ -458,6 +458,8 @@ impl Transducer {
             dec,
             tokens: Vec::new(),
             frames_decoded: 0,
+            consumed: 0,
+            audio_frames: None,
             finished: false,
             timings: DecodeTimings::default(),
         })
@@ -506,6 +508,10 @@ pub struct DecodeStream {
     dec: Vec<f32>,
     tokens: Vec<Token>,
     frames_decoded: usize,
+    /// Feature frames the windows have advanced over (`shift` per encoder call).
+    consumed: usize,
+    /// Feature frames of real audio, known once the stream has ended (the rest is tail padding).
+    audio_frames: Option<usize>,
     finished: bool,
     timings: DecodeTimings,
 }
@@ -547,6 +553,7 @@ impl DecodeStream {
             return;
         }
         let t = Instant::now();
+        self.audio_frames = Some(self.consumed + self.feats.len() / self.model.info.feat_dim);
         self.fbank
             .accept(&vec![0.0; (TAIL_PADDING_S * 16_000.0) as usize]);
         self.fbank.finish();
@@ -562,14 +569,19 @@ impl DecodeStream {
         {
             let have = self.feats.len() / dim;
             if have < window {
-                // At the end, a partial window with frames never decoded is padded with silence.
-                if !self.finished || have <= window - shift {
+                // At the end, a partial window that starts inside the real audio is padded with
+                // silence so that every frame of speech is decoded. One that starts in the tail
+                // padding is not run: its frames are padding, and sherpa-onnx skips it too (with
+                // the 0.66 s tail, longer than a window, this is always the case).
+                let starts_in_audio = self.audio_frames.is_some_and(|a| self.consumed < a);
+                if !self.finished || have <= window - shift || !starts_in_audio {
                     return Ok(false);
                 }
                 self.feats.resize(window * dim, (1e-10f32).ln());
             }
             let x = self.feats[..window * dim].to_vec();
             self.feats.drain(..shift * dim);
+            self.consumed += shift;
             let states = self
                 .states
                 .take()
