@@ -239,6 +239,32 @@ fn wer_counts_edits() {
 }
 
 #[test]
+fn every_frame_of_speech_is_decoded_and_no_window_of_padding_alone() {
+    // The reference pads the last window; sherpa-onnx runs full windows only. With 0.66 s of tail
+    // padding both decode every frame of speech, so a window that would hold padding alone is not run.
+    let m = model(EngineChoice::Ort);
+    let info = m.info().clone();
+    let samples = zero_wav();
+    let mut s = m.stream().expect("stream");
+    s.accept(&samples).expect("accept");
+    s.finish().expect("finish");
+    let windows = s.frames_decoded() / info.out_frames;
+    let speech = m.fbank().num_frames(samples.len());
+    let tail = (switchyard_speech::transducer::TAIL_PADDING_S * 16_000.0) as usize;
+    let total = m.fbank().num_frames(samples.len() + tail);
+    assert!(
+        windows * info.shift >= speech,
+        "{windows} windows of {} frames leave speech frames {speech} undecoded",
+        info.shift
+    );
+    assert_eq!(
+        windows,
+        (total - info.window) / info.shift + 1,
+        "full windows only ({total} frames with the tail)"
+    );
+}
+
+#[test]
 fn streaming_in_any_chunking_gives_the_file_result() {
     let rec = recognizer(EngineChoice::Ort);
     let samples = zero_wav();
