@@ -127,8 +127,8 @@ request = function()
 end
 LUA
 
-declare -A RPS P50 P99 CPU
-# CPU seconds (user + system) used so far by the processes of a target (the upstream is excluded).
+declare -A RPS P50 P99 CPU USR
+# CPU ticks (user, system) used so far by the processes of a target (the upstream is excluded).
 cpu_of() {
   local pids
   case $1 in
@@ -137,9 +137,12 @@ cpu_of() {
     switchyard) pids=$SY_PID ;;
     autopilot) pids=$AP_PID ;;
   esac
-  local ticks=0
-  for p in $pids; do ticks=$(( ticks + $(awk '{print $14 + $15}' "/proc/$p/stat") )); done
-  echo "$ticks"
+  local user=0 sys=0
+  for p in $pids; do
+    read -r u s < <(awk '{print $14, $15}' "/proc/$p/stat")
+    user=$(( user + u )); sys=$(( sys + s ))
+  done
+  echo "$user $sys"
 }
 to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v } else if (v ~ /s$/) { sub(/s$/, "", v); print v*1000 } else print v }'; }
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
@@ -149,7 +152,10 @@ run() {
   local out; out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$work/users.lua" "http://127.0.0.1:$port/")
   local c1; c1=$(cpu_of "$name")
   local reqs; reqs=$(echo "$out" | awk '/requests in/ {print $1}')
-  CPU[$name]+=" $(awk -v a="$c0" -v b="$c1" -v r="$reqs" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz * 1e6 / r }')"
+  local per; per=$(awk -v a="$c0" -v b="$c1" -v r="$reqs" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+    split(a, x, " "); split(b, y, " "); u = (y[1] - x[1]) / hz * 1e6 / r; s = (y[2] - x[2]) / hz * 1e6 / r
+    printf "%.2f %.2f", u + s, u }')
+  CPU[$name]+=" ${per% *}"; USR[$name]+=" ${per#* }"
   if echo "$out" | grep -q "Non-2xx"; then echo "$out" >&2; echo "error: non-2xx responses from $name" >&2; exit 1; fi
   RPS[$name]+=" $(echo "$out" | awk '/Requests\/sec/ {print $2}')"
   P50[$name]+=" $(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")"
@@ -167,16 +173,17 @@ done
 
 echo
 echo "pass-through proxy, 1 KiB responses, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, median of $ROUNDS interleaved rounds, $(nproc) cores"
-printf "%-12s %12s %10s %10s %14s   %s\n" target "requests/s" "p50 ms" "p99 ms" "CPU us/req" "requests/s per round"
-declare -A M_RPS M_P50 M_P99 M_CPU
+printf "%-12s %12s %10s %10s %12s %12s   %s\n" target "requests/s" "p50 ms" "p99 ms" "CPU us/req" "of it user" "requests/s per round"
+declare -A M_RPS M_P50 M_P99 M_CPU M_USR
 for t in upstream nginx switchyard autopilot; do
   M_RPS[$t]=$(echo "${RPS[$t]}" | median); M_P50[$t]=$(echo "${P50[$t]}" | median)
   M_P99[$t]=$(echo "${P99[$t]}" | median); M_CPU[$t]=$(echo "${CPU[$t]}" | median)
-  printf "%-12s %12.0f %10.3f %10.3f %14.2f  %s\n" "$t" "${M_RPS[$t]}" "${M_P50[$t]}" "${M_P99[$t]}" "${M_CPU[$t]}" "${RPS[$t]}"
+  M_USR[$t]=$(echo "${USR[$t]}" | median)
+  printf "%-12s %12.0f %10.3f %10.3f %12.2f %12.2f  %s\n" "$t" "${M_RPS[$t]}" "${M_P50[$t]}" "${M_P99[$t]}" "${M_CPU[$t]}" "${M_USR[$t]}" "${RPS[$t]}"
 done
 awk -v a="${M_RPS[switchyard]}" -v b="${M_RPS[nginx]}" -v c="${M_P99[switchyard]}" -v d="${M_P99[nginx]}" -v e="${M_P50[switchyard]}" -v f="${M_P50[nginx]}" \
-  -v g="${M_CPU[switchyard]}" -v h="${M_CPU[nginx]}" \
-  'BEGIN { printf "switchyard/nginx: throughput %.2fx, p50 %.2fx, p99 %.2fx, CPU per request %.2fx\n", a/b, e/f, c/d, g/h }'
+  -v g="${M_CPU[switchyard]}" -v h="${M_CPU[nginx]}" -v gu="${M_USR[switchyard]}" -v hu="${M_USR[nginx]}" \
+  'BEGIN { printf "switchyard/nginx: throughput %.2fx, p50 %.2fx, p99 %.2fx, CPU per request %.2fx (user %.2fx, kernel %.2fx)\n", a/b, e/f, c/d, g/h, gu/hu, (g-gu)/(h-hu) }'
 awk -v a="${M_RPS[autopilot]}" -v b="${M_RPS[switchyard]}" -v c="${M_P99[autopilot]}" -v d="${M_P99[switchyard]}" \
   'BEGIN { printf "autopilot on/off (fallback + breaker + shadow 0%%): throughput %.3fx, p99 %.2fx\n", a/b, c/d }'
 canary=$(curl -s "http://127.0.0.1:$SY_ADMIN/metrics" | awk -F' ' '/^switchyard_requests_total\{route="bench",slot="canary"/ {s+=$2} /^switchyard_requests_total\{route="bench"/ {t+=$2} END { if (t) printf "%.1f", 100*s/t }')
