@@ -526,6 +526,11 @@ impl Model {
         RequestGuard(&self.requests)
     }
 
+    /// Requests in progress on the model now (see [`request`](Self::request)).
+    pub fn in_progress(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// How many runs so far took the all-cores session of `adaptive_threads` (a request alone).
     pub fn alone_runs(&self) -> u64 {
         self.alone_runs.load(std::sync::atomic::Ordering::Relaxed)

@@ -59,6 +59,12 @@ fn stages(c: &mut Criterion) {
     g.bench_function("encode_jpeg_q90", |b| {
         b.iter(|| imageio::encode(&img, Format::Jpeg, 90).unwrap())
     });
+    // What a request alone on its slot does: strips on every core, joined with restart markers.
+    g.bench_function("encode_jpeg_q90_all_cores", |b| {
+        b.iter(|| {
+            imageio::encode_threads(&img, Format::Jpeg, 90, switchyard_infer::cores()).unwrap()
+        })
+    });
     g.finish();
 }
 

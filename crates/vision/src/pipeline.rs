@@ -112,7 +112,14 @@ pub fn blur(
     anonymize(&mut img, &d.faces, opts.style, opts.strength, opts.margin);
     let t1 = Instant::now();
     let format = opts.format.unwrap_or(d.format);
-    let out = imageio::encode(&img, format, opts.quality)?;
+    // A request alone on the model encodes on every core; with others in progress, the cores are
+    // busy with them and one thread each is the better use.
+    let threads = if det.model.in_progress() <= 1 {
+        switchyard_infer::cores()
+    } else {
+        1
+    };
+    let out = imageio::encode_threads(&img, format, opts.quality, threads)?;
     d.timings.anonymize = (t1 - t0).as_secs_f64();
     d.timings.encode = t1.elapsed().as_secs_f64();
     Ok((out, format, d))

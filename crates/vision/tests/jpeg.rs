@@ -1,0 +1,88 @@
+//! JPEG encoding on several threads against one encoder: real photo, odd sizes.
+
+mod common;
+
+use common::*;
+use image::imageops;
+use switchyard_vision::imageio::{self, Format};
+
+/// What one `jpeg-encoder` run writes with a restart marker every `interval` MCUs.
+fn with_restarts(img: &image::RgbImage, interval: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = jpeg_encoder::Encoder::new(&mut out, 90);
+    enc.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
+    enc.set_restart_interval(interval);
+    enc.encode(
+        img.as_raw(),
+        img.width() as u16,
+        img.height() as u16,
+        jpeg_encoder::ColorType::Rgb,
+    )
+    .expect("encode");
+    out
+}
+
+#[test]
+fn strips_encoded_at_once_are_one_encoder_with_restart_markers() {
+    let full = photo("t1.jpg");
+    let (fw, fh) = full.dimensions();
+    // Odd sizes make the last strip and the right edge partial MCUs.
+    for (w, h, threads) in [
+        (fw, fh, 2),
+        (fw - 7, fh - 13, 2),
+        (fw - 7, fh - 13, 3),
+        (517, 100, 4),
+    ] {
+        let img = imageops::crop_imm(&full, 0, 0, w, h).to_image();
+        let out = imageio::encode_threads(&img, Format::Jpeg, 90, threads).expect("encode");
+        let (cols, rows) = (w.div_ceil(16), h.div_ceil(16));
+        let strip_rows = rows.div_ceil(threads as u32);
+        assert!(
+            strip_rows < rows,
+            "{w}×{h} on {threads} threads makes one strip"
+        );
+        let reference = with_restarts(&img, (strip_rows * cols) as u16);
+        assert!(
+            out == reference,
+            "{w}×{h} on {threads} threads: {} bytes, one encoder with restarts {} bytes",
+            out.len(),
+            reference.len()
+        );
+        // The restart markers change nothing in the pixels (decoded by zune-jpeg).
+        let plain = imageio::encode(&img, Format::Jpeg, 90).expect("encode");
+        assert_ne!(out, plain);
+        let a = imageio::decode(&out, 100_000_000).expect("decode").image;
+        let b = imageio::decode(&plain, 100_000_000).expect("decode").image;
+        assert_eq!(a.dimensions(), (w, h));
+        assert!(a.as_raw() == b.as_raw(), "{w}×{h}: pixels differ");
+    }
+}
+
+#[test]
+fn one_thread_or_one_strip_is_the_plain_encoding() {
+    let img = imageops::crop_imm(&photo("t1.jpg"), 0, 0, 300, 16).to_image();
+    let plain = imageio::encode(&img, Format::Jpeg, 90).expect("encode");
+    for threads in [0, 1, 2, 8] {
+        let out = imageio::encode_threads(&img, Format::Jpeg, 90, threads).expect("encode");
+        assert!(out == plain, "{threads} threads on one MCU row");
+    }
+}
+
+#[test]
+fn a_photo_alone_on_its_model_is_encoded_on_every_core() {
+    let det = detector(
+        switchyard_vision::DetectorKind::CenterFace,
+        switchyard_infer::EngineChoice::Ort,
+        switchyard_vision::DetectorParams::default(),
+    );
+    let bytes = std::fs::read(existing(".cache/testdata/t1.jpg")).expect("t1.jpg");
+    let opts = switchyard_vision::pipeline::BlurOptions::default();
+    let (out, format, d) =
+        switchyard_vision::pipeline::blur(&det, &bytes, 100_000_000, &opts).expect("blur");
+    assert_eq!((format, d.faces.len()), (Format::Jpeg, 6));
+    // A DRI segment (0xFFDD; entropy-coded data never holds it) marks the strips.
+    let strips = out.windows(2).any(|w| w == [0xFF, 0xDD]);
+    assert_eq!(strips, switchyard_infer::cores() > 1);
+    let img = imageio::decode(&out, 100_000_000).expect("decode").image;
+    assert_eq!(img.dimensions(), (d.width, d.height));
+}
