@@ -141,10 +141,13 @@ pub fn blur(
     let written: anyhow::Result<()> = std::thread::scope(|scope| {
         let work = || -> anyhow::Result<()> {
             while let Some(input) = inputs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                // In progress from reading to writing: a worker between two photos still counts,
+                // so the other does not take every core for what is not the last photo.
+                let _request = det.model.request();
                 let result = std::fs::read(input)
                     .map_err(anyhow::Error::from)
                     .and_then(|bytes| {
-                        pipeline::blur(&det, &bytes, model.max_pixels, &opts)
+                        pipeline::blur_marked(&det, &bytes, model.max_pixels, &opts)
                             .map_err(|e| anyhow::anyhow!("{e}"))
                     });
                 match result {

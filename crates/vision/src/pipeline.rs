@@ -107,6 +107,18 @@ pub fn blur(
     opts: &BlurOptions,
 ) -> Result<(Vec<u8>, Format, Detection)> {
     let _request = det.model.request();
+    blur_marked(det, bytes, max_pixels, opts)
+}
+
+/// [`blur`] for a caller that already holds [`Model::request`](switchyard_infer::Model::request)
+/// for this photo, over more than the pipeline sees (a batch worker from reading the file to writing
+/// the result), so that the pipeline knows a photo is alone only when it really is.
+pub fn blur_marked(
+    det: &FaceDetector,
+    bytes: &[u8],
+    max_pixels: u64,
+    opts: &BlurOptions,
+) -> Result<(Vec<u8>, Format, Detection)> {
     let (mut img, mut d) = decode_detect(det, bytes, max_pixels)?;
     let t0 = Instant::now();
     anonymize(&mut img, &d.faces, opts.style, opts.strength, opts.margin);
