@@ -23,6 +23,7 @@ test: setup
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
 
 # Pass-through proxy benchmark against the upstream directly and nginx (installs nginx and wrk).
 bench-proxy: setup
