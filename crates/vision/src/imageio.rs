@@ -247,27 +247,29 @@ fn jpeg_layout(b: &[u8]) -> Option<(usize, usize, usize)> {
 fn join_strips(parts: &[Vec<u8>], height: u16, interval: u16) -> Option<Vec<u8>> {
     let first = parts.first()?;
     let (sos, data, sof_h) = jpeg_layout(first)?;
+    // Slices through `get`: a layout other than the one expected gives `None`, never a panic.
     let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum::<usize>() + 32);
-    out.extend_from_slice(&first[..sos]);
-    out[sof_h..sof_h + 2].copy_from_slice(&height.to_be_bytes());
+    out.extend_from_slice(first.get(..sos)?);
+    out.get_mut(sof_h..sof_h + 2)?
+        .copy_from_slice(&height.to_be_bytes());
     out.extend_from_slice(&[0xFF, 0xDD, 0x00, 0x04]);
     out.extend_from_slice(&interval.to_be_bytes());
-    out.extend_from_slice(&first[sos..data]);
+    out.extend_from_slice(first.get(sos..data)?);
     for (i, p) in parts.iter().enumerate() {
         let (_, d, h) = jpeg_layout(p)?;
         let end = p.len().checked_sub(2)?;
         // Only the frame height may differ from the first strip's headers.
         if (h, d) != (sof_h, data)
-            || p[..h] != first[..h]
-            || p[h + 2..d] != first[h + 2..d]
-            || p[end..] != [0xFF, 0xD9]
+            || p.get(..h)? != first.get(..h)?
+            || p.get(h + 2..d)? != first.get(h + 2..d)?
+            || p.get(end..)? != [0xFF, 0xD9]
         {
             return None;
         }
         if i > 0 {
             out.extend_from_slice(&[0xFF, 0xD0 + ((i - 1) % 8) as u8]);
         }
-        out.extend_from_slice(&p[d..end]);
+        out.extend_from_slice(p.get(d..end)?);
     }
     out.extend_from_slice(&[0xFF, 0xD9]);
     Some(out)
@@ -276,6 +278,20 @@ fn join_strips(parts: &[Vec<u8>], height: u16, interval: u16) -> Option<Vec<u8>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strips_that_do_not_match_are_not_joined() {
+        let px = vec![128u8; 64 * 32 * 3];
+        let a = jpeg_strip(&px, 64, 32, 90).unwrap();
+        let b = jpeg_strip(&px, 64, 32, 50).unwrap();
+        assert!(join_strips(&[a.clone(), a.clone()], 64, 8).is_some());
+        // Other quantisation tables: the strips cannot share one header.
+        assert!(join_strips(&[a.clone(), b], 64, 8).is_none());
+        // Truncated or not a JPEG at all.
+        assert!(join_strips(&[a.clone(), a[..a.len() / 2].to_vec()], 64, 8).is_none());
+        assert!(join_strips(&[vec![0xFF, 0xD8, 0xFF]], 64, 8).is_none());
+        assert!(join_strips(&[], 64, 8).is_none());
+    }
 
     fn png(w: u32, h: u32) -> Vec<u8> {
         encode(
