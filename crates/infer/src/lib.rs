@@ -358,6 +358,8 @@ pub struct Model {
     pub load_seconds: f64,
     /// Requests being served on the model (see [`Model::request`]).
     requests: std::sync::atomic::AtomicUsize,
+    /// `LoadOptions::adaptive_threads` as asked.
+    adaptive_threads: bool,
     /// Runs made on the all-cores session.
     alone_runs: std::sync::atomic::AtomicU64,
 }
@@ -513,6 +515,7 @@ impl Model {
             metadata,
             load_seconds: started.elapsed().as_secs_f64(),
             requests: std::sync::atomic::AtomicUsize::new(0),
+            adaptive_threads: opts.adaptive_threads,
             alone_runs: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -529,6 +532,12 @@ impl Model {
     /// Requests in progress on the model now (see [`request`](Self::request)).
     pub fn in_progress(&self) -> usize {
         self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the model was loaded with [`LoadOptions::adaptive_threads`]: a request alone may use
+    /// every core (also outside the model, e.g. to encode its result).
+    pub fn adaptive_threads(&self) -> bool {
+        self.adaptive_threads
     }
 
     /// How many runs so far took the all-cores session of `adaptive_threads` (a request alone).

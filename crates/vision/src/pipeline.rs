@@ -124,9 +124,9 @@ pub fn blur_marked(
     anonymize(&mut img, &d.faces, opts.style, opts.strength, opts.margin);
     let t1 = Instant::now();
     let format = opts.format.unwrap_or(d.format);
-    // A request alone on the model encodes on every core; with others in progress, the cores are
-    // busy with them and one thread each is the better use.
-    let threads = if det.model.in_progress() <= 1 {
+    // With adaptive threads (the face slot's `threads = 0`), a request alone on the model encodes on
+    // every core; with others in progress the cores are busy with them, one thread each is better.
+    let threads = if det.model.adaptive_threads() && det.model.in_progress() <= 1 {
         switchyard_infer::cores()
     } else {
         1

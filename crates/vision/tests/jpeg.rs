@@ -69,20 +69,38 @@ fn one_thread_or_one_strip_is_the_plain_encoding() {
 }
 
 #[test]
-fn a_photo_alone_on_its_model_is_encoded_on_every_core() {
-    let det = detector(
-        switchyard_vision::DetectorKind::CenterFace,
-        switchyard_infer::EngineChoice::Ort,
-        switchyard_vision::DetectorParams::default(),
-    );
+fn a_photo_alone_on_an_adaptive_model_is_encoded_on_every_core() {
+    let kind = switchyard_vision::DetectorKind::CenterFace;
+    let params = switchyard_vision::DetectorParams::default();
+    let adaptive = switchyard_vision::FaceDetector::load(
+        kind,
+        &model_file(kind),
+        params,
+        switchyard_infer::LoadOptions {
+            engine: switchyard_infer::EngineChoice::Ort,
+            sessions: 2,
+            adaptive_threads: true,
+            ..Default::default()
+        },
+    )
+    .expect("load");
+    // Loaded with fixed threads (2 per session here): one encoder thread, whatever the load.
+    let fixed = detector(kind, switchyard_infer::EngineChoice::Ort, params);
     let bytes = std::fs::read(existing(".cache/testdata/t1.jpg")).expect("t1.jpg");
     let opts = switchyard_vision::pipeline::BlurOptions::default();
-    let (out, format, d) =
-        switchyard_vision::pipeline::blur(&det, &bytes, 100_000_000, &opts).expect("blur");
-    assert_eq!((format, d.faces.len()), (Format::Jpeg, 6));
-    // A DRI segment (0xFFDD; entropy-coded data never holds it) marks the strips.
-    let strips = out.windows(2).any(|w| w == [0xFF, 0xDD]);
-    assert_eq!(strips, switchyard_infer::cores() > 1);
-    let img = imageio::decode(&out, 100_000_000).expect("decode").image;
-    assert_eq!(img.dimensions(), (d.width, d.height));
+    for (det, expect_strips) in [(&adaptive, switchyard_infer::cores() > 1), (&fixed, false)] {
+        let (out, format, d) =
+            switchyard_vision::pipeline::blur(det, &bytes, 100_000_000, &opts).expect("blur");
+        assert_eq!((format, d.faces.len()), (Format::Jpeg, 6));
+        // A DRI segment (0xFFDD; entropy-coded data never holds it) marks the strips.
+        let strips = out.windows(2).any(|w| w == [0xFF, 0xDD]);
+        assert_eq!(
+            strips,
+            expect_strips,
+            "adaptive: {}",
+            det.model.adaptive_threads()
+        );
+        let img = imageio::decode(&out, 100_000_000).expect("decode").image;
+        assert_eq!(img.dimensions(), (d.width, d.height));
+    }
 }
