@@ -458,7 +458,6 @@ impl Transducer {
             dec,
             tokens: Vec::new(),
             frames_decoded: 0,
-            consumed: 0,
             audio_frames: None,
             finished: false,
             timings: DecodeTimings::default(),
@@ -508,8 +507,6 @@ pub struct DecodeStream {
     dec: Vec<f32>,
     tokens: Vec<Token>,
     frames_decoded: usize,
-    /// Feature frames the windows have advanced over (`shift` per encoder call).
-    consumed: usize,
     /// Feature frames of real audio, known once the stream has ended (the rest is tail padding).
     audio_frames: Option<usize>,
     finished: bool,
@@ -553,13 +550,18 @@ impl DecodeStream {
             return;
         }
         let t = Instant::now();
-        self.audio_frames = Some(self.consumed + self.feats.len() / self.model.info.feat_dim);
+        self.audio_frames = Some(self.consumed() + self.feats.len() / self.model.info.feat_dim);
         self.fbank
             .accept(&vec![0.0; (TAIL_PADDING_S * 16_000.0) as usize]);
         self.fbank.finish();
         self.feats.extend(self.fbank.take_frames());
         self.timings.fbank += t.elapsed().as_secs_f64();
         self.finished = true;
+    }
+
+    /// Feature frames the windows have advanced over: `shift` per encoder call.
+    fn consumed(&self) -> usize {
+        self.frames_decoded / self.model.info.out_frames.max(1) * self.model.info.shift
     }
 
     /// Decodes one window if one is ready; false when there is none.
@@ -573,7 +575,7 @@ impl DecodeStream {
                 // silence so that every frame of speech is decoded. One that starts in the tail
                 // padding is not run: its frames are padding, and sherpa-onnx skips it too (with
                 // the 0.66 s tail, longer than a window, this is always the case).
-                let starts_in_audio = self.audio_frames.is_some_and(|a| self.consumed < a);
+                let starts_in_audio = self.audio_frames.is_some_and(|a| self.consumed() < a);
                 if !self.finished || have <= window - shift || !starts_in_audio {
                     return Ok(false);
                 }
@@ -581,7 +583,6 @@ impl DecodeStream {
             }
             let x = self.feats[..window * dim].to_vec();
             self.feats.drain(..shift * dim);
-            self.consumed += shift;
             let states = self
                 .states
                 .take()
