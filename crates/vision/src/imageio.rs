@@ -176,9 +176,11 @@ fn encode_jpeg(img: &RgbImage, quality: u8, threads: usize) -> Result<Vec<u8>> {
     };
     let quality = quality.clamp(1, 100);
     let (cols, rows) = ((w as usize).div_ceil(MCU), (h as usize).div_ceil(MCU));
+    // Strips of at least 8 MCU rows (128 pixels): thinner ones cost more in threads than they save.
+    let threads = threads.min(rows / 8).max(1);
     // A restart interval counts MCUs in 16 bits; a row holds at most 4096, so a strip has ≥ 15 rows.
     let strip_rows = rows
-        .div_ceil(threads.max(1))
+        .div_ceil(threads)
         .min(usize::from(u16::MAX) / cols.max(1));
     if threads <= 1 || strip_rows >= rows {
         return jpeg_strip(img.as_raw(), w16, h16, quality);

@@ -31,12 +31,15 @@ fn strips_encoded_at_once_are_one_encoder_with_restart_markers() {
         (fw, fh, 2),
         (fw - 7, fh - 13, 2),
         (fw - 7, fh - 13, 3),
-        (517, 100, 4),
+        (517, 300, 4),
+        (fw, fh, 64),
     ] {
         let img = imageops::crop_imm(&full, 0, 0, w, h).to_image();
         let out = imageio::encode_threads(&img, Format::Jpeg, 90, threads).expect("encode");
         let (cols, rows) = (w.div_ceil(16), h.div_ceil(16));
-        let strip_rows = rows.div_ceil(threads as u32);
+        // No strip thinner than 8 MCU rows, whatever the thread count.
+        let strips = (threads as u32).min(rows / 8).max(1);
+        let strip_rows = rows.div_ceil(strips);
         assert!(
             strip_rows < rows,
             "{w}×{h} on {threads} threads makes one strip"
@@ -60,11 +63,14 @@ fn strips_encoded_at_once_are_one_encoder_with_restart_markers() {
 
 #[test]
 fn one_thread_or_one_strip_is_the_plain_encoding() {
-    let img = imageops::crop_imm(&photo("t1.jpg"), 0, 0, 300, 16).to_image();
-    let plain = imageio::encode(&img, Format::Jpeg, 90).expect("encode");
-    for threads in [0, 1, 2, 8] {
-        let out = imageio::encode_threads(&img, Format::Jpeg, 90, threads).expect("encode");
-        assert!(out == plain, "{threads} threads on one MCU row");
+    // One MCU row, and 15 rows (too few for two strips of 8).
+    for h in [16, 240] {
+        let img = imageops::crop_imm(&photo("t1.jpg"), 0, 0, 300, h).to_image();
+        let plain = imageio::encode(&img, Format::Jpeg, 90).expect("encode");
+        for threads in [0, 1, 2, 8] {
+            let out = imageio::encode_threads(&img, Format::Jpeg, 90, threads).expect("encode");
+            assert!(out == plain, "{threads} threads on 300×{h}");
+        }
     }
 }
 
