@@ -529,15 +529,11 @@ impl Model {
         RequestGuard(&self.requests)
     }
 
-    /// Requests in progress on the model now (see [`request`](Self::request)).
-    pub fn in_progress(&self) -> usize {
-        self.requests.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Whether the model was loaded with [`LoadOptions::adaptive_threads`]: a request alone may use
-    /// every core (also outside the model, e.g. to encode its result).
-    pub fn adaptive_threads(&self) -> bool {
-        self.adaptive_threads
+    /// With [`LoadOptions::adaptive_threads`], whether the model serves one request at most now (see
+    /// [`request`](Self::request)): that request may use every core, for its inference (the
+    /// all-cores session) and outside the model too (e.g. to encode its result).
+    pub fn alone(&self) -> bool {
+        self.adaptive_threads && self.requests.load(std::sync::atomic::Ordering::Relaxed) <= 1
     }
 
     /// How many runs so far took the all-cores session of `adaptive_threads` (a request alone).
@@ -589,7 +585,7 @@ impl Model {
         }
         // Alone: every core. Else a free session if there is one, else wait for the first.
         let solo = alone
-            .filter(|_| self.requests.load(std::sync::atomic::Ordering::Relaxed) <= 1)
+            .filter(|_| self.alone())
             .and_then(|s| s.try_lock().ok());
         if solo.is_some() {
             self.alone_runs

@@ -126,7 +126,7 @@ pub fn blur_marked(
     let format = opts.format.unwrap_or(d.format);
     // With adaptive threads (the face slot's `threads = 0`), a request alone on the model encodes on
     // every core; with others in progress the cores are busy with them, one thread each is better.
-    let threads = if det.model.adaptive_threads() && det.model.in_progress() <= 1 {
+    let threads = if det.model.alone() {
         switchyard_infer::cores()
     } else {
         1
