@@ -8,6 +8,10 @@ use switchyard_infer::{LoadOptions, Model, Patch};
 
 use crate::{Face, Result, blazeface, centerface, nms};
 
+/// Tiled detection: a box more than this share of which lies inside a better box is part of that
+/// face (see [`nms::fold_nested`]).
+const NESTED_COVER: f32 = 0.6;
+
 /// Which detector a slot runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DetectorKind {
@@ -135,7 +139,8 @@ impl FaceDetector {
     }
 
     /// Full detection: for BlazeFace with tiling, the full frame plus overlapping tiles at each
-    /// scale, merged by NMS.
+    /// scale, merged by NMS, then partial faces cut by tile edges folded into the face they belong
+    /// to.
     pub fn detect(&self, img: &RgbImage) -> Result<Vec<Face>> {
         if self.kind != DetectorKind::BlazeFaceBack || !self.params.tiling {
             return self.detect_single(img);
@@ -149,7 +154,7 @@ impl FaceDetector {
         ) {
             raw.extend(self.blaze_region(img, region, side)?);
         }
-        Ok(self.suppress(raw))
+        Ok(nms::fold_nested(self.suppress(raw), NESTED_COVER))
     }
 
     fn suppress(&self, raw: Vec<Face>) -> Vec<Face> {
