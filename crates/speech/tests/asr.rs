@@ -188,17 +188,44 @@ fn tract_tensors_match_the_reference() {
     check_tensors(EngineChoice::Tract, 0.1);
 }
 
-fn check_token_ids_and_wer(engine: EngineChoice, allowed_mismatches: usize, allowed_errors: usize) {
+/// Whether ONNX Runtime, the reference's own engine, already changes its tokens on `u` when the
+/// audio moves by one 16-bit step: ±1 LSB of seeded noise (−90 dB) on every sample, up to 16 tries.
+/// An utterance this fragile has no one right transcript for another engine to match.
+fn on_an_edge(u: &Utterance) -> bool {
+    let rec = recognizer(EngineChoice::Ort);
+    (1..=16u64).any(|seed| {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let noisy: Vec<f32> = u
+            .samples
+            .iter()
+            .map(|x| {
+                // xorshift64: -1, 0 or +1 LSB.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                x + ((state % 3) as f32 - 1.0) / 32768.0
+            })
+            .collect();
+        rec.transcribe(&noisy).expect("transcribe").token_ids != u.token_ids
+    })
+}
+
+/// Token ids of all 13 utterances against the reference, and the WER. `edges_may_differ`: an
+/// utterance may differ only when it is [`on_an_edge`] for ONNX Runtime itself.
+fn check_token_ids_and_wer(engine: EngineChoice, edges_may_differ: bool, allowed_errors: usize) {
     let rec = recognizer(engine);
     let (mut errors, mut words) = (0, 0);
     let mut mismatched = Vec::new();
+    let mut on_edges = Vec::new();
     for u in utterances() {
         let t = rec.transcribe(&u.samples).expect("transcribe");
         if t.token_ids != u.token_ids {
-            mismatched.push(format!(
-                "{}: got {:?}\n  want {:?}",
-                u.file, t.text, u.token_ids
-            ));
+            let diff = format!("{}: got {:?}\n  want {:?}", u.file, t.text, u.token_ids);
+            if edges_may_differ && on_an_edge(&u) {
+                on_edges.push(diff);
+            } else {
+                mismatched.push(diff);
+            }
         }
         let (e, n) = word_errors(&u.reference, &t.text);
         errors += e;
@@ -206,10 +233,20 @@ fn check_token_ids_and_wer(engine: EngineChoice, allowed_mismatches: usize, allo
     }
     let wer = errors as f64 / words as f64;
     eprintln!("{engine:?}: WER {errors}/{words} = {:.1} %", wer * 100.0);
+    eprintln!(
+        "{engine:?}: {} utterance(s) differ where ONNX Runtime itself flips under 1 LSB of noise:\n{}",
+        on_edges.len(),
+        on_edges.join("\n")
+    );
     assert!(
-        mismatched.len() <= allowed_mismatches,
+        mismatched.is_empty(),
         "{engine:?}: token ids differ from the reference:\n{}",
         mismatched.join("\n")
+    );
+    assert!(
+        on_edges.len() <= 1,
+        "{engine:?}: {} utterances differ",
+        on_edges.len()
     );
     assert_eq!(words, 162);
     assert!(errors <= allowed_errors, "{engine:?}: WER {errors}/{words}");
@@ -218,17 +255,18 @@ fn check_token_ids_and_wer(engine: EngineChoice, allowed_mismatches: usize, allo
 #[test]
 fn ort_token_ids_and_wer_match_the_reference() {
     // Same engine as the reference: every token id of all 13 utterances, and its WER of 14/162 = 8.6 %.
-    check_token_ids_and_wer(EngineChoice::Ort, 0, 14);
+    check_token_ids_and_wer(EngineChoice::Ort, false, 14);
 }
 
 #[test]
 fn tract_token_ids_and_wer_match_the_reference() {
     // tract quantises the int8 encoder's activations slightly differently (chunk-0 outputs differ by up
-    // to 0.05): on one utterance (librivox 0920) the first two words come out as three ("HOW DO YOU"
-    // for "HAD HE"); every other utterance is token for token the reference's. That utterance sits on
-    // the edge: sherpa-onnx itself (its own ONNX Runtime 1.28 and fbank) also says "HOW DO YOU" there
-    // (benches/asr/run.sh prints both).
-    check_token_ids_and_wer(EngineChoice::Tract, 1, 17);
+    // to 0.05). Every utterance must come out token for token as the reference's, except one that is
+    // on an edge for ONNX Runtime itself: librivox 0920, where tract says "HOW DO YOU" for "HAD HE".
+    // ONNX Runtime says "HOW DO YOU" there too when the audio moves by ±1 LSB (about 2 tries in 8),
+    // and so does sherpa-onnx (its own ONNX Runtime and fbank; benches/asr/run.sh prints it); ONNX
+    // Runtime's graph optimisation level (0 to 3) does not change it. Any other difference fails.
+    check_token_ids_and_wer(EngineChoice::Tract, true, 17);
 }
 
 #[test]
