@@ -3,11 +3,15 @@
 //! Decoding refuses anything that is not JPEG, PNG or WebP, checks the pixel count from the header
 //! *before* decoding (so a decompression bomb is refused without allocating), bounds the decoder's
 //! allocations, and applies the EXIF orientation. Encoding writes pixels only: EXIF, GPS and other
-//! metadata of the input never reach the output.
+//! metadata of the input never reach the output. A grayscale input stays grayscale and an alpha
+//! channel is kept, in the formats that can hold them (PNG, WebP).
 
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
+use image::{
+    DynamicImage, ExtendedColorType, GrayImage, ImageDecoder, ImageEncoder, ImageFormat,
+    ImageReader, Limits, RgbImage,
+};
 
 use crate::{Error, Result};
 
@@ -56,8 +60,21 @@ impl Format {
 pub struct Decoded {
     /// RGB pixels after EXIF orientation.
     pub image: RgbImage,
+    /// What the input had besides colour pixels, for the output to keep.
+    pub channels: Channels,
     /// The input's format.
     pub format: Format,
+}
+
+/// What a decoded image had besides its RGB pixels, so that the output keeps it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Channels {
+    /// The input was grayscale: PNG and WebP output is grayscale too (JPEG output stays YCbCr, its
+    /// chroma all neutral).
+    pub gray: bool,
+    /// The input's alpha channel, upright like the image: PNG and WebP output keeps it as it was
+    /// (anonymisation changes colour only); JPEG cannot hold one and drops it.
+    pub alpha: Option<GrayImage>,
 }
 
 /// Decodes untrusted bytes into an upright RGB image of at most `max_pixels` pixels.
@@ -107,11 +124,46 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Decoded> {
         .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
     img.apply_orientation(orientation);
-    let image = match img {
-        DynamicImage::ImageRgb8(rgb) => rgb,
-        other => other.to_rgb8(),
+    let color = img.color();
+    let (image, alpha) = if color.has_alpha() {
+        let rgba = match img {
+            DynamicImage::ImageRgba8(rgba) => rgba,
+            other => other.to_rgba8(),
+        };
+        let (image, alpha) = split_alpha(&rgba);
+        (image, Some(alpha))
+    } else {
+        let rgb = match img {
+            DynamicImage::ImageRgb8(rgb) => rgb,
+            other => other.to_rgb8(),
+        };
+        (rgb, None)
     };
-    Ok(Decoded { image, format })
+    let channels = Channels {
+        gray: !color.has_color(),
+        alpha,
+    };
+    Ok(Decoded {
+        image,
+        channels,
+        format,
+    })
+}
+
+fn split_alpha(rgba: &image::RgbaImage) -> (RgbImage, GrayImage) {
+    let (w, h) = rgba.dimensions();
+    let mut rgb = RgbImage::new(w, h);
+    let mut alpha = GrayImage::new(w, h);
+    for ((px, c), a) in rgba
+        .as_raw()
+        .chunks_exact(4)
+        .zip(rgb.chunks_exact_mut(3))
+        .zip(alpha.iter_mut())
+    {
+        c.copy_from_slice(&px[..3]);
+        *a = px[3];
+    }
+    (rgb, alpha)
 }
 
 /// Whether a JPEG ends its last scan with an end-of-image marker. Inside entropy-coded data 0xFF is
@@ -137,6 +189,62 @@ fn decode_error(e: image::ImageError) -> Error {
 /// Encodes RGB pixels (no metadata). JPEG uses `quality` (1–100).
 pub fn encode(img: &RgbImage, format: Format, quality: u8) -> Result<Vec<u8>> {
     encode_threads(img, format, quality, 1)
+}
+
+/// [`encode_threads`] with the input's [`Channels`]: PNG and WebP are written grayscale when the
+/// input was, and with its alpha channel when it had one. JPEG is encoded from the RGB pixels alone.
+pub fn encode_channels(
+    img: &RgbImage,
+    channels: &Channels,
+    format: Format,
+    quality: u8,
+    threads: usize,
+) -> Result<Vec<u8>> {
+    if format == Format::Jpeg || (!channels.gray && channels.alpha.is_none()) {
+        return encode_threads(img, format, quality, threads);
+    }
+    let (w, h) = img.dimensions();
+    let alpha = match &channels.alpha {
+        Some(a) if a.dimensions() != (w, h) => {
+            return Err(Error::Encode(format!(
+                "alpha channel is {:?}, the image {w}×{h}",
+                a.dimensions()
+            )));
+        }
+        Some(a) => Some(a.as_raw()),
+        None => None,
+    };
+    // Rec. 709 luma in integers: exact for a neutral pixel (r = g = b), which every pixel of a
+    // grayscale input still is after anonymisation (it treats the three channels alike).
+    let luma = |p: &[u8]| {
+        ((2126 * u32::from(p[0]) + 7152 * u32::from(p[1]) + 722 * u32::from(p[2]) + 5000) / 10_000)
+            as u8
+    };
+    let px = img.as_raw().chunks_exact(3);
+    let (bytes, color): (Vec<u8>, ExtendedColorType) = match (channels.gray, alpha) {
+        (true, None) => (px.map(luma).collect(), ExtendedColorType::L8),
+        (true, Some(a)) => (
+            px.zip(a).flat_map(|(p, &a)| [luma(p), a]).collect(),
+            ExtendedColorType::La8,
+        ),
+        (false, Some(a)) => (
+            px.zip(a)
+                .flat_map(|(p, &a)| [p[0], p[1], p[2], a])
+                .collect(),
+            ExtendedColorType::Rgba8,
+        ),
+        (false, None) => return encode_threads(img, format, quality, threads),
+    };
+    let mut out = Cursor::new(Vec::with_capacity(bytes.len() / 2));
+    let result = match format {
+        Format::Png => {
+            image::codecs::png::PngEncoder::new(&mut out).write_image(&bytes, w, h, color)
+        }
+        _ => image::codecs::webp::WebPEncoder::new_lossless(&mut out)
+            .write_image(&bytes, w, h, color),
+    };
+    result.map_err(|e| Error::Encode(e.to_string()))?;
+    Ok(out.into_inner())
 }
 
 /// [`encode`] on up to `threads` threads. JPEG only (PNG and WebP use one): the image is cut into

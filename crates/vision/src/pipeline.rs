@@ -68,14 +68,15 @@ pub fn detect(
     max_pixels: u64,
 ) -> Result<(image::RgbImage, Detection)> {
     let _request = det.model.request();
-    decode_detect(det, bytes, max_pixels)
+    let (img, _, d) = decode_detect(det, bytes, max_pixels)?;
+    Ok((img, d))
 }
 
 fn decode_detect(
     det: &FaceDetector,
     bytes: &[u8],
     max_pixels: u64,
-) -> Result<(image::RgbImage, Detection)> {
+) -> Result<(image::RgbImage, imageio::Channels, Detection)> {
     let t0 = Instant::now();
     let decoded = imageio::decode(bytes, max_pixels)?;
     let t1 = Instant::now();
@@ -89,6 +90,7 @@ fn decode_detect(
     };
     Ok((
         decoded.image,
+        decoded.channels,
         Detection {
             width,
             height,
@@ -119,7 +121,7 @@ pub fn blur_marked(
     max_pixels: u64,
     opts: &BlurOptions,
 ) -> Result<(Vec<u8>, Format, Detection)> {
-    let (mut img, mut d) = decode_detect(det, bytes, max_pixels)?;
+    let (mut img, channels, mut d) = decode_detect(det, bytes, max_pixels)?;
     let t0 = Instant::now();
     anonymize(&mut img, &d.faces, opts.style, opts.strength, opts.margin);
     let t1 = Instant::now();
@@ -131,7 +133,7 @@ pub fn blur_marked(
     } else {
         1
     };
-    let out = imageio::encode_threads(&img, format, opts.quality, threads)?;
+    let out = imageio::encode_channels(&img, &channels, format, opts.quality, threads)?;
     d.timings.anonymize = (t1 - t0).as_secs_f64();
     d.timings.encode = t1.elapsed().as_secs_f64();
     Ok((out, format, d))

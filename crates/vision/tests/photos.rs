@@ -258,3 +258,77 @@ fn far_faces_are_found_by_the_tiled_detector() {
         }
     }
 }
+
+#[test]
+fn transparency_and_grayscale_survive_anonymisation() {
+    // The astronaut photo with an alpha channel (a gradient, fully transparent in the top-left corner),
+    // and the same in grayscale, in PNG and lossless WebP.
+    let rgb = photo("astronaut.png");
+    let (w, h) = rgb.dimensions();
+    let alpha =
+        image::GrayImage::from_fn(w, h, |x, y| image::Luma([((x + y) * 255 / (w + h)) as u8]));
+    let rgba = image::RgbaImage::from_fn(w, h, |x, y| {
+        let p = rgb.get_pixel(x, y);
+        image::Rgba([p[0], p[1], p[2], alpha.get_pixel(x, y)[0]])
+    });
+    let gray_alpha = image::DynamicImage::ImageRgba8(rgba.clone()).to_luma_alpha8();
+    let det = detector(
+        DetectorKind::CenterFace,
+        EngineChoice::Ort,
+        DetectorParams::default(),
+    );
+    for (name, input) in [
+        ("rgba", image::DynamicImage::ImageRgba8(rgba)),
+        (
+            "gray+alpha",
+            image::DynamicImage::ImageLumaA8(gray_alpha.clone()),
+        ),
+        (
+            "gray",
+            image::DynamicImage::ImageLuma8(
+                image::DynamicImage::ImageLumaA8(gray_alpha).to_luma8(),
+            ),
+        ),
+    ] {
+        for format in [image::ImageFormat::Png, image::ImageFormat::WebP] {
+            if format == image::ImageFormat::WebP && name != "rgba" {
+                continue; // WebP has no grayscale: it decodes as RGB(A) whatever was written.
+            }
+            let mut bytes = Vec::new();
+            input
+                .write_to(&mut std::io::Cursor::new(&mut bytes), format)
+                .unwrap();
+            let (out, _, d) =
+                switchyard_vision::pipeline::blur(&det, &bytes, 100_000_000, &Default::default())
+                    .unwrap_or_else(|e| panic!("{name} {format:?}: {e}"));
+            assert_eq!(d.faces.len(), 1, "{name} {format:?}");
+            let back = image::load_from_memory(&out).unwrap();
+            assert_eq!(
+                back.color(),
+                input.color(),
+                "{name} {format:?}: the output's channels are not the input's"
+            );
+            // Transparency is the input's, to the byte; the colour changed only in the face.
+            if input.color().has_alpha() {
+                assert_eq!(
+                    back.to_rgba8().pixels().map(|p| p[3]).collect::<Vec<_>>(),
+                    alpha.as_raw().clone(),
+                    "{name} {format:?}: alpha changed"
+                );
+            }
+            let (a, b) = (input.to_rgb8(), back.to_rgb8());
+            let f = &d.faces[0].bbox;
+            let (cx, cy) = (((f[0] + f[2]) / 2.0) as u32, ((f[1] + f[3]) / 2.0) as u32);
+            assert_ne!(
+                a.get_pixel(cx, cy),
+                b.get_pixel(cx, cy),
+                "{name}: face not blurred"
+            );
+            assert_eq!(
+                a.get_pixel(w - 5, h - 5),
+                b.get_pixel(w - 5, h - 5),
+                "{name}"
+            );
+        }
+    }
+}
