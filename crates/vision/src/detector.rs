@@ -139,22 +139,40 @@ impl FaceDetector {
     }
 
     /// Full detection: for BlazeFace with tiling, the full frame plus overlapping tiles at each
-    /// scale, merged by NMS, then partial faces cut by tile edges folded into the face they belong
-    /// to.
+    /// scale, merged by NMS, partial faces cut by tile edges folded into the face they belong to,
+    /// and faces that only one scale saw, though a coarser one should have, dropped
+    /// ([`confirmed_across_scales`]).
     pub fn detect(&self, img: &RgbImage) -> Result<Vec<Face>> {
         if self.kind != DetectorKind::BlazeFaceBack || !self.params.tiling {
             return self.detect_single(img);
         }
         let side = 256;
-        let mut raw = Vec::new();
-        for region in tiles(
+        let regions = tiles(
             img.width(),
             img.height(),
             self.params.min_tile.max(side / 2),
-        ) {
-            raw.extend(self.blaze_region(img, region, side)?);
+        );
+        // A region's scale: image pixels per model input pixel, times the input side.
+        let scale = |r: &(u32, u32, u32, u32)| r.2.max(r.3);
+        let mut scales: Vec<u32> = regions.iter().map(scale).collect();
+        scales.sort_unstable();
+        scales.dedup();
+        let mut raw = Vec::new();
+        for region in &regions {
+            let s = scale(region);
+            raw.extend(
+                self.blaze_region(img, *region, side)?
+                    .into_iter()
+                    .map(|f| (f, s)),
+            );
         }
-        Ok(nms::fold_nested(self.suppress(raw), NESTED_COVER))
+        let merged = nms::weighted_tagged(raw, self.params.nms_iou);
+        let faces = nms::fold_nested_tagged(merged, NESTED_COVER)
+            .into_iter()
+            .filter(|(f, seen)| confirmed_across_scales(f, seen, &scales, side))
+            .map(|(f, _)| f)
+            .collect();
+        Ok(faces)
     }
 
     fn suppress(&self, raw: Vec<Face>) -> Vec<Face> {
@@ -193,6 +211,37 @@ impl FaceDetector {
         )
     }
 }
+
+/// Whether a tiled detection is kept, given the scales (region sides, see [`tiles`]) of the
+/// detections merged into it, all the scales run, and the model's input side.
+///
+/// Tiling runs the model hundreds of times on a large photo, and a face-like texture that fools it
+/// at one scale (a lamp, a bowl, a fold of cloth; on a 6000×4000 photo, dozens) rarely does at the
+/// next. A real face is found at every scale where it is big enough: a face 48 px wide in one
+/// tile's input is 24 px in the next coarser one, which BlazeFace finds (it finds faces down to
+/// 16–20 px). So a face is kept when it was seen at two scales or more, or scores
+/// [`CONFIDENT`] or more, or when no coarser scale could have seen it (it would be under
+/// [`MIN_CONFIRMING_PX`] there, or there is none); otherwise it is dropped as a texture. The
+/// smallest faces, found by the finest tiles only, are always kept.
+pub fn confirmed_across_scales(face: &Face, seen: &[u32], scales: &[u32], input: u32) -> bool {
+    let Some(&finest) = seen.iter().min() else {
+        return false;
+    };
+    if seen.iter().any(|&s| s != finest) || face.score >= CONFIDENT {
+        return true;
+    }
+    let (w, h) = face.size();
+    match scales.iter().find(|&&s| s > finest) {
+        None => true,
+        Some(&coarser) => w.max(h) * input as f32 / (coarser as f32) < MIN_CONFIRMING_PX,
+    }
+}
+
+/// A tiled detection scoring this much is kept even when seen at one scale only.
+pub const CONFIDENT: f32 = 0.85;
+
+/// Smallest face, in model input pixels, that a coarser scale is expected to confirm.
+pub const MIN_CONFIRMING_PX: f32 = 24.0;
 
 /// Regions to run BlazeFace on: the full frame, then square tiles of side `min_tile`·2ᵏ (smaller than
 /// the image) with 25 % overlap, covering the image edge to edge.
@@ -242,6 +291,70 @@ pub(crate) fn resize_region(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_face_one_scale_saw_is_kept_only_when_no_coarser_scale_could_see_it() {
+        let face = |side: f32, score: f32| Face {
+            bbox: [100.0, 100.0, 100.0 + side, 100.0 + side],
+            score,
+            landmarks: Vec::new(),
+        };
+        let scales = [256, 512, 1024, 1920];
+        // Seen at two scales: kept.
+        assert!(confirmed_across_scales(
+            &face(100.0, 0.6),
+            &[256, 512],
+            &scales,
+            256
+        ));
+        // 100 px at the 256 scale is 50 px in the 512 tiles' input: they should have seen it.
+        assert!(!confirmed_across_scales(
+            &face(100.0, 0.6),
+            &[256],
+            &scales,
+            256
+        ));
+        // ...unless it is confident.
+        assert!(confirmed_across_scales(
+            &face(100.0, 0.9),
+            &[256],
+            &scales,
+            256
+        ));
+        // 40 px would be 20 px in the 512 tiles' input, under what they reliably find: kept.
+        assert!(confirmed_across_scales(
+            &face(40.0, 0.6),
+            &[256],
+            &scales,
+            256
+        ));
+        // The coarsest scale (the full frame) has nothing to confirm it: kept.
+        assert!(confirmed_across_scales(
+            &face(300.0, 0.6),
+            &[1920],
+            &scales,
+            256
+        ));
+        // The next coarser scale is not always twice as large: 1024 → 1920.
+        assert!(confirmed_across_scales(
+            &face(150.0, 0.6),
+            &[1024],
+            &scales,
+            256
+        ));
+        assert!(!confirmed_across_scales(
+            &face(200.0, 0.6),
+            &[1024],
+            &scales,
+            256
+        ));
+        assert!(!confirmed_across_scales(
+            &face(200.0, 0.6),
+            &[],
+            &scales,
+            256
+        ));
+    }
 
     #[test]
     fn tiles_cover_the_image_with_overlap() {

@@ -39,21 +39,31 @@ pub fn greedy(mut faces: Vec<Face>, threshold: f32) -> Vec<Face> {
 
 /// Weighted NMS: the best box and every box overlapping it by more than `threshold` are replaced by
 /// their score-weighted average (box and landmarks), with the best box's score.
-pub fn weighted(mut faces: Vec<Face>, threshold: f32) -> Vec<Face> {
-    by_score_desc(&mut faces);
+pub fn weighted(faces: Vec<Face>, threshold: f32) -> Vec<Face> {
+    let tagged = faces.into_iter().map(|f| (f, ())).collect();
+    weighted_tagged(tagged, threshold)
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect()
+}
+
+/// [`weighted`] over detections that carry a tag (where each was found), giving with each merged
+/// face the tags of the detections merged into it.
+pub fn weighted_tagged<T>(mut faces: Vec<(Face, T)>, threshold: f32) -> Vec<(Face, Vec<T>)> {
+    faces.sort_by(|a, b| b.0.score.total_cmp(&a.0.score));
     let mut out = Vec::new();
     while !faces.is_empty() {
-        let top = faces[0].bbox;
-        let (cluster, rest): (Vec<Face>, Vec<Face>) = faces
+        let top = faces[0].0.bbox;
+        let (cluster, rest): (Vec<_>, Vec<_>) = faces
             .into_iter()
-            .partition(|f| iou(&top, &f.bbox) > threshold || f.bbox == top);
+            .partition(|(f, _)| iou(&top, &f.bbox) > threshold || f.bbox == top);
         faces = rest;
-        let total: f32 = cluster.iter().map(|f| f.score).sum();
-        let mut merged = cluster[0].clone();
+        let total: f32 = cluster.iter().map(|(f, _)| f.score).sum();
+        let mut merged = cluster[0].0.clone();
         if total > 0.0 && cluster.len() > 1 {
             let mut bbox = [0.0f32; 4];
             let mut lms = vec![[0.0f32; 2]; merged.landmarks.len()];
-            for f in &cluster {
+            for (f, _) in &cluster {
                 let w = f.score / total;
                 for (b, v) in bbox.iter_mut().zip(f.bbox) {
                     *b += v * w;
@@ -64,11 +74,11 @@ pub fn weighted(mut faces: Vec<Face>, threshold: f32) -> Vec<Face> {
                 }
             }
             merged.bbox = bbox;
-            if cluster.iter().all(|f| f.landmarks.len() == lms.len()) {
+            if cluster.iter().all(|(f, _)| f.landmarks.len() == lms.len()) {
                 merged.landmarks = lms;
             }
         }
-        out.push(merged);
+        out.push((merged, cluster.into_iter().map(|(_, t)| t).collect()));
     }
     out
 }
@@ -78,28 +88,42 @@ pub fn weighted(mut faces: Vec<Face>, threshold: f32) -> Vec<Face> {
 /// which grows to the union of the two so that nothing either box covered is left out. A tile whose
 /// edge cuts through a face sees half a face and reports it as a small face of its own; IoU cannot
 /// tell that from a second face (a small box inside a large one has a low IoU), coverage can.
-pub fn fold_nested(mut faces: Vec<Face>, min_cover: f32) -> Vec<Face> {
+pub fn fold_nested(faces: Vec<Face>, min_cover: f32) -> Vec<Face> {
+    let tagged = faces.into_iter().map(|f| (f, Vec::<()>::new())).collect();
+    fold_nested_tagged(tagged, min_cover)
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect()
+}
+
+/// [`fold_nested`] over faces with tags (see [`weighted_tagged`]): a folded face's tags join those of
+/// the face it is folded into.
+pub fn fold_nested_tagged<T>(
+    mut faces: Vec<(Face, Vec<T>)>,
+    min_cover: f32,
+) -> Vec<(Face, Vec<T>)> {
     let area = |f: &Face| (f.bbox[2] - f.bbox[0]).max(0.0) * (f.bbox[3] - f.bbox[1]).max(0.0);
-    faces.sort_by(|a, b| {
+    faces.sort_by(|(a, _), (b, _)| {
         b.score
             .total_cmp(&a.score)
             .then_with(|| area(b).total_cmp(&area(a)))
     });
-    let mut kept: Vec<Face> = Vec::with_capacity(faces.len());
-    for f in faces {
+    let mut kept: Vec<(Face, Vec<T>)> = Vec::with_capacity(faces.len());
+    for (f, tags) in faces {
         match kept
             .iter_mut()
-            .find(|k| covered(&f.bbox, &k.bbox) > min_cover)
+            .find(|(k, _)| covered(&f.bbox, &k.bbox) > min_cover)
         {
-            Some(k) => {
+            Some((k, k_tags)) => {
                 k.bbox = [
                     k.bbox[0].min(f.bbox[0]),
                     k.bbox[1].min(f.bbox[1]),
                     k.bbox[2].max(f.bbox[2]),
                     k.bbox[3].max(f.bbox[3]),
                 ];
+                k_tags.extend(tags);
             }
-            None => kept.push(f),
+            None => kept.push((f, tags)),
         }
     }
     kept
