@@ -294,66 +294,36 @@ mod tests {
 
     #[test]
     fn a_face_one_scale_saw_is_kept_only_when_no_coarser_scale_could_see_it() {
-        let face = |side: f32, score: f32| Face {
-            bbox: [100.0, 100.0, 100.0 + side, 100.0 + side],
-            score,
-            landmarks: Vec::new(),
-        };
         let scales = [256, 512, 1024, 1920];
-        // Seen at two scales: kept.
-        assert!(confirmed_across_scales(
-            &face(100.0, 0.6),
-            &[256, 512],
-            &scales,
-            256
-        ));
-        // 100 px at the 256 scale is 50 px in the 512 tiles' input: they should have seen it.
-        assert!(!confirmed_across_scales(
-            &face(100.0, 0.6),
-            &[256],
-            &scales,
-            256
-        ));
-        // ...unless it is confident.
-        assert!(confirmed_across_scales(
-            &face(100.0, 0.9),
-            &[256],
-            &scales,
-            256
-        ));
-        // 40 px would be 20 px in the 512 tiles' input, under what they reliably find: kept.
-        assert!(confirmed_across_scales(
-            &face(40.0, 0.6),
-            &[256],
-            &scales,
-            256
-        ));
-        // The coarsest scale (the full frame) has nothing to confirm it: kept.
-        assert!(confirmed_across_scales(
-            &face(300.0, 0.6),
-            &[1920],
-            &scales,
-            256
-        ));
-        // The next coarser scale is not always twice as large: 1024 → 1920.
-        assert!(confirmed_across_scales(
-            &face(150.0, 0.6),
-            &[1024],
-            &scales,
-            256
-        ));
-        assert!(!confirmed_across_scales(
-            &face(200.0, 0.6),
-            &[1024],
-            &scales,
-            256
-        ));
-        assert!(!confirmed_across_scales(
-            &face(200.0, 0.6),
-            &[],
-            &scales,
-            256
-        ));
+        // (face side px, score, scales that saw it, kept?)
+        let cases: [(f32, f32, &[u32], bool); 8] = [
+            // Seen at two scales.
+            (100.0, 0.6, &[256, 512], true),
+            // 100 px at the 256 scale is 50 px in the 512 tiles' input: they should have seen it...
+            (100.0, 0.6, &[256], false),
+            // ...unless it is confident.
+            (100.0, 0.9, &[256], true),
+            // 40 px would be 20 px in the 512 tiles' input, under what they reliably find.
+            (40.0, 0.6, &[256], true),
+            // The coarsest scale (the full frame) has nothing to confirm it.
+            (300.0, 0.6, &[1920], true),
+            // The next coarser scale is not always twice as large: 1024 → 1920.
+            (150.0, 0.6, &[1024], true),
+            (200.0, 0.6, &[1024], false),
+            (200.0, 0.6, &[], false),
+        ];
+        for (side, score, seen, kept) in cases {
+            let face = Face {
+                bbox: [100.0, 100.0, 100.0 + side, 100.0 + side],
+                score,
+                landmarks: Vec::new(),
+            };
+            assert_eq!(
+                confirmed_across_scales(&face, seen, &scales, 256),
+                kept,
+                "{side} px at {score}, seen at {seen:?}"
+            );
+        }
     }
 
     #[test]

@@ -188,6 +188,26 @@ mod tests {
     }
 
     #[test]
+    fn tags_follow_the_detections_into_the_faces_they_merge_into() {
+        let merged = weighted_tagged(
+            vec![
+                (face([0.0, 0.0, 100.0, 100.0], 0.9), 256),
+                (face([2.0, 0.0, 102.0, 100.0], 0.7), 512),
+                (face([300.0, 300.0, 340.0, 340.0], 0.6), 256),
+                // The lower part of the first face, as a tile edge cuts it (IoU 0.23, 80 % inside).
+                (face([20.0, 60.0, 80.0, 110.0], 0.55), 1024),
+            ],
+            0.3,
+        );
+        assert_eq!(merged.len(), 3);
+        assert_eq!(merged[0].1, [256, 512]);
+        let folded = fold_nested_tagged(merged, 0.6);
+        assert_eq!(folded.len(), 2);
+        assert_eq!(folded[0].1, [256, 512, 1024]);
+        assert_eq!(folded[1].1, [256]);
+    }
+
+    #[test]
     fn weighted_averages_by_score() {
         let out = weighted(
             vec![

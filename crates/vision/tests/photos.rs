@@ -7,6 +7,17 @@ use image::{RgbImage, imageops};
 use switchyard_infer::EngineChoice;
 use switchyard_vision::{DetectorKind, DetectorParams, Face, Style, anonymize, nms};
 
+/// Every face of `truth` is one of `found` (IoU ≥ 0.5).
+fn assert_finds(found: &[Face], truth: &[Face]) {
+    for f in truth {
+        assert!(
+            found.iter().any(|t| nms::iou(&t.bbox, &f.bbox) >= 0.5),
+            "the face at {:?} is missing from {found:?}",
+            f.bbox
+        );
+    }
+}
+
 #[test]
 fn group_photo_faces_are_found_and_blurred_and_nothing_else_changes() {
     let img = photo("t1.jpg");
@@ -24,13 +35,7 @@ fn group_photo_faces_are_found_and_blurred_and_nothing_else_changes() {
     );
     let tiled = bf.detect(&img).unwrap();
     // Tiled BlazeFace finds the same six faces (CenterFace, full frame, is the independent check)...
-    for f in &faces {
-        assert!(
-            tiled.iter().any(|t| nms::iou(&t.bbox, &f.bbox) >= 0.5),
-            "tiled BlazeFace misses the face at {:?}: {tiled:?}",
-            f.bbox
-        );
-    }
+    assert_finds(&tiled, &faces);
     // ...and does not count a face twice: the lower half of a face, cut by a tile edge, is part of
     // that face, not a face of its own.
     for (i, a) in tiled.iter().enumerate() {
@@ -358,13 +363,7 @@ fn a_phone_size_photo_is_not_blurred_in_dozens_of_places() {
         DetectorParams::default(),
     );
     let tiled = bf.detect(&img).unwrap();
-    for f in &truth {
-        assert!(
-            tiled.iter().any(|t| nms::iou(&t.bbox, &f.bbox) >= 0.5),
-            "tiled BlazeFace misses the face at {:?}",
-            f.bbox
-        );
-    }
+    assert_finds(&tiled, &truth);
     let others: Vec<_> = tiled
         .iter()
         .filter(|t| truth.iter().all(|f| nms::iou(&t.bbox, &f.bbox) < 0.5))
