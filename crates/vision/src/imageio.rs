@@ -73,7 +73,7 @@ pub struct Channels {
     /// chroma all neutral).
     pub gray: bool,
     /// The input's alpha channel, upright like the image: PNG and WebP output keeps it as it was
-    /// (anonymisation changes colour only); JPEG cannot hold one and drops it.
+    /// (anonymisation changes colour only); JPEG cannot hold one: the image is flattened onto white.
     pub alpha: Option<GrayImage>,
 }
 
@@ -192,7 +192,8 @@ pub fn encode(img: &RgbImage, format: Format, quality: u8) -> Result<Vec<u8>> {
 }
 
 /// [`encode_threads`] with the input's [`Channels`]: PNG and WebP are written grayscale when the
-/// input was, and with its alpha channel when it had one. JPEG is encoded from the RGB pixels alone.
+/// input was, and with its alpha channel when it had one. JPEG, which holds no alpha, gets the image
+/// flattened onto white.
 pub fn encode_channels(
     img: &RgbImage,
     channels: &Channels,
@@ -200,10 +201,27 @@ pub fn encode_channels(
     quality: u8,
     threads: usize,
 ) -> Result<Vec<u8>> {
-    if format == Format::Jpeg || (!channels.gray && channels.alpha.is_none()) {
+    let (w, h) = img.dimensions();
+    if format == Format::Jpeg {
+        return match &channels.alpha {
+            // JPEG holds no alpha: flatten onto white, as an image editor does, rather than show
+            // whatever colour the transparent pixels happen to hold.
+            Some(a) if a.dimensions() == (w, h) => {
+                let mut flat = img.clone();
+                for (p, &a) in flat.chunks_exact_mut(3).zip(a.as_raw()) {
+                    for c in p {
+                        *c = ((u32::from(*c) * u32::from(a) + 255 * (255 - u32::from(a)) + 127)
+                            / 255) as u8;
+                    }
+                }
+                encode_threads(&flat, format, quality, threads)
+            }
+            _ => encode_threads(img, format, quality, threads),
+        };
+    }
+    if !channels.gray && channels.alpha.is_none() {
         return encode_threads(img, format, quality, threads);
     }
-    let (w, h) = img.dimensions();
     let alpha = match &channels.alpha {
         Some(a) if a.dimensions() != (w, h) => {
             return Err(Error::Encode(format!(

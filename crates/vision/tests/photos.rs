@@ -337,6 +337,31 @@ fn transparency_and_grayscale_survive_anonymisation() {
             );
         }
     }
+    // Asked for as JPEG, which holds no alpha, the image is flattened onto white: the transparent
+    // corner is white, the opaque one its own colour (JPEG error aside).
+    let mut png = Vec::new();
+    image::DynamicImage::ImageRgba8(image::RgbaImage::from_fn(w, h, |x, y| {
+        let p = rgb.get_pixel(x, y);
+        image::Rgba([p[0], p[1], p[2], alpha.get_pixel(x, y)[0]])
+    }))
+    .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+    .unwrap();
+    let opts = switchyard_vision::pipeline::BlurOptions {
+        format: Some(switchyard_vision::imageio::Format::Jpeg),
+        ..Default::default()
+    };
+    let (jpeg, _, _) = switchyard_vision::pipeline::blur(&det, &png, 100_000_000, &opts).unwrap();
+    let flat = image::load_from_memory(&jpeg).unwrap().to_rgb8();
+    assert!(
+        flat.get_pixel(1, 1).0.iter().all(|&c| c >= 245),
+        "{:?}",
+        flat.get_pixel(1, 1)
+    );
+    let (a, b) = (rgb.get_pixel(w - 3, h - 3), flat.get_pixel(w - 3, h - 3));
+    assert!(
+        a.0.iter().zip(b.0).all(|(&x, y)| x.abs_diff(y) <= 12),
+        "{a:?} against {b:?}"
+    );
 }
 
 #[test]
