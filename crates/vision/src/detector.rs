@@ -140,8 +140,8 @@ impl FaceDetector {
 
     /// Full detection: for BlazeFace with tiling, the full frame plus overlapping tiles at each
     /// scale, merged by NMS, partial faces cut by tile edges folded into the face they belong to,
-    /// and faces that only one scale saw, though a coarser one should have, dropped
-    /// ([`confirmed_across_scales`]).
+    /// and faces that only one scale saw, though the next coarser one should have (at 24 px or more
+    /// in its input), dropped unless they score 0.85 or more.
     pub fn detect(&self, img: &RgbImage) -> Result<Vec<Face>> {
         if self.kind != DetectorKind::BlazeFaceBack || !self.params.tiling {
             return self.detect_single(img);
