@@ -541,17 +541,40 @@ impl Model {
         self.alone_runs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// How many runs of one request may go at once on separate cores: with `adaptive_threads`, a
+    /// request alone on an ONNX Runtime model may use each of its one-core sessions in parallel
+    /// ([`run_lane`](Self::run_lane)), which for many small independent runs (tiles) beats one
+    /// all-cores session running them one after another; otherwise 1.
+    pub fn lanes(&self) -> usize {
+        match &self.backend {
+            Backend::Ort {
+                sessions,
+                alone: Some(_),
+                ..
+            } if self.alone() => sessions.len(),
+            _ => 1,
+        }
+    }
+
+    /// [`run`](Self::run) on lane `lane` of [`lanes`](Self::lanes): the lane's own session, so that
+    /// runs on different lanes go at once. Lane 0 of a model with one lane is [`run`](Self::run).
+    pub fn run_lane(&self, lane: usize, inputs: Vec<(&str, Tensor)>) -> Result<Vec<Tensor>> {
+        match &self.backend {
+            Backend::Ort { sessions, .. } if sessions.len() > 1 => {
+                check_inputs(&inputs)?;
+                let session = &sessions[lane % sessions.len()];
+                let guard = session
+                    .lock()
+                    .map_err(|_| Error::Run("session lock poisoned".into()))?;
+                self.run_ort_on(guard, inputs)
+            }
+            _ => self.run(inputs),
+        }
+    }
+
     /// Runs the model on named inputs; returns the outputs in graph order. Blocking.
     pub fn run(&self, inputs: Vec<(&str, Tensor)>) -> Result<Vec<Tensor>> {
-        for (name, t) in &inputs {
-            if t.len() != t.shape.iter().product::<usize>() {
-                return Err(Error::Run(format!(
-                    "input `{name}`: {} elements for shape {:?}",
-                    t.len(),
-                    t.shape
-                )));
-            }
-        }
+        check_inputs(&inputs)?;
         match &self.backend {
             Backend::Ort {
                 sessions, alone, ..
@@ -564,6 +587,28 @@ impl Model {
         &self,
         sessions: &[Mutex<ort::session::Session>],
         alone: Option<&Mutex<ort::session::Session>>,
+        inputs: Vec<(&str, Tensor)>,
+    ) -> Result<Vec<Tensor>> {
+        // Alone: every core. Else a free session if there is one, else wait for the first.
+        let solo = alone
+            .filter(|_| self.alone())
+            .and_then(|s| s.try_lock().ok());
+        if solo.is_some() {
+            self.alone_runs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let guard = match solo.or_else(|| sessions.iter().find_map(|s| s.try_lock().ok())) {
+            Some(g) => g,
+            None => sessions[0]
+                .lock()
+                .map_err(|_| Error::Run("session lock poisoned".into()))?,
+        };
+        self.run_ort_on(guard, inputs)
+    }
+
+    fn run_ort_on(
+        &self,
+        mut session: std::sync::MutexGuard<'_, ort::session::Session>,
         inputs: Vec<(&str, Tensor)>,
     ) -> Result<Vec<Tensor>> {
         let run_err = |e: ort::Error| Error::Run(e.to_string());
@@ -583,21 +628,7 @@ impl Model {
             };
             values.push((name.to_string().into(), value.into()));
         }
-        // Alone: every core. Else a free session if there is one, else wait for the first.
-        let solo = alone
-            .filter(|_| self.alone())
-            .and_then(|s| s.try_lock().ok());
-        if solo.is_some() {
-            self.alone_runs
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        let mut guard = match solo.or_else(|| sessions.iter().find_map(|s| s.try_lock().ok())) {
-            Some(g) => g,
-            None => sessions[0]
-                .lock()
-                .map_err(|_| Error::Run("session lock poisoned".into()))?,
-        };
-        let outputs = guard.run(values).map_err(run_err)?;
+        let outputs = session.run(values).map_err(run_err)?;
         let mut out = Vec::with_capacity(self.outputs.len());
         for name in &self.outputs {
             let v = &outputs[name.as_str()];
@@ -764,6 +795,20 @@ fn tvec_of(shape: &[usize]) -> tract_onnx::prelude::TVec<usize> {
     let mut v = tvec![];
     v.extend_from_slice(shape);
     v
+}
+
+/// Every input holds as many elements as its shape says.
+fn check_inputs(inputs: &[(&str, Tensor)]) -> Result<()> {
+    for (name, t) in inputs {
+        if t.len() != t.shape.iter().product::<usize>() {
+            return Err(Error::Run(format!(
+                "input `{name}`: {} elements for shape {:?}",
+                t.len(),
+                t.shape
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Builds a session on its own thread pool, or (`shared_pool`) on the process-wide one.

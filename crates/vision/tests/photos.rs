@@ -404,3 +404,44 @@ fn a_phone_size_photo_is_not_blurred_in_dozens_of_places() {
         others.len()
     );
 }
+
+#[test]
+fn tiles_spread_over_one_core_sessions_find_the_same_faces() {
+    // A face slot's layout (one session per core, adaptive threads): a request alone runs its tiles
+    // on every session at once. The faces must be those of one session running them in turn.
+    let img = photo("t1.jpg");
+    let load = |sessions: usize| {
+        let opts = switchyard_infer::LoadOptions {
+            engine: EngineChoice::Ort,
+            sessions,
+            adaptive_threads: true,
+            ..Default::default()
+        };
+        let kind = DetectorKind::BlazeFaceBack;
+        switchyard_vision::FaceDetector::load(
+            kind,
+            &model_file(kind),
+            DetectorParams::default(),
+            opts,
+        )
+        .expect("load detector")
+    };
+    let (spread, single) = (load(2), load(1));
+    if switchyard_infer::cores() > 1 {
+        assert_eq!(spread.model.lanes(), 2);
+        // Another request in progress: no lanes, the cores are its too.
+        let _other = spread.model.request();
+        let _this = spread.model.request();
+        assert_eq!(spread.model.lanes(), 1);
+    }
+    assert_eq!(single.model.lanes(), 1);
+    let (a, b) = (spread.detect(&img).unwrap(), single.detect(&img).unwrap());
+    assert_eq!(a.len(), b.len(), "{a:?}\n{b:?}");
+    for (x, y) in a.iter().zip(&b) {
+        assert!(
+            x.bbox.iter().zip(y.bbox).all(|(p, q)| (p - q).abs() < 0.01)
+                && (x.score - y.score).abs() < 1e-4,
+            "{x:?} against {y:?}"
+        );
+    }
+}
