@@ -544,7 +544,8 @@ impl Model {
     /// How many runs of one request may go at once on separate cores: with `adaptive_threads`, a
     /// request alone on an ONNX Runtime model may use each of its one-core sessions in parallel
     /// ([`run_lane`](Self::run_lane)), which for many small independent runs (tiles) beats one
-    /// all-cores session running them one after another; otherwise 1.
+    /// all-cores session running them one after another; on tract (one thread a run) one lane per
+    /// core; otherwise 1.
     pub fn lanes(&self) -> usize {
         match &self.backend {
             Backend::Ort {
@@ -552,12 +553,14 @@ impl Model {
                 alone: Some(_),
                 ..
             } if self.alone() => sessions.len(),
+            Backend::Tract { .. } if self.alone() => cores(),
             _ => 1,
         }
     }
 
-    /// [`run`](Self::run) on lane `lane` of [`lanes`](Self::lanes): the lane's own session, so that
-    /// runs on different lanes go at once. Lane 0 of a model with one lane is [`run`](Self::run).
+    /// [`run`](Self::run) on lane `lane` of [`lanes`](Self::lanes): on ONNX Runtime the lane's own
+    /// session, so that runs on different lanes go at once; on tract, whose runs share nothing but
+    /// the plan, [`run`](Self::run).
     pub fn run_lane(&self, lane: usize, inputs: Vec<(&str, Tensor)>) -> Result<Vec<Tensor>> {
         match &self.backend {
             Backend::Ort { sessions, .. } if sessions.len() > 1 => {
