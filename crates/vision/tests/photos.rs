@@ -410,9 +410,9 @@ fn tiles_spread_over_one_core_sessions_find_the_same_faces() {
     // A face slot's layout (one session per core, adaptive threads): a request alone runs its tiles
     // on every session at once. The faces must be those of one session running them in turn.
     let img = photo("t1.jpg");
-    let load = |sessions: usize| {
+    let load = |engine: EngineChoice, sessions: usize| {
         let opts = switchyard_infer::LoadOptions {
-            engine: EngineChoice::Ort,
+            engine,
             sessions,
             adaptive_threads: true,
             ..Default::default()
@@ -426,22 +426,8 @@ fn tiles_spread_over_one_core_sessions_find_the_same_faces() {
         )
         .expect("load detector")
     };
-    let (spread, single) = (load(2), load(1));
-    let tract = {
-        let opts = switchyard_infer::LoadOptions {
-            engine: EngineChoice::Tract,
-            adaptive_threads: true,
-            ..Default::default()
-        };
-        let kind = DetectorKind::BlazeFaceBack;
-        switchyard_vision::FaceDetector::load(
-            kind,
-            &model_file(kind),
-            DetectorParams::default(),
-            opts,
-        )
-        .expect("load detector")
-    };
+    let (spread, single) = (load(EngineChoice::Ort, 2), load(EngineChoice::Ort, 1));
+    let tract = load(EngineChoice::Tract, 1);
     assert_eq!(tract.model.lanes(), switchyard_infer::cores());
     if switchyard_infer::cores() > 1 {
         assert_eq!(spread.model.lanes(), 2);
