@@ -132,7 +132,7 @@ impl FaceDetector {
     /// One pass over the whole image (no tiling).
     pub fn detect_single(&self, img: &RgbImage) -> Result<Vec<Face>> {
         let raw = match self.kind.input_side() {
-            Some(side) => self.blaze_region(img, (0, 0, img.width(), img.height()), side)?,
+            Some(side) => self.blaze_region(img, (0, 0, img.width(), img.height()), side, None)?,
             None => self.centerface(img)?,
         };
         Ok(self.suppress(raw))
@@ -178,17 +178,8 @@ impl FaceDetector {
         }
     }
 
-    fn blaze_region(
-        &self,
-        img: &RgbImage,
-        region: (u32, u32, u32, u32),
-        side: u32,
-    ) -> Result<Vec<Face>> {
-        self.blaze_region_on(img, region, side, None)
-    }
-
     /// One region, on a lane of the model (see [`Model::lanes`]) or, without one, on any session.
-    fn blaze_region_on(
+    fn blaze_region(
         &self,
         img: &RgbImage,
         region: (u32, u32, u32, u32),
@@ -217,7 +208,7 @@ impl FaceDetector {
         if lanes <= 1 {
             return regions
                 .iter()
-                .map(|r| self.blaze_region(img, *r, side))
+                .map(|r| self.blaze_region(img, *r, side, None))
                 .collect();
         }
         let share = |lane: usize| -> Vec<Result<Vec<Face>>> {
@@ -225,7 +216,7 @@ impl FaceDetector {
                 .iter()
                 .skip(lane)
                 .step_by(lanes)
-                .map(|r| self.blaze_region_on(img, *r, side, Some(lane)))
+                .map(|r| self.blaze_region(img, *r, side, Some(lane)))
                 .collect()
         };
         let shares: Vec<Vec<Result<Vec<Face>>>> = std::thread::scope(|s| {

@@ -202,26 +202,6 @@ pub fn encode_channels(
     threads: usize,
 ) -> Result<Vec<u8>> {
     let (w, h) = img.dimensions();
-    if format == Format::Jpeg {
-        return match &channels.alpha {
-            // JPEG holds no alpha: flatten onto white, as an image editor does, rather than show
-            // whatever colour the transparent pixels happen to hold.
-            Some(a) if a.dimensions() == (w, h) => {
-                let mut flat = img.clone();
-                for (p, &a) in flat.chunks_exact_mut(3).zip(a.as_raw()) {
-                    for c in p {
-                        *c = ((u32::from(*c) * u32::from(a) + 255 * (255 - u32::from(a)) + 127)
-                            / 255) as u8;
-                    }
-                }
-                encode_threads(&flat, format, quality, threads)
-            }
-            _ => encode_threads(img, format, quality, threads),
-        };
-    }
-    if !channels.gray && channels.alpha.is_none() {
-        return encode_threads(img, format, quality, threads);
-    }
     let alpha = match &channels.alpha {
         Some(a) if a.dimensions() != (w, h) => {
             return Err(Error::Encode(format!(
@@ -239,19 +219,33 @@ pub fn encode_channels(
             as u8
     };
     let px = img.as_raw().chunks_exact(3);
-    let (bytes, color): (Vec<u8>, ExtendedColorType) = match (channels.gray, alpha) {
-        (true, None) => (px.map(luma).collect(), ExtendedColorType::L8),
-        (true, Some(a)) => (
+    let (bytes, color): (Vec<u8>, ExtendedColorType) = match (format, channels.gray, alpha) {
+        // JPEG holds no alpha: flatten onto white, as an image editor does, rather than show
+        // whatever colour the transparent pixels happen to hold.
+        (Format::Jpeg, _, Some(a)) => {
+            let mut flat = img.clone();
+            for (p, &a) in flat.chunks_exact_mut(3).zip(a) {
+                for c in p {
+                    *c = ((u32::from(*c) * u32::from(a) + 255 * (255 - u32::from(a)) + 127) / 255)
+                        as u8;
+                }
+            }
+            return encode_threads(&flat, format, quality, threads);
+        }
+        (Format::Jpeg, _, None) | (_, false, None) => {
+            return encode_threads(img, format, quality, threads);
+        }
+        (_, true, None) => (px.map(luma).collect(), ExtendedColorType::L8),
+        (_, true, Some(a)) => (
             px.zip(a).flat_map(|(p, &a)| [luma(p), a]).collect(),
             ExtendedColorType::La8,
         ),
-        (false, Some(a)) => (
+        (_, false, Some(a)) => (
             px.zip(a)
                 .flat_map(|(p, &a)| [p[0], p[1], p[2], a])
                 .collect(),
             ExtendedColorType::Rgba8,
         ),
-        (false, None) => return encode_threads(img, format, quality, threads),
     };
     let mut out = Cursor::new(Vec::with_capacity(bytes.len() / 2));
     let result = match format {
