@@ -65,6 +65,13 @@ worse=.cache/reference/asr-worse/joiner.onnx
 if [ ! -s "$worse" ] || [ tests/reference/worse_asr.py -nt "$worse" ]; then
   "$VENV/bin/python" tests/reference/worse_asr.py --src models/asr/zipformer-en-3m --out .cache/reference/asr-worse
 fi
+beam=.cache/reference/asr_beam.json
+if [ ! -s "$beam" ] || [ tests/reference/asr_beam.py -nt "$beam" ] || [ models/asr/zipformer-en-3m/joiner.onnx -nt "$beam" ]; then
+  echo "bootstrap: computing reference beam-search transcripts"
+  "$VENV/bin/python" tests/reference/asr_beam.py --model models/asr/zipformer-en-3m \
+    --expected .cache/testdata/asr/expected.json --testdata .cache/testdata/asr --out "$beam.tmp"
+  mv "$beam.tmp" "$beam"
+fi
 jwt=.cache/reference/jwt/tokens.json
 if [ ! -s "$jwt" ] || [ tests/reference/jwt_fixtures.py -nt "$jwt" ]; then
   "$VENV/bin/python" tests/reference/jwt_fixtures.py --out .cache/reference/jwt

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """ASR benchmark driver (run by benches/asr/run.sh): the same clips and the same model through
-(a) sherpa-onnx (PyPI, OnlineRecognizer.from_transducer, greedy search, 1 thread),
+(a) sherpa-onnx (PyPI, OnlineRecognizer.from_transducer, greedy search, 1 thread; and a second table
+    with modified beam search, 4 paths, against `switchyard transcribe --decoding-method modified_beam_search`),
 (b) `switchyard transcribe` (CLI, 1 thread), (c) Switchyard HTTP /transcribe (1 thread),
 (d) Switchyard WebSocket streams: 1 vs 2 concurrent (aggregate throughput), and the latency of
 partial results when audio is sent in real time."""
@@ -30,11 +31,11 @@ def load(path: Path) -> np.ndarray:
         return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768
 
 
-def sherpa(clips, rounds):
+def sherpa(clips, rounds, method="greedy_search"):
     rec = sherpa_onnx.OnlineRecognizer.from_transducer(
         tokens=str(MODEL / "tokens.txt"), encoder=str(MODEL / "encoder.onnx"),
         decoder=str(MODEL / "decoder.onnx"), joiner=str(MODEL / "joiner.onnx"),
-        num_threads=1, sample_rate=16000, feature_dim=80, decoding_method="greedy_search")
+        num_threads=1, sample_rate=16000, feature_dim=80, decoding_method=method, max_active_paths=4)
     texts, best = [], None
     for _ in range(rounds):
         t0 = time.perf_counter()
@@ -52,10 +53,11 @@ def sherpa(clips, rounds):
     return best, texts
 
 
-def cli(paths, rounds):
+def cli(paths, rounds, method="greedy_search"):
     best, texts = None, []
     for _ in range(rounds):
         out = subprocess.run(["target/release/switchyard", "transcribe", "--threads", "1", "--engine", "ort",
+                              "--decoding-method", method, "--max-active-paths", "4",
                               "--json", *map(str, paths)], capture_output=True, text=True, check=True).stdout
         rows = [json.loads(l) for l in out.splitlines()]
         dt = sum(r["rtf"] * r["duration_s"] for r in rows)  # per-file time, without model loading
@@ -141,7 +143,7 @@ def main():
 
     # Interleaved rounds (sherpa, CLI, HTTP, sherpa, …) and the median of each: this 2-core machine's
     # speed drifts by ±20 % over minutes, which would otherwise decide the ratio.
-    times = {"s": [], "c": [], "h": []}
+    times = {"s": [], "c": [], "h": [], "sb": [], "cb": []}
     for _ in range(rounds):
         dt, s_texts = sherpa(clips, 1)
         times["s"].append(dt)
@@ -149,6 +151,10 @@ def main():
         times["c"].append(dt)
         dt, h_texts = http(base, paths, 1)
         times["h"].append(dt)
+        dt, sb_texts = sherpa(clips, 1, "modified_beam_search")
+        times["sb"].append(dt)
+        dt, cb_texts = cli(paths, 1, "modified_beam_search")
+        times["cb"].append(dt)
     med = lambda v: sorted(v)[len(v) // 2]
     s_dt, c_dt, h_dt = med(times["s"]), med(times["c"]), med(times["h"])
     same = sum(a == b for a, b in zip(s_texts, c_texts))
@@ -158,6 +164,12 @@ def main():
         print(f"{name:34} {dt / audio_s:8.4f} {audio_s / dt:12.1f} {(dt / audio_s) / (s_dt / audio_s):16.2f}")
     print(f"identical transcripts sherpa-onnx vs switchyard: {same}/{len(paths)}; HTTP == CLI: "
           f"{sum(a == b for a, b in zip(c_texts, h_texts))}/{len(paths)}")
+    sb_dt, cb_dt = med(times["sb"]), med(times["cb"])
+    print("\nmodified_beam_search, 4 active paths:")
+    for name, dt in [("sherpa-onnx 2 (Python, 1 thread)", sb_dt), ("switchyard transcribe (CLI)", cb_dt)]:
+        print(f"{name:34} {dt / audio_s:8.4f} {audio_s / dt:12.1f} {dt / sb_dt:16.2f}")
+    print(f"identical transcripts sherpa-onnx vs switchyard: {sum(a == b for a, b in zip(sb_texts, cb_texts))}"
+          f"/{len(paths)}; beam vs greedy (switchyard): {sum(a != b for a, b in zip(c_texts, cb_texts))} differ")
 
     # Throughput of live streams sent as fast as possible, in 1 s messages, from an asyncio client (a
     # thread per stream in Python costs enough CPU, on the same 2 cores, to hide the server's scaling):

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # ASR benchmark, one invocation, the same 13 clips (LibriSpeech + pocketsphinx-testdata, 95 s) and the
 # same model files: sherpa-onnx (PyPI) vs `switchyard transcribe` vs Switchyard HTTP and WebSocket, all
-# with 1 inference thread, greedy search, no VAD. Prints RTF, ratios, stream throughput 1 vs 2 streams
-# and real-time result latency.
+# with 1 inference thread, greedy search (and modified beam search, CLI vs sherpa-onnx), no VAD. Prints
+# RTF, ratios, stream throughput 1 vs 2 streams and real-time result latency.
 #
 # Usage: benches/asr/run.sh     (env: ROUNDS=7)
 set -euo pipefail

@@ -308,6 +308,49 @@ async fn batch_returns_one_result_per_file() {
     }
 }
 
+#[tokio::test]
+async fn a_beam_search_slot_gives_the_reference_beam_text() {
+    // `decoding_method = "modified_beam_search"` on the stable slot: 0.wav, where the reference's
+    // beam search (tests/reference/asr_beam.py) ends on another word than greedy search.
+    let reference: Value =
+        serde_json::from_slice(&std::fs::read(repo(".cache/reference/asr_beam.json")).unwrap())
+            .unwrap();
+    assert_eq!(reference["paths"], 4);
+    let want = reference["utterances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["file"] == "0.wav")
+        .unwrap()["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(want, expected_hyp("0.wav"));
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&asr_config(
+        &dir.path().join("h.db").display().to_string(),
+        "decoding_method = \"modified_beam_search\"\nmax_active_paths = 4",
+    ));
+    let c = client();
+    let (s, v) = transcribe(
+        &c,
+        &gw,
+        speech(".cache/testdata/asr/0.wav"),
+        "audio/wav",
+        &[],
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["slot"], "asr-v1");
+    assert_eq!(v["text"], want);
+    let s = slot_state(&c, &gw, "asr-v1").await;
+    assert_eq!(
+        s["details"]["decoding_method"], "modified_beam_search",
+        "{s}"
+    );
+    assert_eq!(s["details"]["max_active_paths"], 4, "{s}");
+}
+
 /// Streams `samples` (16-bit LE PCM at `rate`) in 100 ms messages, paced at `speed`× real time.
 async fn stream(
     data: std::net::SocketAddr,

@@ -308,6 +308,10 @@ pub struct SlotSpec {
     pub stream_idle_timeout_ms: Option<u64>,
     /// `asr` without VAD: trailing silence that ends an utterance, ms (default 1,200).
     pub endpoint_silence_ms: Option<u64>,
+    /// `asr`: `greedy_search` (default) or `modified_beam_search` (sherpa-onnx's names).
+    pub decoding_method: Option<String>,
+    /// `asr` with `modified_beam_search`: hypotheses kept per frame, 1 to 64 (default 4).
+    pub max_active_paths: Option<usize>,
 }
 
 fn default_version() -> String {
@@ -357,6 +361,8 @@ impl SlotSpec {
                 self.stream_idle_timeout_ms.is_some(),
             ),
             ("endpoint_silence_ms", self.endpoint_silence_ms.is_some()),
+            ("decoding_method", self.decoding_method.is_some()),
+            ("max_active_paths", self.max_active_paths.is_some()),
         ];
         let mut foreign = Vec::new();
         if self.kind != SlotKind::Upstream {

@@ -132,6 +132,31 @@ slot = "nope"
 }
 
 #[test]
+fn asr_decoding_settings_are_checked() {
+    let got = problems(
+        r#"[[slot]]
+name = "a"
+kind = "asr"
+model_dir = "."
+decoding_method = "beam"
+max_active_paths = 0
+
+[[slot]]
+name = "b"
+kind = "face"
+decoding_method = "greedy_search"
+"#,
+    );
+    for w in [
+        "f.toml:5: decoding method `beam` is not one of greedy_search, modified_beam_search",
+        "f.toml:6: must be between 1 and 64",
+        "f.toml:11: `decoding_method` does not apply to a slot of kind `face`",
+    ] {
+        assert!(got.iter().any(|g| g == w), "missing {w:?} in {got:#?}");
+    }
+}
+
+#[test]
 fn syntax_and_type_errors_have_lines() {
     let got = problems("[server]\nlisten = \"127.0.0.1:1\"\nmax_body_bytes = \"big\"\n");
     assert_eq!(got.len(), 1);

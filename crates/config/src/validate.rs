@@ -229,6 +229,23 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
                     )),
                     Some(_) => {}
                 }
+                match slot.decoding_method.as_deref() {
+                    None | Some("greedy_search" | "modified_beam_search") => {}
+                    Some(m) => out.push((
+                        path!["slot", i, "decoding_method"],
+                        format!(
+                            "decoding method `{m}` is not one of greedy_search, modified_beam_search"
+                        ),
+                    )),
+                }
+                if let Some(p) = slot.max_active_paths
+                    && !(1..=64).contains(&p)
+                {
+                    out.push((
+                        path!["slot", i, "max_active_paths"],
+                        "must be between 1 and 64".into(),
+                    ));
+                }
                 if let Some(v) = slot.vad.as_deref()
                     && !resolve(base_dir, v).is_file()
                 {

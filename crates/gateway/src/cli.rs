@@ -235,12 +235,20 @@ pub struct AsrArgs {
     /// Longest audio accepted, seconds.
     #[arg(long, default_value_t = 3600.0)]
     pub max_audio_seconds: f64,
+    /// greedy_search or modified_beam_search.
+    #[arg(long, default_value = "greedy_search")]
+    pub decoding_method: String,
+    /// Hypotheses kept per frame by modified_beam_search.
+    #[arg(long, default_value_t = 4)]
+    pub max_active_paths: usize,
 }
 
 /// Prints the text of every input (or one JSON object per line with `json`). Files that fail are
 /// reported and counted; the others proceed.
 pub fn transcribe(inputs: &[PathBuf], args: &AsrArgs, json: bool) -> anyhow::Result<()> {
-    use switchyard_speech::{Recognizer, RecognizerOptions, Transducer, VadModel};
+    use switchyard_speech::{Decoding, Recognizer, RecognizerOptions, Transducer, VadModel};
+    let decoding = Decoding::from_name(&args.decoding_method, args.max_active_paths)
+        .map_err(|e| anyhow::anyhow!(e))?;
     let opts = LoadOptions {
         engine: args
             .engine
@@ -261,7 +269,10 @@ pub fn transcribe(inputs: &[PathBuf], args: &AsrArgs, json: bool) -> anyhow::Res
     let rec = Recognizer {
         model,
         vad,
-        options: RecognizerOptions::default(),
+        options: RecognizerOptions {
+            decoding,
+            ..RecognizerOptions::default()
+        },
     };
     let bar = indicatif::ProgressBar::new(inputs.len() as u64);
     bar.set_style(

@@ -16,7 +16,7 @@ pub mod vad;
 
 pub use audio::{Audio, AudioError};
 pub use recognizer::{Event, Recognizer, RecognizerOptions, Segment, Session, Transcript};
-pub use transducer::{AsrError, Transducer, TransducerInfo};
+pub use transducer::{AsrError, Decoding, Transducer, TransducerInfo};
 pub use vad::{VadModel, VadOptions};
 
 /// Word error rate pieces: (substitutions + deletions + insertions, reference words), by word-level

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::transducer::{AsrError, DecodeStream, DecodeTimings, Transducer};
+use crate::transducer::{AsrError, DecodeStream, DecodeTimings, Decoding, Transducer};
 use crate::vad::{Segmenter, VadEvent, VadModel, VadOptions, WINDOW};
 
 /// Recognition settings.
@@ -22,6 +22,8 @@ pub struct RecognizerOptions {
     pub max_segment_s: f64,
     /// VAD segmentation.
     pub vad: VadOptions,
+    /// Search.
+    pub decoding: Decoding,
 }
 
 impl Default for RecognizerOptions {
@@ -30,6 +32,7 @@ impl Default for RecognizerOptions {
             endpoint_silence_s: 1.2,
             max_segment_s: 20.0,
             vad: VadOptions::default(),
+            decoding: Decoding::default(),
         }
     }
 }
@@ -160,7 +163,7 @@ impl Session {
             .as_ref()
             .map(|v| Segmenter::new(v.clone(), rec.options.vad.clone()));
         let stream = if segmenter.is_none() {
-            Some(rec.model.stream()?)
+            Some(rec.model.stream_with(rec.options.decoding)?)
         } else {
             None
         };
@@ -255,7 +258,8 @@ impl Session {
         while stream.step()? {
             advanced = true;
             let frames = stream.frames_decoded();
-            let toks = &stream.tokens()[self.seg_token..];
+            let all = stream.tokens();
+            let toks = &all[self.seg_token..];
             let trailing = frames - toks.last().map(|t| t.frame + 1).unwrap_or(self.seg_frame);
             let endpoint =
                 !toks.is_empty() && (trailing >= silence || frames - self.seg_frame >= max_len);
@@ -269,15 +273,18 @@ impl Session {
                     end,
                     text,
                 }));
-                self.seg_token = stream.tokens().len();
+                self.seg_token = all.len();
                 self.seg_frame = frames;
+                // The segment's text is final: the search goes on from its best hypothesis.
+                stream.commit();
                 self.last_partial.clear();
             } else if toks.is_empty() && trailing >= 2 * silence {
                 // A long silence: the next segment starts later.
                 self.seg_frame = frames;
             }
         }
-        let toks = &stream.tokens()[self.seg_token..];
+        let all = stream.tokens();
+        let toks = &all[self.seg_token..];
         let text = stream
             .model()
             .text(&toks.iter().map(|t| t.id).collect::<Vec<_>>());
@@ -379,7 +386,7 @@ impl Session {
     fn on_vad_event(&mut self, e: VadEvent, events: &mut Vec<Event>) -> Result<(), AsrError> {
         match e {
             VadEvent::Start(s) => {
-                self.stream = Some(self.rec.model.stream()?);
+                self.stream = Some(self.rec.model.stream_with(self.rec.options.decoding)?);
                 self.seg_start = s.max(self.recent_at);
                 self.fed = self.seg_start;
                 self.last_partial.clear();

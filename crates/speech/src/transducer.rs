@@ -1,5 +1,5 @@
 //! Streaming transducer (RNN-T) models in the sherpa-onnx layout: `encoder`, `decoder`, `joiner`
-//! ONNX files and `tokens.txt`, decoded greedily.
+//! ONNX files and `tokens.txt`, decoded by greedy or modified beam search ([`Decoding`]).
 //!
 //! Nothing about one particular model is hard-coded: the window and shift come from the encoder's
 //! metadata (`T`, `decode_chunk_len`), the cached states are every encoder input other than the
@@ -8,6 +8,7 @@
 //! metadata, the feature dimension from the encoder input, the frame rate of the encoder output from
 //! a warm-up run.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -409,7 +410,12 @@ impl Transducer {
     }
 
     fn run_decoder(&self, context: &[i64]) -> Result<Vec<f32>> {
-        let y = Tensor::i64(vec![1, context.len()], context.to_vec());
+        self.run_decoder_batch(context, 1)
+    }
+
+    /// Decoder outputs for `n` contexts (row-major, `n × context`), `n × decoder_dim`.
+    fn run_decoder_batch(&self, contexts: &[i64], n: usize) -> Result<Vec<f32>> {
+        let y = Tensor::i64(vec![n, contexts.len() / n.max(1)], contexts.to_vec());
         let out = self.decoder.run(vec![("y", y)])?;
         let t = out
             .into_iter()
@@ -423,16 +429,18 @@ impl Transducer {
 
     /// Joiner logits for `n` encoder frames (row-major) against one decoder output.
     fn run_joiner(&self, enc: &[f32], n: usize, dec: &[f32]) -> Result<Vec<f32>> {
-        let d = dec.len();
-        let mut decs = Vec::with_capacity(n * d);
+        let mut decs = Vec::with_capacity(n * dec.len());
         for _ in 0..n {
             decs.extend_from_slice(dec);
         }
+        self.run_joiner_rows(enc.to_vec(), decs, n)
+    }
+
+    /// Joiner logits for `n` rows of encoder frames and decoder outputs (both row-major).
+    fn run_joiner_rows(&self, enc: Vec<f32>, decs: Vec<f32>, n: usize) -> Result<Vec<f32>> {
+        let (e, d) = (enc.len() / n.max(1), decs.len() / n.max(1));
         let out = self.joiner.run(vec![
-            (
-                "encoder_out",
-                Tensor::f32(vec![n, enc.len() / n], enc.to_vec()),
-            ),
+            ("encoder_out", Tensor::f32(vec![n, e], enc)),
             ("decoder_out", Tensor::f32(vec![n, d], decs)),
         ])?;
         let t = out
@@ -445,8 +453,13 @@ impl Transducer {
         }
     }
 
-    /// A new decoding stream.
+    /// A new decoding stream with greedy search.
     pub fn stream(self: &Arc<Self>) -> Result<DecodeStream> {
+        self.stream_with(Decoding::Greedy)
+    }
+
+    /// A new decoding stream.
+    pub fn stream_with(self: &Arc<Self>, decoding: Decoding) -> Result<DecodeStream> {
         let context = vec![self.blank; self.info.context];
         let dec = self.run_decoder(&context)?;
         Ok(DecodeStream {
@@ -454,15 +467,72 @@ impl Transducer {
             fbank: OnlineFbank::new(self.fbank.clone()),
             feats: Vec::new(),
             states: Some(self.initial_states()),
-            context,
-            dec,
-            tokens: Vec::new(),
+            decoding,
+            committed: Vec::new(),
+            hyps: vec![Hyp {
+                suffix: Vec::new(),
+                context,
+                log_prob: 0.0,
+                dec: Some(dec),
+            }],
             frames_decoded: 0,
             audio_frames: None,
             finished: false,
             timings: DecodeTimings::default(),
         })
     }
+}
+
+/// How tokens are chosen from the joiner's output, at most one per encoder frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Decoding {
+    /// The most likely token at each frame (what the reference pipeline does).
+    #[default]
+    Greedy,
+    /// Modified beam search as in icefall and sherpa-onnx: the `max_active_paths` most likely token
+    /// sequences are kept (identical ones merged), and the best by length-normalised log-probability
+    /// wins. A frame where two tokens are almost tied no longer decides the text alone.
+    ModifiedBeam {
+        /// Hypotheses kept per frame (sherpa-onnx's default is 4).
+        max_active_paths: usize,
+    },
+}
+
+impl Decoding {
+    /// sherpa-onnx's name of the method.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Decoding::Greedy => "greedy_search",
+            Decoding::ModifiedBeam { .. } => "modified_beam_search",
+        }
+    }
+
+    /// sherpa-onnx's names: `greedy_search`, or `modified_beam_search` keeping `max_active_paths`.
+    pub fn from_name(method: &str, max_active_paths: usize) -> std::result::Result<Self, String> {
+        match method {
+            "greedy_search" => Ok(Decoding::Greedy),
+            "modified_beam_search" if (1..=64).contains(&max_active_paths) => {
+                Ok(Decoding::ModifiedBeam { max_active_paths })
+            }
+            "modified_beam_search" => Err(format!(
+                "max_active_paths {max_active_paths} is not between 1 and 64"
+            )),
+            other => Err(format!(
+                "decoding method `{other}` is not one of greedy_search, modified_beam_search"
+            )),
+        }
+    }
+}
+
+/// One hypothesis of the search: its tokens after the ones all hypotheses share.
+#[derive(Debug, Clone)]
+struct Hyp {
+    suffix: Vec<Token>,
+    /// The last `context` token ids (blank-padded), the decoder's input.
+    context: Vec<i64>,
+    log_prob: f64,
+    /// The decoder's output for `context`; `None` until computed.
+    dec: Option<Vec<f32>>,
 }
 
 /// Where decoding time went, in seconds.
@@ -472,7 +542,7 @@ pub struct DecodeTimings {
     pub fbank: f64,
     /// Encoder calls.
     pub encoder: f64,
-    /// Decoder and joiner calls (the greedy search).
+    /// Decoder and joiner calls (the search).
     pub search: f64,
 }
 
@@ -503,9 +573,11 @@ pub struct DecodeStream {
     /// Feature frames not yet consumed by a window (row-major).
     feats: Vec<f32>,
     states: Option<Vec<Tensor>>,
-    context: Vec<i64>,
-    dec: Vec<f32>,
-    tokens: Vec<Token>,
+    decoding: Decoding,
+    /// Tokens every hypothesis agrees on.
+    committed: Vec<Token>,
+    /// The hypotheses, best first (one with greedy search).
+    hyps: Vec<Hyp>,
     frames_decoded: usize,
     /// Feature frames of real audio, known once the stream has ended (the rest is tail padding).
     audio_frames: Option<usize>,
@@ -598,34 +670,180 @@ impl DecodeStream {
         Ok(true)
     }
 
-    /// Greedy search over one encoder output, at most one symbol per frame. The joiner runs one
-    /// frame at a time, as in sherpa-onnx: int8 joiners quantise their input dynamically over the
-    /// whole tensor, so batching frames would change the numbers.
+    /// Searches one encoder output, frame by frame.
     fn search(&mut self, enc: &Tensor) -> Result<()> {
-        let m = self.model.clone();
         let enc = enc.as_f32()?;
-        let frames = m.info.out_frames.max(1);
+        let frames = self.model.info.out_frames.max(1);
         let dim = enc.len() / frames;
         for t in 0..frames {
-            let logits = m.run_joiner(&enc[t * dim..(t + 1) * dim], 1, &self.dec)?;
-            let k = argmax(&logits) as i64;
-            if k != m.blank && Some(k) != m.unk {
-                self.tokens.push(Token {
-                    id: k,
-                    frame: self.frames_decoded + t,
-                });
-                self.context.remove(0);
-                self.context.push(k);
-                self.dec = m.run_decoder(&self.context)?;
+            let frame = &enc[t * dim..(t + 1) * dim];
+            match self.decoding {
+                Decoding::Greedy => self.greedy_frame(frame, self.frames_decoded + t)?,
+                Decoding::ModifiedBeam { max_active_paths } => {
+                    self.beam_frame(frame, self.frames_decoded + t, max_active_paths.max(1))?
+                }
             }
         }
         self.frames_decoded += frames;
         Ok(())
     }
 
-    /// Tokens decoded so far.
-    pub fn tokens(&self) -> &[Token] {
-        &self.tokens
+    /// Greedy search, one frame. The joiner runs one frame at a time, as in sherpa-onnx: int8
+    /// joiners quantise their input dynamically over the whole tensor, so batching frames would
+    /// change the numbers.
+    fn greedy_frame(&mut self, enc: &[f32], frame: usize) -> Result<()> {
+        let m = self.model.clone();
+        let h = self
+            .hyps
+            .first_mut()
+            .ok_or_else(|| AsrError::Layout("no hypothesis".into()))?;
+        let dec = h
+            .dec
+            .as_deref()
+            .ok_or_else(|| AsrError::Layout("decoder output missing".into()))?;
+        let k = argmax(&m.run_joiner(enc, 1, dec)?) as i64;
+        if k != m.blank && Some(k) != m.unk {
+            self.committed.push(Token { id: k, frame });
+            h.context.remove(0);
+            h.context.push(k);
+            h.dec = Some(m.run_decoder(&h.context)?);
+        }
+        Ok(())
+    }
+
+    /// Modified beam search, one frame: every hypothesis is extended by every token (blank keeps
+    /// it as it is), the `paths` best of those by total log-probability are kept, and the ones with
+    /// the same tokens are merged (their probabilities add up).
+    fn beam_frame(&mut self, enc: &[f32], frame: usize, paths: usize) -> Result<()> {
+        let m = self.model.clone();
+        let n = self.hyps.len();
+        let mut encs = Vec::with_capacity(n * enc.len());
+        let mut decs = Vec::new();
+        for h in &self.hyps {
+            encs.extend_from_slice(enc);
+            decs.extend_from_slice(
+                h.dec
+                    .as_deref()
+                    .ok_or_else(|| AsrError::Layout("decoder output missing".into()))?,
+            );
+        }
+        let logits = m.run_joiner_rows(encs, decs, n)?;
+        let vocab = logits.len() / n.max(1);
+        if vocab == 0 {
+            return Err(AsrError::Layout("joiner gives no logits".into()));
+        }
+        // Total log-probability of every (hypothesis, token) extension.
+        let mut scores = Vec::with_capacity(logits.len());
+        for (h, row) in self.hyps.iter().zip(logits.chunks_exact(vocab)) {
+            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+            let lse = max
+                + row
+                    .iter()
+                    .map(|&x| (x as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
+            scores.extend(row.iter().map(|&x| h.log_prob + x as f64 - lse));
+        }
+        let mut best: Vec<usize> = (0..scores.len()).collect();
+        let by_score = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
+        if best.len() > paths {
+            best.select_nth_unstable_by(paths - 1, by_score);
+            best.truncate(paths);
+        }
+        best.sort_unstable_by(by_score);
+        let mut next: Vec<Hyp> = Vec::with_capacity(paths);
+        for i in best {
+            let (prev, k) = (&self.hyps[i / vocab], (i % vocab) as i64);
+            let mut h = Hyp {
+                suffix: prev.suffix.clone(),
+                context: prev.context.clone(),
+                log_prob: scores[i],
+                dec: prev.dec.clone(),
+            };
+            if k != m.blank && Some(k) != m.unk {
+                h.suffix.push(Token { id: k, frame });
+                h.context.remove(0);
+                h.context.push(k);
+                h.dec = None;
+            }
+            let same = |o: &Hyp| {
+                o.suffix.len() == h.suffix.len()
+                    && o.suffix.iter().zip(&h.suffix).all(|(a, b)| a.id == b.id)
+            };
+            match next.iter_mut().find(|o| same(o)) {
+                // The first (more likely) one keeps its token times.
+                Some(o) => o.log_prob = log_add(o.log_prob, h.log_prob),
+                None => next.push(h),
+            }
+        }
+        // One decoder call for every hypothesis that got a new token.
+        let fresh: Vec<usize> = (0..next.len()).filter(|&i| next[i].dec.is_none()).collect();
+        if !fresh.is_empty() {
+            let contexts: Vec<i64> = fresh
+                .iter()
+                .flat_map(|&i| next[i].context.iter().copied())
+                .collect();
+            let out = m.run_decoder_batch(&contexts, fresh.len())?;
+            let d = out.len() / fresh.len();
+            for (&i, row) in fresh.iter().zip(out.chunks_exact(d.max(1))) {
+                next[i].dec = Some(row.to_vec());
+            }
+        }
+        self.hyps = next;
+        self.sort_hyps();
+        self.commit_shared();
+        Ok(())
+    }
+
+    /// Orders the hypotheses best first, by log-probability per token (counting the blank context,
+    /// as sherpa-onnx does), so that longer hypotheses are not penalised for their length.
+    fn sort_hyps(&mut self) {
+        let base = (self.committed.len() + self.model.info.context) as f64;
+        let norm = |h: &Hyp| h.log_prob / (base + h.suffix.len() as f64);
+        self.hyps.sort_by(|a, b| norm(b).total_cmp(&norm(a)));
+    }
+
+    /// Moves the tokens all hypotheses share into `committed`.
+    fn commit_shared(&mut self) {
+        let Some((first, rest)) = self.hyps.split_first() else {
+            return;
+        };
+        let mut shared = first.suffix.len();
+        for h in rest {
+            shared = shared.min(
+                first
+                    .suffix
+                    .iter()
+                    .zip(&h.suffix)
+                    .take_while(|(a, b)| a == b)
+                    .count(),
+            );
+        }
+        if shared > 0 {
+            self.committed.extend_from_slice(&first.suffix[..shared]);
+            for h in &mut self.hyps {
+                h.suffix.drain(..shared);
+            }
+        }
+    }
+
+    /// Keeps only the best hypothesis, so that the tokens so far are final (at an endpoint).
+    pub fn commit(&mut self) {
+        self.hyps.truncate(1);
+        if let Some(h) = self.hyps.first_mut() {
+            self.committed.append(&mut h.suffix);
+            h.log_prob = 0.0;
+        }
+    }
+
+    /// The best hypothesis' tokens so far.
+    pub fn tokens(&self) -> Cow<'_, [Token]> {
+        match self.hyps.first() {
+            Some(h) if !h.suffix.is_empty() => {
+                Cow::Owned([self.committed.as_slice(), &h.suffix].concat())
+            }
+            _ => Cow::Borrowed(&self.committed),
+        }
     }
 
     /// Encoder output frames decoded so far.
@@ -637,6 +855,12 @@ impl DecodeStream {
     pub fn timings(&self) -> DecodeTimings {
         self.timings
     }
+}
+
+/// `ln(e^a + e^b)`.
+fn log_add(a: f64, b: f64) -> f64 {
+    let (hi, lo) = if a > b { (a, b) } else { (b, a) };
+    hi + (lo - hi).exp().ln_1p()
 }
 
 fn argmax(v: &[f32]) -> usize {

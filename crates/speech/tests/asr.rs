@@ -431,3 +431,131 @@ fn bad_audio_is_refused_clearly() {
         Some(AudioError::Empty)
     );
 }
+
+#[test]
+fn modified_beam_search_matches_the_reference() {
+    // tests/reference/asr_beam.py runs the reference pipeline (its greedy ids checked against the
+    // model's golden ones) with modified beam search in Python; every token id must agree.
+    use switchyard_speech::Decoding;
+    let reference: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root().join(".cache/reference/asr_beam.json"))
+            .expect("asr_beam.json (run `make setup`)"),
+    )
+    .expect("JSON");
+    let paths = reference["paths"].as_u64().expect("paths") as usize;
+    let ids = |v: &serde_json::Value| -> Vec<i64> {
+        v.as_array()
+            .expect("ids")
+            .iter()
+            .map(|x| x.as_i64().expect("id"))
+            .collect()
+    };
+    let m = model(EngineChoice::Ort);
+    let (mut checked, mut unlike_greedy) = (0, 0);
+    for u in utterances() {
+        let r = reference["utterances"]
+            .as_array()
+            .expect("utterances")
+            .iter()
+            .find(|r| r["file"] == u.file.as_str())
+            .unwrap_or_else(|| panic!("{} missing from the reference", u.file));
+        let want = ids(&r["token_ids"]);
+        let mut s = m
+            .stream_with(Decoding::ModifiedBeam {
+                max_active_paths: paths,
+            })
+            .expect("stream");
+        s.accept(&u.samples).expect("accept");
+        s.finish().expect("finish");
+        let got: Vec<i64> = s.tokens().iter().map(|t| t.id).collect();
+        assert_eq!(
+            got,
+            want,
+            "{}: {:?} against the reference's {:?}",
+            u.file,
+            m.text(&got),
+            m.text(&want)
+        );
+        checked += 1;
+        unlike_greedy += usize::from(want != u.token_ids);
+    }
+    assert_eq!(checked, 13);
+    // The search is not greedy search in disguise: on 0.wav it ends elsewhere.
+    assert!(
+        unlike_greedy >= 1,
+        "beam search equals greedy on every clip"
+    );
+}
+
+#[test]
+fn decoding_methods_by_name() {
+    use switchyard_speech::Decoding;
+    assert_eq!(
+        Decoding::from_name("greedy_search", 4),
+        Ok(Decoding::Greedy)
+    );
+    assert_eq!(
+        Decoding::from_name("modified_beam_search", 8),
+        Ok(Decoding::ModifiedBeam {
+            max_active_paths: 8
+        })
+    );
+    assert!(Decoding::from_name("modified_beam_search", 0).is_err());
+    assert!(Decoding::from_name("beam", 4).is_err());
+}
+
+#[test]
+fn beam_search_cuts_segments_at_endpoints_and_streams_agree() {
+    // Without VAD, an endpoint (1.2 s of blanks) ends a segment (and keeps only the best hypothesis,
+    // so a segment's text cannot change after it was sent); streamed in any chunking, the same.
+    let mut rec = recognizer(EngineChoice::Ort);
+    rec.options.decoding = switchyard_speech::Decoding::ModifiedBeam {
+        max_active_paths: 4,
+    };
+    let a = zero_wav();
+    let bytes = std::fs::read(root().join(".cache/testdata/asr/1.wav")).expect("1.wav");
+    let b = audio::decode(bytes, Some("wav"), 60.0)
+        .expect("decode")
+        .samples;
+    let mut samples = a.clone();
+    samples.extend(std::iter::repeat_n(0.0, 48_000));
+    samples.extend_from_slice(&b);
+    let whole = rec.transcribe(&samples).expect("transcribe");
+    assert!(whole.segments.len() >= 2, "segments {:?}", whole.segments);
+    let gap = a.len() as f64 / 16_000.0;
+    let first = &whole.segments[0];
+    assert!(
+        first.end <= gap + 3.0 && first.text.starts_with("AFTER EARLY NIGHTFALL"),
+        "{first:?}"
+    );
+    assert!(
+        whole.segments[1..].iter().all(|s| s.start >= gap),
+        "{:?}",
+        whole.segments
+    );
+    let (e, n) = word_errors(
+        "AFTER EARLY NIGHTFALL THE YELLOW LAMPS WOULD LIGHT UP HERE AND THERE THE SQUALID QUARTER OF THE BROTHELS \
+         GOD AS A DIRECT CONSEQUENCE OF THE SIN WHICH MAN THUS PUNISHED HAD GIVEN HER A LOVELY CHILD WHOSE PLACE \
+         WAS ON THAT SAME DISHONOURED BOSOM TO CONNECT HER PARENT FOR EVER WITH THE RACE AND DESCENT OF MORTALS \
+         AND TO BE FINALLY A BLESSED SOUL IN HEAVEN",
+        &whole.text,
+    );
+    assert!(e * 100 <= n * 10, "WER {e}/{n}: {}", whole.text);
+    for chunk in [160usize, 4801] {
+        let mut s = rec.session().expect("session");
+        let mut finals = Vec::new();
+        for c in samples.chunks(chunk) {
+            for ev in s.accept(c).expect("accept").into_iter() {
+                if let switchyard_speech::Event::Final(seg) = ev {
+                    finals.push(seg);
+                }
+            }
+        }
+        for ev in s.finish().expect("finish") {
+            if let switchyard_speech::Event::Final(seg) = ev {
+                finals.push(seg);
+            }
+        }
+        assert_eq!(finals, whole.segments, "chunk {chunk}");
+    }
+}

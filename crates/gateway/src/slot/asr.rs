@@ -28,7 +28,9 @@ use switchyard_config::{Config, EngineConfig, SlotSpec};
 use switchyard_infer::{EngineChoice, LoadOptions};
 use switchyard_speech::audio::{self, AudioError, StreamResampler};
 use switchyard_speech::recognizer::SessionTimings;
-use switchyard_speech::{Event, Recognizer, RecognizerOptions, Transcript, Transducer, VadModel};
+use switchyard_speech::{
+    Decoding, Event, Recognizer, RecognizerOptions, Transcript, Transducer, VadModel,
+};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -222,6 +224,11 @@ impl AsrSlot {
             .ok_or_else(|| anyhow::anyhow!("asr slot without `model_dir`"))?;
         let options = RecognizerOptions {
             endpoint_silence_s: spec.endpoint_silence_ms.unwrap_or(1200) as f64 / 1000.0,
+            decoding: Decoding::from_name(
+                spec.decoding_method.as_deref().unwrap_or("greedy_search"),
+                spec.max_active_paths.unwrap_or(4),
+            )
+            .map_err(|e| anyhow::anyhow!(e))?,
             ..RecognizerOptions::default()
         };
         let load = LoadSpec {
@@ -988,6 +995,11 @@ impl Slot for AsrSlot {
             "language": m.language,
             "engine": m.recognizer.model.engine().as_str(),
             "chunk_ms": info.shift * 10,
+            "decoding_method": m.recognizer.options.decoding.name(),
+            "max_active_paths": match m.recognizer.options.decoding {
+                Decoding::ModifiedBeam { max_active_paths } => Some(max_active_paths),
+                Decoding::Greedy => None,
+            },
             "load_ms": (m.load_seconds * 1e3).round(),
             "loaded_at": humantime::format_rfc3339_seconds(m.loaded_at).to_string(),
             "max_concurrency": self.admission.max_concurrency(),
