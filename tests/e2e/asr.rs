@@ -157,9 +157,10 @@ async fn files_are_transcribed_like_the_reference_on_both_slots() {
         ("0_48000_stereo_f32.wav", true),
         ("0_44100_stereo.flac", true),
         ("0_48000_stereo.ogg", true),
-        // Lossy MP3, and 8 kHz with no energy above 4 kHz where the model's top mel bins look: one
-        // word may change.
+        // Lossy MP3 and Opus, and 8 kHz with no energy above 4 kHz where the model's top mel bins
+        // look: one word may change.
         ("0_22050_stereo.mp3", false),
+        ("0_48000_stereo.opus", false),
         ("0_8000_stereo_s16.wav", false),
     ] {
         let (s, v) = transcribe(

@@ -1,12 +1,14 @@
-//! Audio in: container/codec decoding (symphonia), downmixing and resampling to 16 kHz (rubato).
+//! Audio in: container/codec decoding (symphonia; Opus packets by `opus-decoder`), downmixing and
+//! resampling to 16 kHz (rubato).
 
 use std::io::Cursor;
 
 use rubato::Resampler as _;
 use symphonia::core::audio::SampleBuffer;
-use symphonia::core::codecs::{CODEC_TYPE_NULL, DecoderOptions};
+use symphonia::core::codecs::{CODEC_TYPE_NULL, CODEC_TYPE_OPUS, CodecParameters, DecoderOptions};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::FormatOptions;
+use symphonia::core::formats::FormatReader;
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
@@ -63,7 +65,7 @@ fn check_rate(rate: u32) -> Result<(), AudioError> {
     }
 }
 
-/// Decodes a whole file (WAV of any PCM/float format, FLAC, MP3, OGG/Vorbis), downmixes and
+/// Decodes a whole file (WAV of any PCM/float format, FLAC, MP3, OGG/Vorbis, OGG/Opus), downmixes and
 /// resamples it. `hint` is a file extension or MIME subtype if known. Stops with
 /// [`AudioError::TooLong`] as soon as more than `max_seconds` have been decoded, so memory stays
 /// bounded whatever the header claims.
@@ -73,7 +75,7 @@ where
 {
     let unsupported = |e: SymError| match e {
         SymError::Unsupported(what) => AudioError::Unsupported(format!(
-            "{what} is not supported (WAV, FLAC, MP3, OGG/Vorbis and raw 16-bit PCM are)"
+            "{what} is not supported (WAV, FLAC, MP3, OGG/Vorbis, OGG/Opus and raw 16-bit PCM are)"
         )),
         e => AudioError::Unsupported(e.to_string()),
     };
@@ -102,6 +104,15 @@ where
         .sample_rate
         .ok_or_else(|| AudioError::Unsupported("unknown sample rate".into()))?;
     check_rate(rate)?;
+    if params.codec == CODEC_TYPE_OPUS {
+        let (mono, channels) = decode_opus(format.as_mut(), track_id, &params, max_seconds)?;
+        return Ok(Audio {
+            samples: resample(&mono, OPUS_RATE, MODEL_RATE),
+            source_rate: OPUS_RATE,
+            source_channels: channels,
+            codec: "opus".into(),
+        });
+    }
     let codec = symphonia::default::get_codecs()
         .get_codec(params.codec)
         .map(|d| d.short_name.to_string())
@@ -167,6 +178,85 @@ where
         source_channels: channels,
         codec,
     })
+}
+
+/// Opus always decodes at 48 kHz (the rate in its header is the input's, for information only).
+const OPUS_RATE: u32 = 48_000;
+
+/// The Opus packets of an Ogg track (symphonia demuxes them; it has no Opus decoder) decoded by the
+/// pure-Rust `opus-pure` at 48 kHz and downmixed; the encoder's pre-skip is dropped. Mono/stereo
+/// streams and surround ones (mapping family 1) are read. Returns the samples and the channel count.
+fn decode_opus(
+    format: &mut dyn FormatReader,
+    track_id: u32,
+    params: &CodecParameters,
+    max_seconds: f64,
+) -> Result<(Vec<f32>, usize), AudioError> {
+    use opus_pure::{MAX_PACKET_SAMPLES, OpusDecoder, OpusMSDecoder};
+    enum Dec {
+        One(Box<OpusDecoder>),
+        Surround(OpusMSDecoder),
+    }
+    let bad = |e: opus_pure::Error| AudioError::Unsupported(format!("Opus: {e}"));
+    // OpusHead (RFC 7845 §5.1): channels at 9, output gain (Q7.8 dB) at 16, mapping family at 18.
+    let head = params.extra_data.as_deref().unwrap_or_default();
+    let (channels, gain, family) = match (head.get(9), head.get(16..18), head.get(18)) {
+        (Some(&c), Some(g), Some(&f)) if c > 0 => (c as usize, i16::from_le_bytes([g[0], g[1]]), f),
+        _ => return Err(AudioError::Unsupported("Opus: broken OpusHead".into())),
+    };
+    let mut dec = match family {
+        0 => {
+            let mut d = OpusDecoder::new(OPUS_RATE as i32, channels).map_err(bad)?;
+            d.gain_q8 = i32::from(gain);
+            Dec::One(Box::new(d))
+        }
+        f => Dec::Surround(OpusMSDecoder::new(OPUS_RATE as i32, channels, f).map_err(bad)?),
+    };
+    let max_frames = (max_seconds * OPUS_RATE as f64).ceil() as usize;
+    let mut skip = params.delay.unwrap_or(0) as usize;
+    let mut pcm = vec![0f32; MAX_PACKET_SAMPLES * channels];
+    let mut mono = Vec::new();
+    let mut decoded_any = false;
+    loop {
+        let packet = match format.next_packet() {
+            Ok(p) => p,
+            Err(SymError::IoError(_)) | Err(SymError::ResetRequired) => break,
+            Err(e) if decoded_any => {
+                tracing::debug!(error = %e, "audio ends with an unreadable packet");
+                break;
+            }
+            Err(e) => return Err(AudioError::Unsupported(e.to_string())),
+        };
+        if packet.track_id() != track_id || packet.data.is_empty() {
+            continue;
+        }
+        let n = match &mut dec {
+            Dec::One(d) => d.decode(&packet.data, MAX_PACKET_SAMPLES, &mut pcm),
+            Dec::Surround(d) => d.decode(&packet.data, MAX_PACKET_SAMPLES, &mut pcm),
+        };
+        let n = match n {
+            Ok(n) => n,
+            // A corrupt packet: skip it, as players do.
+            Err(e) => {
+                tracing::debug!(error = %e, "skipping an undecodable Opus packet");
+                continue;
+            }
+        };
+        decoded_any = true;
+        let drop = skip.min(n);
+        skip -= drop;
+        downmix_into(&pcm[drop * channels..n * channels], channels, &mut mono);
+        if mono.len() > max_frames {
+            return Err(AudioError::TooLong(max_seconds));
+        }
+    }
+    // The end-trim (RFC 7845 §4.4): the last page's granule position stops short of the decoded end.
+    let padding = params.padding.unwrap_or(0) as usize;
+    mono.truncate(mono.len().saturating_sub(padding));
+    if mono.is_empty() {
+        return Err(AudioError::Empty);
+    }
+    Ok((mono, channels))
 }
 
 /// Raw 16-bit little-endian PCM (`audio/l16`, `.raw`/`.pcm` files), `channels` interleaved.

@@ -559,3 +559,41 @@ fn beam_search_cuts_segments_at_endpoints_and_streams_agree() {
         assert_eq!(finals, whole.segments, "chunk {chunk}");
     }
 }
+
+#[test]
+fn ogg_opus_decodes_to_the_source_audio() {
+    // 0.wav at 48 kHz stereo, encoded by libopus (through libsndfile, tests/reference/audio_variants.py).
+    let opus = std::fs::read(root().join(".cache/reference/asr/0_48000_stereo.opus"))
+        .expect("the opus variant (run `make setup`)");
+    let a = audio::decode(opus.clone(), Some("opus"), 60.0).expect("opus");
+    assert_eq!(
+        (a.codec.as_str(), a.source_rate, a.source_channels),
+        ("opus", 48_000, 2)
+    );
+    let want = zero_wav();
+    // Pre-skip and end-trim applied: the same length as the source, to the sample.
+    assert_eq!(a.samples.len(), want.len());
+    let (signal, noise) = want
+        .iter()
+        .zip(&a.samples)
+        .fold((0.0, 0.0), |(s, n), (x, y)| {
+            (s + (x * x) as f64, n + ((x - y) * (x - y)) as f64)
+        });
+    let snr = 10.0 * (signal / noise).log10();
+    eprintln!("opus: SNR {snr:.1} dB against the source");
+    assert!(snr > 15.0, "SNR {snr:.1} dB: misaligned or garbled");
+    // Cut in the middle: what is there is used. Not Ogg at all: refused.
+    let half = audio::decode(opus[..opus.len() / 2].to_vec(), Some("opus"), 60.0).expect("half");
+    assert!(
+        (half.duration_s() - 3.3).abs() < 0.5,
+        "{}",
+        half.duration_s()
+    );
+    let mut garbled = opus.clone();
+    garbled[..4].copy_from_slice(b"JUNK");
+    assert!(audio::decode(garbled, Some("opus"), 60.0).is_err());
+    assert_eq!(
+        audio::decode(opus, Some("opus"), 2.0).err(),
+        Some(audio::AudioError::TooLong(2.0))
+    );
+}
