@@ -8,7 +8,7 @@ use symphonia::core::audio::SampleBuffer;
 use symphonia::core::codecs::{CODEC_TYPE_NULL, CODEC_TYPE_OPUS, CodecParameters, DecoderOptions};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::FormatOptions;
-use symphonia::core::formats::FormatReader;
+use symphonia::core::formats::{FormatReader, Packet};
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
@@ -65,6 +65,36 @@ fn check_rate(rate: u32) -> Result<(), AudioError> {
     }
 }
 
+fn unsupported(e: SymError) -> AudioError {
+    match e {
+        SymError::Unsupported(what) => AudioError::Unsupported(format!(
+            "{what} is not supported (WAV, FLAC, MP3, OGG/Vorbis, OGG/Opus and raw 16-bit PCM are)"
+        )),
+        e => AudioError::Unsupported(e.to_string()),
+    }
+}
+
+/// The next packet of `track_id`; `None` at the end of the stream, or at an unreadable packet once
+/// some audio was decoded (a truncated file: what was decoded is kept).
+fn next_packet(
+    format: &mut dyn FormatReader,
+    track_id: u32,
+    decoded_any: bool,
+) -> Result<Option<Packet>, AudioError> {
+    loop {
+        match format.next_packet() {
+            Ok(p) if p.track_id() == track_id => return Ok(Some(p)),
+            Ok(_) => {}
+            Err(SymError::IoError(_)) | Err(SymError::ResetRequired) => return Ok(None),
+            Err(e) if decoded_any => {
+                tracing::debug!(error = %e, "audio ends with an unreadable packet");
+                return Ok(None);
+            }
+            Err(e) => return Err(unsupported(e)),
+        }
+    }
+}
+
 /// Decodes a whole file (WAV of any PCM/float format, FLAC, MP3, OGG/Vorbis, OGG/Opus), downmixes and
 /// resamples it. `hint` is a file extension or MIME subtype if known. Stops with
 /// [`AudioError::TooLong`] as soon as more than `max_seconds` have been decoded, so memory stays
@@ -73,12 +103,6 @@ pub fn decode<T>(bytes: T, hint: Option<&str>, max_seconds: f64) -> Result<Audio
 where
     T: AsRef<[u8]> + Send + Sync + 'static,
 {
-    let unsupported = |e: SymError| match e {
-        SymError::Unsupported(what) => AudioError::Unsupported(format!(
-            "{what} is not supported (WAV, FLAC, MP3, OGG/Vorbis, OGG/Opus and raw 16-bit PCM are)"
-        )),
-        e => AudioError::Unsupported(e.to_string()),
-    };
     let mss = MediaSourceStream::new(Box::new(Cursor::new(bytes)), Default::default());
     let mut h = Hint::new();
     if let Some(ext) = hint {
@@ -131,20 +155,7 @@ where
     let mut channels = params.channels.map(|c| c.count()).unwrap_or(1);
     let mut sample_buf: Option<SampleBuffer<f32>> = None;
     let mut decoded_any = false;
-    loop {
-        let packet = match format.next_packet() {
-            Ok(p) => p,
-            // End of stream, or a truncated file: keep what was decoded.
-            Err(SymError::IoError(_)) | Err(SymError::ResetRequired) => break,
-            Err(e) if decoded_any => {
-                tracing::debug!(error = %e, "audio ends with an unreadable packet");
-                break;
-            }
-            Err(e) => return Err(unsupported(e)),
-        };
-        if packet.track_id() != track_id {
-            continue;
-        }
+    while let Some(packet) = next_packet(format.as_mut(), track_id, decoded_any)? {
         let buf = match decoder.decode(&packet) {
             Ok(b) => b,
             // A corrupt packet: skip it, as players do.
@@ -217,17 +228,8 @@ fn decode_opus(
     let mut pcm = vec![0f32; MAX_PACKET_SAMPLES * channels];
     let mut mono = Vec::new();
     let mut decoded_any = false;
-    loop {
-        let packet = match format.next_packet() {
-            Ok(p) => p,
-            Err(SymError::IoError(_)) | Err(SymError::ResetRequired) => break,
-            Err(e) if decoded_any => {
-                tracing::debug!(error = %e, "audio ends with an unreadable packet");
-                break;
-            }
-            Err(e) => return Err(AudioError::Unsupported(e.to_string())),
-        };
-        if packet.track_id() != track_id || packet.data.is_empty() {
+    while let Some(packet) = next_packet(format, track_id, decoded_any)? {
+        if packet.data.is_empty() {
             continue;
         }
         let n = match &mut dec {

@@ -111,6 +111,25 @@ fn utterances() -> Vec<Utterance> {
         .collect()
 }
 
+/// 0.wav, `pause_s` of silence, 1.wav: two utterances; also where the pause starts, seconds.
+fn two_utterances(pause_s: f64) -> (Vec<f32>, f64) {
+    let a = zero_wav();
+    let bytes = std::fs::read(root().join(".cache/testdata/asr/1.wav")).expect("1.wav");
+    let b = audio::decode(bytes, Some("wav"), 60.0)
+        .expect("decode")
+        .samples;
+    let mut samples = a.clone();
+    samples.extend(std::iter::repeat_n(0.0, (pause_s * 16_000.0) as usize));
+    samples.extend_from_slice(&b);
+    (samples, a.len() as f64 / 16_000.0)
+}
+
+/// The LibriSpeech reference transcripts of 0.wav and 1.wav, one after the other.
+const TWO_UTTERANCES_REF: &str = "AFTER EARLY NIGHTFALL THE YELLOW LAMPS WOULD LIGHT UP HERE AND THERE \
+     THE SQUALID QUARTER OF THE BROTHELS GOD AS A DIRECT CONSEQUENCE OF THE SIN WHICH MAN THUS \
+     PUNISHED HAD GIVEN HER A LOVELY CHILD WHOSE PLACE WAS ON THAT SAME DISHONOURED BOSOM TO CONNECT \
+     HER PARENT FOR EVER WITH THE RACE AND DESCENT OF MORTALS AND TO BE FINALLY A BLESSED SOUL IN HEAVEN";
+
 fn zero_wav() -> Vec<f32> {
     let bytes = std::fs::read(root().join(".cache/testdata/asr/0.wav")).expect("0.wav");
     audio::decode(bytes, Some("wav"), 60.0)
@@ -348,17 +367,9 @@ fn vad_segments_long_audio_and_streams_agree() {
         ..recognizer(EngineChoice::Ort)
     };
     // 0.wav, 2 s of silence, 1.wav: two utterances with a pause between them.
-    let a = zero_wav();
-    let bytes = std::fs::read(root().join(".cache/testdata/asr/1.wav")).expect("1.wav");
-    let b = audio::decode(bytes, Some("wav"), 60.0)
-        .expect("decode")
-        .samples;
-    let mut samples = a.clone();
-    samples.extend(std::iter::repeat_n(0.0, 32_000));
-    samples.extend_from_slice(&b);
+    let (samples, gap_start) = two_utterances(2.0);
     let t = rec.transcribe(&samples).expect("transcribe");
     assert!(t.segments.len() >= 2, "segments {:?}", t.segments);
-    let gap_start = a.len() as f64 / 16_000.0;
     let gap_end = gap_start + 2.0;
     // No segment spans the pause, and the text of both utterances is there.
     for s in &t.segments {
@@ -367,13 +378,7 @@ fn vad_segments_long_audio_and_streams_agree() {
             "{s:?} spans the pause"
         );
     }
-    let (e, n) = word_errors(
-        "AFTER EARLY NIGHTFALL THE YELLOW LAMPS WOULD LIGHT UP HERE AND THERE THE SQUALID QUARTER OF THE BROTHELS \
-         GOD AS A DIRECT CONSEQUENCE OF THE SIN WHICH MAN THUS PUNISHED HAD GIVEN HER A LOVELY CHILD WHOSE PLACE \
-         WAS ON THAT SAME DISHONOURED BOSOM TO CONNECT HER PARENT FOR EVER WITH THE RACE AND DESCENT OF MORTALS \
-         AND TO BE FINALLY A BLESSED SOUL IN HEAVEN",
-        &t.text,
-    );
+    let (e, n) = word_errors(TWO_UTTERANCES_REF, &t.text);
     assert!(e * 100 <= n * 10, "WER {e}/{n}: {}", t.text);
 
     // The same audio streamed in pieces: the same segments.
@@ -512,17 +517,9 @@ fn beam_search_cuts_segments_at_endpoints_and_streams_agree() {
     rec.options.decoding = switchyard_speech::Decoding::ModifiedBeam {
         max_active_paths: 4,
     };
-    let a = zero_wav();
-    let bytes = std::fs::read(root().join(".cache/testdata/asr/1.wav")).expect("1.wav");
-    let b = audio::decode(bytes, Some("wav"), 60.0)
-        .expect("decode")
-        .samples;
-    let mut samples = a.clone();
-    samples.extend(std::iter::repeat_n(0.0, 48_000));
-    samples.extend_from_slice(&b);
+    let (samples, gap) = two_utterances(3.0);
     let whole = rec.transcribe(&samples).expect("transcribe");
     assert!(whole.segments.len() >= 2, "segments {:?}", whole.segments);
-    let gap = a.len() as f64 / 16_000.0;
     let first = &whole.segments[0];
     assert!(
         first.end <= gap + 3.0 && first.text.starts_with("AFTER EARLY NIGHTFALL"),
@@ -533,13 +530,7 @@ fn beam_search_cuts_segments_at_endpoints_and_streams_agree() {
         "{:?}",
         whole.segments
     );
-    let (e, n) = word_errors(
-        "AFTER EARLY NIGHTFALL THE YELLOW LAMPS WOULD LIGHT UP HERE AND THERE THE SQUALID QUARTER OF THE BROTHELS \
-         GOD AS A DIRECT CONSEQUENCE OF THE SIN WHICH MAN THUS PUNISHED HAD GIVEN HER A LOVELY CHILD WHOSE PLACE \
-         WAS ON THAT SAME DISHONOURED BOSOM TO CONNECT HER PARENT FOR EVER WITH THE RACE AND DESCENT OF MORTALS \
-         AND TO BE FINALLY A BLESSED SOUL IN HEAVEN",
-        &whole.text,
-    );
+    let (e, n) = word_errors(TWO_UTTERANCES_REF, &whole.text);
     assert!(e * 100 <= n * 10, "WER {e}/{n}: {}", whole.text);
     for chunk in [160usize, 4801] {
         let mut s = rec.session().expect("session");
