@@ -2,7 +2,8 @@
 """Independent test inputs for the ASR resampling and format tests: 0.wav (16 kHz mono s16, LibriSpeech)
 resampled with numpy's FFT (band-limited, no code shared with Switchyard's rubato resampler) to 8,
 22.05, 44.1 and 48 kHz, made stereo (right channel at 0.8x), and written as 16-bit, 24-bit and 32-bit
-float WAV; and encoded by libsndfile (PyPI soundfile) as FLAC, OGG/Vorbis, MP3 and OGG/Opus.
+float WAV; encoded by libsndfile (PyPI soundfile) as FLAC, OGG/Vorbis, MP3 and OGG/Opus; and by FFmpeg's
+libopus (PyPI av) as WebM/Opus, 48 kHz mono, what a browser's MediaRecorder uploads.
 
 Usage: audio_variants.py --src .cache/testdata/asr/0.wav --out .cache/reference/asr
 """
@@ -68,6 +69,25 @@ def main() -> None:
         path = out / f"0_{rate}_stereo.{ext}"
         sf.write(str(path), stereo, rate, format=fmt, subtype=sub)
         print(f"wrote {path}")
+    write_webm(out / "0_48000_mono.webm", fft_resample(x, 16000, 48000))
+
+
+def write_webm(path: Path, mono: np.ndarray) -> None:
+    import av
+
+    with av.open(str(path), "w", format="webm") as container:
+        stream = container.add_stream("libopus", rate=48000, layout="mono")
+        stream.bit_rate = 32000
+        pcm = (np.clip(mono, -1, 32767 / 32768) * 32768).astype(np.int16)
+        for start in range(0, len(pcm), 960):
+            frame = av.AudioFrame.from_ndarray(pcm[None, start : start + 960], format="s16", layout="mono")
+            frame.sample_rate = 48000
+            frame.pts = start
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

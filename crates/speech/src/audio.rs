@@ -103,6 +103,23 @@ pub fn decode<T>(bytes: T, hint: Option<&str>, max_seconds: f64) -> Result<Audio
 where
     T: AsRef<[u8]> + Send + Sync + 'static,
 {
+    // symphonia's demuxers are meant to return errors on malformed input, but its Matroska reader
+    // panics on some (an `expect` on a corrupted element tree). The input is the client's, so a
+    // panic there is a bad file: a 4xx, and the worker thread carries on.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decode_unchecked(bytes, hint, max_seconds)
+    }))
+    .unwrap_or_else(|_| {
+        Err(AudioError::Unsupported(
+            "malformed container (the demuxer gave up)".into(),
+        ))
+    })
+}
+
+fn decode_unchecked<T>(bytes: T, hint: Option<&str>, max_seconds: f64) -> Result<Audio, AudioError>
+where
+    T: AsRef<[u8]> + Send + Sync + 'static,
+{
     let mss = MediaSourceStream::new(Box::new(Cursor::new(bytes)), Default::default());
     let mut h = Hint::new();
     if let Some(ext) = hint {
@@ -194,7 +211,7 @@ where
 /// Opus always decodes at 48 kHz (the rate in its header is the input's, for information only).
 const OPUS_RATE: u32 = 48_000;
 
-/// The Opus packets of an Ogg track (symphonia demuxes them; it has no Opus decoder) decoded by the
+/// The Opus packets of an Ogg or WebM track (symphonia demuxes them; it has no Opus decoder) decoded by the
 /// pure-Rust `opus-pure` at 48 kHz and downmixed; the encoder's pre-skip is dropped. Mono/stereo
 /// streams and surround ones (mapping family 1) are read. Returns the samples and the channel count.
 fn decode_opus(
@@ -209,10 +226,21 @@ fn decode_opus(
         Surround(OpusMSDecoder),
     }
     let bad = |e: opus_pure::Error| AudioError::Unsupported(format!("Opus: {e}"));
-    // OpusHead (RFC 7845 §5.1): channels at 9, output gain (Q7.8 dB) at 16, mapping family at 18.
+    // OpusHead (RFC 7845 §5.1; also Matroska's CodecPrivate): channels at 9, pre-skip at 10,
+    // output gain (Q7.8 dB) at 16, mapping family at 18.
     let head = params.extra_data.as_deref().unwrap_or_default();
-    let (channels, gain, family) = match (head.get(9), head.get(16..18), head.get(18)) {
-        (Some(&c), Some(g), Some(&f)) if c > 0 => (c as usize, i16::from_le_bytes([g[0], g[1]]), f),
+    let (channels, pre_skip, gain, family) = match (
+        head.get(9),
+        head.get(10..12),
+        head.get(16..18),
+        head.get(18),
+    ) {
+        (Some(&c), Some(p), Some(g), Some(&f)) if c > 0 => (
+            c as usize,
+            u16::from_le_bytes([p[0], p[1]]) as usize,
+            i16::from_le_bytes([g[0], g[1]]),
+            f,
+        ),
         _ => return Err(AudioError::Unsupported("Opus: broken OpusHead".into())),
     };
     let mut dec = match family {
@@ -224,7 +252,7 @@ fn decode_opus(
         f => Dec::Surround(OpusMSDecoder::new(OPUS_RATE as i32, channels, f).map_err(bad)?),
     };
     let max_frames = (max_seconds * OPUS_RATE as f64).ceil() as usize;
-    let mut skip = params.delay.unwrap_or(0) as usize;
+    let mut skip = pre_skip;
     let mut pcm = vec![0f32; MAX_PACKET_SAMPLES * channels];
     let mut mono = Vec::new();
     let mut decoded_any = false;
