@@ -102,6 +102,7 @@ fn parse_format(s: &str) -> Result<LogFormat, String> {
 }
 
 fn main() -> ExitCode {
+    telemetry::install_panic_hook();
     match Cli::parse().command {
         Command::Check { config } => match switchyard_config::load_file(&config) {
             Ok(cfg) => {

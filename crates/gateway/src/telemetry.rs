@@ -26,6 +26,21 @@ pub const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// Routes panics through `tracing` (structured, with the request's span) before the default hook.
+/// A panic that [`switchyard_speech::audio::decode`] catches on a malformed upload is logged at
+/// debug level only: it is answered 400 and is the client's problem, not a crash.
+pub fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if switchyard_speech::audio::decoding_untrusted_input() {
+            tracing::debug!(panic = %info, "an audio demuxer gave up on malformed input");
+            return;
+        }
+        tracing::error!(panic = %info, "panic");
+        default(info);
+    }));
+}
+
 /// Installs the global tracing subscriber. `RUST_LOG` overrides the configured level.
 pub fn init_logging(cfg: &LogConfig, format_override: Option<LogFormat>) {
     // ONNX Runtime warns about harmless graph clean-ups at every model load: keep it to errors

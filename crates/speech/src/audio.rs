@@ -1,6 +1,7 @@
 //! Audio in: container/codec decoding (symphonia; Opus packets by `opus-decoder`), downmixing and
 //! resampling to 16 kHz (rubato).
 
+use std::cell::Cell;
 use std::io::Cursor;
 
 use rubato::Resampler as _;
@@ -65,6 +66,16 @@ fn check_rate(rate: u32) -> Result<(), AudioError> {
     }
 }
 
+thread_local! {
+    static DEMUXING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True while this thread decodes client audio under [`decode`]'s panic guard: a panic hook can tell
+/// such a panic (answered 400) from a real crash.
+pub fn decoding_untrusted_input() -> bool {
+    DEMUXING.with(Cell::get)
+}
+
 fn unsupported(e: SymError) -> AudioError {
     match e {
         SymError::Unsupported(what) => AudioError::Unsupported(format!(
@@ -106,10 +117,12 @@ where
     // symphonia's demuxers are meant to return errors on malformed input, but its Matroska reader
     // panics on some (an `expect` on a corrupted element tree). The input is the client's, so a
     // panic there is a bad file: a 4xx, and the worker thread carries on.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    DEMUXING.with(|d| d.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         decode_unchecked(bytes, hint, max_seconds)
-    }))
-    .unwrap_or_else(|_| {
+    }));
+    DEMUXING.with(|d| d.set(false));
+    result.unwrap_or_else(|_| {
         Err(AudioError::Unsupported(
             "malformed container (the demuxer gave up)".into(),
         ))
