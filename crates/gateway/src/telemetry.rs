@@ -26,7 +26,7 @@ pub const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-/// Routes panics through `tracing` (structured, with the request's span) before the default hook.
+/// Routes panics through `tracing` (structured, in the current span if any) before the default hook.
 /// A panic that [`switchyard_speech::audio::decode`] catches on a malformed upload is logged at
 /// debug level only: it is answered 400 and is the client's problem, not a crash.
 pub fn install_panic_hook() {
