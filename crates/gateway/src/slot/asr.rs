@@ -398,7 +398,7 @@ impl AsrSlot {
             field: "audio",
             many: false,
             mime_ok: audio_mime_ok,
-            what: "audio (audio/wav, audio/flac, audio/mpeg, audio/ogg, audio/l16)",
+            what: "audio (audio/wav, audio/flac, audio/mpeg, audio/ogg, audio/webm, audio/l16)",
         };
         let upload = read_uploads(req, ctx.max_body_bytes, &spec)
             .await?
