@@ -43,16 +43,19 @@ pub fn install_panic_hook() {
 
 /// Installs the global tracing subscriber. `RUST_LOG` overrides the configured level.
 pub fn init_logging(cfg: &LogConfig, format_override: Option<LogFormat>) {
-    // ONNX Runtime warns about harmless graph clean-ups at every model load: keep it to errors
-    // unless the filter names `ort` itself.
-    let level = if cfg.level.contains("ort") {
-        cfg.level.clone()
-    } else {
-        format!("{},ort=error", cfg.level)
-    };
+    // ONNX Runtime warns about harmless graph clean-ups at every model load, and symphonia's
+    // demuxers log at info for every upload: keep them to errors and warnings unless the filter
+    // names them itself.
+    let mut level = cfg.level.clone();
+    if !level.contains("ort") {
+        level.push_str(",ort=error");
+    }
+    if !level.contains("symphonia") {
+        level.push_str(",symphonia=warn");
+    }
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&level))
-        .unwrap_or_else(|_| EnvFilter::new("info,ort=error"));
+        .unwrap_or_else(|_| EnvFilter::new("info,ort=error,symphonia=warn"));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
