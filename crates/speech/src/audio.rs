@@ -142,7 +142,12 @@ where
         .format(
             &h,
             mss,
-            &FormatOptions::default(),
+            // Gapless: MP3 (LAME/Xing) and Vorbis decoders drop the encoder delay and padding, so
+            // durations and segment times are the source's, not shifted by the codec's delay.
+            &FormatOptions {
+                enable_gapless: true,
+                ..FormatOptions::default()
+            },
             &MetadataOptions::default(),
         )
         .map_err(unsupported)?;
