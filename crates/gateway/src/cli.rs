@@ -43,8 +43,12 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// Loads the detector for one image. A tiled detector gets one session per core, so that the
+    /// image alone runs its tiles on all of them at once (lanes; a full-frame detector gains nothing
+    /// from them and loads one).
     fn load(&self) -> anyhow::Result<FaceDetector> {
-        self.load_for(1)
+        let tiled = !self.no_tiling && self.detector.starts_with("blazeface");
+        self.load_for(if tiled { switchyard_infer::cores() } else { 1 })
     }
 
     /// Loads the detector for `workers` images at once: one session each, the cores shared among
