@@ -455,6 +455,16 @@ fn modified_beam_search_matches_the_reference() {
             .map(|x| x.as_i64().expect("id"))
             .collect()
     };
+    let beam_ids = |model: &Arc<Transducer>, samples: &[f32]| -> Vec<i64> {
+        let mut s = model
+            .stream_with(Decoding::ModifiedBeam {
+                max_active_paths: paths,
+            })
+            .expect("stream");
+        s.accept(samples).expect("accept");
+        s.finish().expect("finish");
+        s.tokens().iter().map(|t| t.id).collect()
+    };
     let (m, tract) = (model(EngineChoice::Ort), model(EngineChoice::Tract));
     let (mut checked, mut unlike_greedy) = (0, 0);
     for u in utterances() {
@@ -465,14 +475,7 @@ fn modified_beam_search_matches_the_reference() {
             .find(|r| r["file"] == u.file.as_str())
             .unwrap_or_else(|| panic!("{} missing from the reference", u.file));
         let want = ids(&r["token_ids"]);
-        let mut s = m
-            .stream_with(Decoding::ModifiedBeam {
-                max_active_paths: paths,
-            })
-            .expect("stream");
-        s.accept(&u.samples).expect("accept");
-        s.finish().expect("finish");
-        let got: Vec<i64> = s.tokens().iter().map(|t| t.id).collect();
+        let got = beam_ids(&m, &u.samples);
         assert_eq!(
             got,
             want,
@@ -486,14 +489,7 @@ fn modified_beam_search_matches_the_reference() {
         // tract runs the batched decoder and joiner too; on the two LibriSpeech clips it agrees
         // (on 0890 it adds an "AND" in the tail padding, see the README).
         if u.file == "0.wav" || u.file == "1.wav" {
-            let mut s = tract
-                .stream_with(Decoding::ModifiedBeam {
-                    max_active_paths: paths,
-                })
-                .expect("stream");
-            s.accept(&u.samples).expect("accept");
-            s.finish().expect("finish");
-            let got: Vec<i64> = s.tokens().iter().map(|t| t.id).collect();
+            let got = beam_ids(&tract, &u.samples);
             assert_eq!(got, want, "tract, {}: {:?}", u.file, m.text(&got));
         }
     }
