@@ -229,6 +229,8 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
                     )),
                     Some(_) => {}
                 }
+                // The same names and range as `switchyard_speech::Decoding::from_name`, checked here
+                // too so that `switchyard check` reports them with their line.
                 match slot.decoding_method.as_deref() {
                     None | Some("greedy_search" | "modified_beam_search") => {}
                     Some(m) => out.push((

@@ -1,4 +1,4 @@
-//! Audio in: container/codec decoding (symphonia; Opus packets by `opus-decoder`), downmixing and
+//! Audio in: container/codec decoding (symphonia; Opus packets by `opus-pure`), downmixing and
 //! resampling to 16 kHz (rubato).
 
 use std::cell::Cell;
@@ -67,19 +67,19 @@ fn check_rate(rate: u32) -> Result<(), AudioError> {
 }
 
 thread_local! {
-    static DEMUXING: Cell<bool> = const { Cell::new(false) };
+    static DECODING_UNTRUSTED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// True while this thread decodes client audio under [`decode`]'s panic guard: a panic hook can tell
 /// such a panic (answered 400) from a real crash.
 pub fn decoding_untrusted_input() -> bool {
-    DEMUXING.with(Cell::get)
+    DECODING_UNTRUSTED.with(Cell::get)
 }
 
 fn unsupported(e: SymError) -> AudioError {
     match e {
         SymError::Unsupported(what) => AudioError::Unsupported(format!(
-            "{what} is not supported (WAV, FLAC, MP3, OGG/Vorbis, OGG/Opus and raw 16-bit PCM are)"
+            "{what} is not supported (WAV, FLAC, MP3, OGG/Vorbis, Opus in OGG or WebM and raw 16-bit PCM are)"
         )),
         e => AudioError::Unsupported(e.to_string()),
     }
@@ -106,7 +106,7 @@ fn next_packet(
     }
 }
 
-/// Decodes a whole file (WAV of any PCM/float format, FLAC, MP3, OGG/Vorbis, OGG/Opus), downmixes and
+/// Decodes a whole file (WAV of any PCM/float format, FLAC, MP3, OGG/Vorbis, Opus in OGG or WebM), downmixes and
 /// resamples it. `hint` is a file extension or MIME subtype if known. Stops with
 /// [`AudioError::TooLong`] as soon as more than `max_seconds` have been decoded, so memory stays
 /// bounded whatever the header claims.
@@ -117,11 +117,11 @@ where
     // symphonia's demuxers are meant to return errors on malformed input, but its Matroska reader
     // panics on some (an `expect` on a corrupted element tree). The input is the client's, so a
     // panic there is a bad file: a 4xx, and the worker thread carries on.
-    DEMUXING.with(|d| d.set(true));
+    DECODING_UNTRUSTED.with(|d| d.set(true));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         decode_unchecked(bytes, hint, max_seconds)
     }));
-    DEMUXING.with(|d| d.set(false));
+    DECODING_UNTRUSTED.with(|d| d.set(false));
     result.unwrap_or_else(|_| {
         Err(AudioError::Unsupported(
             "malformed container (the demuxer gave up)".into(),
