@@ -72,10 +72,10 @@ if [ ! -s "$beam" ] || [ tests/reference/asr_beam.py -nt "$beam" ] || [ models/a
     --expected .cache/testdata/asr/expected.json --testdata .cache/testdata/asr --out "$beam.tmp"
   mv "$beam.tmp" "$beam"
 fi
-jpegq=.cache/reference/jpeg_quality.json
-if [ ! -s "$jpegq" ] || [ tests/reference/jpeg_quality.py -nt "$jpegq" ]; then
-  "$VENV/bin/python" tests/reference/jpeg_quality.py --root . --out "$jpegq.tmp"
-  mv "$jpegq.tmp" "$jpegq"
+codec=.cache/reference/image_codec.json
+if [ ! -s "$codec" ] || [ tests/reference/image_codec.py -nt "$codec" ]; then
+  "$VENV/bin/python" tests/reference/image_codec.py --root . --out "$codec.tmp"
+  mv "$codec.tmp" "$codec"
 fi
 jwt=.cache/reference/jwt/tokens.json
 if [ ! -s "$jwt" ] || [ tests/reference/jwt_fixtures.py -nt "$jwt" ]; then

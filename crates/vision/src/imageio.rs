@@ -2,10 +2,12 @@
 //!
 //! Decoding refuses anything that is not JPEG, PNG or WebP, checks the pixel count from the header
 //! *before* decoding (so a decompression bomb is refused without allocating), bounds the decoder's
-//! allocations, and applies the EXIF orientation. Encoding writes pixels only: EXIF, GPS and other
-//! metadata of the input never reach the output. A grayscale input stays grayscale and an alpha
+//! allocations, and applies the EXIF orientation. Encoding writes the pixels and the input's ICC
+//! colour profile (when it fits the output's colour space) only: EXIF, GPS, XMP and other metadata of
+//! the input never reach the output. A grayscale input stays grayscale and an alpha
 //! channel is kept, in the formats that can hold them (PNG, WebP).
 
+use std::borrow::Cow;
 use std::io::Cursor;
 
 use image::{
@@ -76,6 +78,11 @@ pub struct Channels {
     /// The input's alpha channel, upright like the image: PNG and WebP output keeps it as it was
     /// (anonymisation changes colour only); JPEG cannot hold one: the image is flattened onto white.
     pub alpha: Option<GrayImage>,
+    /// The input's ICC colour profile: the output carries it when it describes the output's colour
+    /// space (RGB, or gray for a grayscale PNG or WebP), so that colours look the same as in the
+    /// input (a Display P3 phone photo untagged would be shown as sRGB, washed out). It names a
+    /// colour space, nothing about the person or the place; EXIF and XMP are still dropped.
+    pub icc_profile: Option<Vec<u8>>,
 }
 
 /// Decodes untrusted bytes into an upright RGB image of at most `max_pixels` pixels.
@@ -123,6 +130,8 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Decoded> {
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
+    // A damaged profile is no reason to refuse the pixels: the output is then untagged, as before.
+    let icc_profile = decoder.icc_profile().ok().flatten();
     let mut img = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
     img.apply_orientation(orientation);
     let color = img.color();
@@ -143,6 +152,7 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Decoded> {
     let channels = Channels {
         gray: !color.has_color(),
         alpha,
+        icc_profile,
     };
     Ok(Decoded {
         image,
@@ -194,7 +204,7 @@ pub fn encode(img: &RgbImage, format: Format, quality: u8) -> Result<Vec<u8>> {
 
 /// [`encode_threads`] with the input's [`Channels`]: PNG and WebP are written grayscale when the
 /// input was, and with its alpha channel when it had one. JPEG, which holds no alpha, gets the image
-/// flattened onto white.
+/// flattened onto white. The input's ICC profile goes with the pixels when it fits the output.
 pub fn encode_channels(
     img: &RgbImage,
     channels: &Channels,
@@ -213,6 +223,11 @@ pub fn encode_channels(
         Some(a) => Some(a.as_raw()),
         None => None,
     };
+    let gray_output = channels.gray && format != Format::Jpeg;
+    let icc = channels
+        .icc_profile
+        .as_deref()
+        .filter(|p| icc_fits(p, gray_output));
     // Rec. 709 luma in integers: exact for a neutral pixel (r = g = b), which every pixel of a
     // grayscale input still is after anonymisation (it treats the three channels alike).
     let luma = |p: &[u8]| {
@@ -220,7 +235,7 @@ pub fn encode_channels(
             as u8
     };
     let px = img.as_raw().chunks_exact(3);
-    let (bytes, color): (Vec<u8>, ExtendedColorType) = match (format, channels.gray, alpha) {
+    let (bytes, color): (Cow<'_, [u8]>, ExtendedColorType) = match (format, channels.gray, alpha) {
         // JPEG holds no alpha: flatten onto white, as an image editor does, rather than show
         // whatever colour the transparent pixels happen to hold.
         (Format::Jpeg, _, Some(a)) => {
@@ -231,11 +246,10 @@ pub fn encode_channels(
                         as u8;
                 }
             }
-            return encode_threads(&flat, format, quality, threads);
+            return encode_jpeg(&flat, quality, threads, icc);
         }
-        (Format::Jpeg, _, None) | (_, false, None) => {
-            return encode_threads(img, format, quality, threads);
-        }
+        (Format::Jpeg, _, None) => return encode_jpeg(img, quality, threads, icc),
+        (_, false, None) => (Cow::Borrowed(img.as_raw()), ExtendedColorType::Rgb8),
         (_, true, None) => (px.map(luma).collect(), ExtendedColorType::L8),
         (_, true, Some(a)) => (
             px.zip(a).flat_map(|(p, &a)| [luma(p), a]).collect(),
@@ -248,13 +262,44 @@ pub fn encode_channels(
             ExtendedColorType::Rgba8,
         ),
     };
+    encode_lossless(format, &bytes, (w, h), color, icc)
+}
+
+/// Whether an ICC profile can tag the output: a well-formed header (the `acsp` signature) whose data
+/// colour space is the output's, RGB or gray. A CMYK or Lab profile (the pixels were converted to
+/// RGB on decoding) or a gray one on colour output would misdescribe the pixels.
+fn icc_fits(profile: &[u8], gray_output: bool) -> bool {
+    let space: &[u8] = if gray_output { b"GRAY" } else { b"RGB " };
+    profile.len() >= 128
+        && profile.get(36..40) == Some(b"acsp")
+        && profile.get(16..20) == Some(space)
+}
+
+/// PNG or lossless WebP of `bytes` laid out as `color`, tagged with `icc` when given.
+fn encode_lossless(
+    format: Format,
+    bytes: &[u8],
+    (w, h): (u32, u32),
+    color: ExtendedColorType,
+    icc: Option<&[u8]>,
+) -> Result<Vec<u8>> {
     let mut out = Cursor::new(Vec::with_capacity(bytes.len() / 2));
+    // An encoder that cannot take the profile writes the pixels untagged.
     let result = match format {
         Format::Png => {
-            image::codecs::png::PngEncoder::new(&mut out).write_image(&bytes, w, h, color)
+            let mut enc = image::codecs::png::PngEncoder::new(&mut out);
+            if let Some(p) = icc {
+                let _ = enc.set_icc_profile(p.to_vec());
+            }
+            enc.write_image(bytes, w, h, color)
         }
-        _ => image::codecs::webp::WebPEncoder::new_lossless(&mut out)
-            .write_image(&bytes, w, h, color),
+        _ => {
+            let mut enc = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
+            if let Some(p) = icc {
+                let _ = enc.set_icc_profile(p.to_vec());
+            }
+            enc.write_image(bytes, w, h, color)
+        }
     };
     result.map_err(|e| Error::Encode(e.to_string()))?;
     Ok(out.into_inner())
@@ -269,16 +314,16 @@ pub fn encode_threads(
     quality: u8,
     threads: usize,
 ) -> Result<Vec<u8>> {
-    let mut out = Cursor::new(Vec::with_capacity(img.as_raw().len() / 4));
-    let result = match format {
-        Format::Jpeg => return encode_jpeg(img, quality, threads),
-        Format::Png => img.write_with_encoder(image::codecs::png::PngEncoder::new(&mut out)),
-        Format::Webp => {
-            img.write_with_encoder(image::codecs::webp::WebPEncoder::new_lossless(&mut out))
-        }
-    };
-    result.map_err(|e| Error::Encode(e.to_string()))?;
-    Ok(out.into_inner())
+    match format {
+        Format::Jpeg => encode_jpeg(img, quality, threads, None),
+        _ => encode_lossless(
+            format,
+            img.as_raw(),
+            img.dimensions(),
+            ExtendedColorType::Rgb8,
+            None,
+        ),
+    }
 }
 
 /// Pixel rows of one MCU at 4:2:0, and its width.
@@ -288,7 +333,7 @@ const MCU: usize = 16;
 /// through `jpeg-encoder` with its AVX2 paths (chosen at run time): 3–4× faster than `image`'s encoder
 /// on a 1080p photo, which made encoding the largest cost after inference. Chroma is each 2×2 block's
 /// average, as libjpeg makes it ([`Rgb420`]), not the encoder's default point sample.
-fn encode_jpeg(img: &RgbImage, quality: u8, threads: usize) -> Result<Vec<u8>> {
+fn encode_jpeg(img: &RgbImage, quality: u8, threads: usize, icc: Option<&[u8]>) -> Result<Vec<u8>> {
     let (w, h) = img.dimensions();
     let (Ok(w16), Ok(h16)) = (u16::try_from(w), u16::try_from(h)) else {
         // The client's image is fine, JPEG just cannot hold it: a 413 that says what to ask for.
@@ -305,11 +350,11 @@ fn encode_jpeg(img: &RgbImage, quality: u8, threads: usize) -> Result<Vec<u8>> {
         .div_ceil(threads)
         .min(usize::from(u16::MAX) / cols.max(1));
     if threads <= 1 || strip_rows >= rows {
-        return jpeg_strip(img.as_raw(), w16, h16, quality);
+        return jpeg_strip(img.as_raw(), w16, h16, quality, icc);
     }
     let row_bytes = w as usize * 3;
     let strips: Vec<&[u8]> = img.as_raw().chunks(strip_rows * MCU * row_bytes).collect();
-    let encode = |px: &[u8]| jpeg_strip(px, w16, (px.len() / row_bytes) as u16, quality);
+    let encode = |px: &[u8]| jpeg_strip(px, w16, (px.len() / row_bytes) as u16, quality, icc);
     let per_thread = strips.len().div_ceil(threads);
     let parts: Vec<Result<Vec<u8>>> = std::thread::scope(|s| {
         let mut groups = strips.chunks(per_thread);
@@ -330,14 +375,20 @@ fn encode_jpeg(img: &RgbImage, quality: u8, threads: usize) -> Result<Vec<u8>> {
     match join_strips(&parts, h16, (strip_rows * cols) as u16) {
         Some(out) => Ok(out),
         // Not the layout this code knows (a new jpeg-encoder version?): encode in one piece.
-        None => jpeg_strip(img.as_raw(), w16, h16, quality),
+        None => jpeg_strip(img.as_raw(), w16, h16, quality, icc),
     }
 }
 
-fn jpeg_strip(px: &[u8], w: u16, h: u16, quality: u8) -> Result<Vec<u8>> {
+/// One baseline JPEG of `h` rows (every strip of an image gets the same headers, the ICC profile
+/// included, so that they can be joined).
+fn jpeg_strip(px: &[u8], w: u16, h: u16, quality: u8, icc: Option<&[u8]>) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(px.len() / 8);
     let mut enc = jpeg_encoder::Encoder::new(&mut out, quality);
     enc.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
+    if let Some(p) = icc {
+        // Too large for APP2 segments (over 16 MB): the pixels go out untagged.
+        let _ = enc.add_icc_profile(p);
+    }
     let input = Rgb420::new(px, w, h)
         .ok_or_else(|| Error::Encode(format!("{} bytes are not {w}×{h} RGB pixels", px.len())))?;
     enc.encode_image(input)
@@ -408,8 +459,8 @@ mod tests {
     #[test]
     fn strips_that_do_not_match_are_not_joined() {
         let px = vec![128u8; 64 * 32 * 3];
-        let a = jpeg_strip(&px, 64, 32, 90).unwrap();
-        let b = jpeg_strip(&px, 64, 32, 50).unwrap();
+        let a = jpeg_strip(&px, 64, 32, 90, None).unwrap();
+        let b = jpeg_strip(&px, 64, 32, 50, None).unwrap();
         assert!(join_strips(&[a.clone(), a.clone()], 64, 8).is_some());
         // Other quantisation tables: the strips cannot share one header.
         assert!(join_strips(&[a.clone(), b], 64, 8).is_none());

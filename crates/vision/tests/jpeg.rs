@@ -123,13 +123,14 @@ fn psnr(a: &image::RgbImage, b: &image::RgbImage, channels: &[usize]) -> f64 {
 
 #[test]
 fn jpeg_output_is_as_faithful_as_libjpeg_at_the_same_quality() {
-    // Pillow's libjpeg-turbo on the same pixels (tests/reference/jpeg_quality.py): its PSNR against the
+    // Pillow's libjpeg-turbo on the same pixels (tests/reference/image_codec.py): its PSNR against the
     // source, per channel, and its size. Chroma is each 2×2 block's average, as libjpeg makes it;
     // point-sampling it instead (jpeg-encoder's default) gives 0.3 dB less at q75 and 0.7 dB less at
     // q90 here (0.8 in blue), in a file 0.5–1.2 % larger, and fails this test.
     let text =
-        std::fs::read_to_string(existing(".cache/reference/jpeg_quality.json")).expect("reference");
+        std::fs::read_to_string(existing(".cache/reference/image_codec.json")).expect("reference");
     let reference: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let reference = &reference["jpeg_quality"];
     let src = photo("astronaut.png");
     for q in [75u8, 90] {
         let r = &reference[format!("astronaut.png@{q}")];
