@@ -163,6 +163,9 @@ async fn files_are_transcribed_like_the_reference_on_both_slots() {
         ("0_48000_stereo.opus", false),
         ("0_48000_mono.webm", false),
         ("0_8000_stereo_s16.wav", false),
+        // Telephone audio: 8 kHz G.711 µ-law and A-law WAV.
+        ("0_8000_mono_ulaw.wav", false),
+        ("0_8000_mono_alaw.wav", false),
     ] {
         let (s, v) = transcribe(
             &c,

@@ -64,7 +64,7 @@ enum Command {
         #[arg(long)]
         format: Option<String>,
     },
-    /// Print the text spoken in audio files (WAV, FLAC, MP3, OGG; .raw/.pcm = 16 kHz s16le).
+    /// Print the text spoken in audio files (WAV incl. G.711, FLAC, MP3, OGG, Opus, WebM; .raw/.pcm = 16 kHz s16le).
     Transcribe {
         /// Input audio files.
         #[arg(required = true)]

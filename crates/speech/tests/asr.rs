@@ -686,6 +686,44 @@ fn damaged_audio_files_never_panic() {
 }
 
 #[test]
+fn telephone_wav_codecs_decode_as_libsndfile_does() {
+    // Call-centre recordings: 8 kHz mono G.711 µ-law and A-law WAV, and voice recorders' IMA ADPCM,
+    // written by libsndfile (tests/reference/audio_variants.py), which also wrote its own decoding of
+    // each as float WAV. Both go through the same downmix and resampler here, so any difference is
+    // the codec's. G.711 decodes to the same samples (a table); IMA ADPCM to within 42 dB (symphonia
+    // computes each step's difference by the reference's shifts and adds, libsndfile by a multiply:
+    // they round apart), far beyond what the codec itself loses (13 dB against the linear signal).
+    let dir = root().join(".cache/reference/asr");
+    for (name, codec, min_snr) in [
+        ("0_8000_mono_ulaw", "pcm_mulaw", f64::INFINITY),
+        ("0_8000_mono_alaw", "pcm_alaw", f64::INFINITY),
+        ("0_8000_mono_ima_adpcm", "adpcm_ima_wav", 35.0),
+    ] {
+        let read = |f: String| {
+            audio::decode(std::fs::read(dir.join(&f)).expect(&f), None, 60.0).expect(&f)
+        };
+        let ours = read(format!("{name}.wav"));
+        let theirs = read(format!("{name}.decoded.wav"));
+        let snr = snr_db(&theirs.samples, &ours.samples);
+        eprintln!(
+            "{name}: codec {}, {} samples (libsndfile {}), SNR {snr:.1} dB",
+            ours.codec,
+            ours.samples.len(),
+            theirs.samples.len()
+        );
+        assert_eq!(
+            (ours.codec.as_str(), ours.source_rate, ours.source_channels),
+            (codec, 8000, 1)
+        );
+        assert_eq!(ours.samples.len(), theirs.samples.len(), "{name}");
+        assert!(
+            snr >= min_snr,
+            "{name}: SNR {snr:.1} dB against libsndfile's decoding"
+        );
+    }
+}
+
+#[test]
 fn every_format_decodes_to_the_source_length_and_alignment() {
     // The variants of 0.wav (tests/reference/audio_variants.py): each comes back as long as the
     // source and aligned with it, so segment times do not shift with the container or codec (MP3
