@@ -114,6 +114,9 @@ fn convert_pair(
 }
 
 /// [`convert_pair_any`] compiled for AVX2 (the compiler vectorises it; ~1 ms less per 1080p photo).
+/// The six slices stay separate arguments, here and there: as arguments the compiler knows they do
+/// not overlap, which is what lets the loop vectorise (bundled in a struct of the planes, the encode
+/// took 13.3 ms instead of 10.7 per 1080p photo).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn convert_pair_avx2(
