@@ -265,12 +265,17 @@ pub fn encode_channels(
     encode_lossless(format, &bytes, (w, h), color, icc)
 }
 
-/// Whether an ICC profile can tag the output: a well-formed header (the `acsp` signature) whose data
-/// colour space is the output's, RGB or gray. A CMYK or Lab profile (the pixels were converted to
+/// Whether an ICC profile can tag the output: a well-formed header (the `acsp` signature, the
+/// profile's own length) whose data colour space is the output's, RGB or gray. A CMYK or Lab profile (the pixels were converted to
 /// RGB on decoding) or a gray one on colour output would misdescribe the pixels.
 fn icc_fits(profile: &[u8], gray_output: bool) -> bool {
     let space: &[u8] = if gray_output { b"GRAY" } else { b"RGB " };
+    let declared = profile
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes);
     profile.len() >= 128
+        && declared.is_some_and(|n| n as usize == profile.len())
         && profile.get(36..40) == Some(b"acsp")
         && profile.get(16..20) == Some(space)
 }

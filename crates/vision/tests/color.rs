@@ -134,10 +134,12 @@ fn a_profile_for_another_colour_space_is_dropped() {
             std::str::from_utf8(&profile[16..20])
         );
     }
-    // Garbage in place of a profile is not written.
+    // Garbage in place of a profile is not written, nor a profile cut short.
     decoded.channels.gray = false;
-    decoded.channels.icc_profile = Some(vec![7; 200]);
-    let out = imageio::encode_channels(&decoded.image, &decoded.channels, Format::Png, 90, 1)
-        .expect("encode");
-    assert_eq!(profile_of(&out), None);
+    for broken in [vec![7; 200], rgb[..rgb.len() - 1].to_vec()] {
+        decoded.channels.icc_profile = Some(broken);
+        let out = imageio::encode_channels(&decoded.image, &decoded.channels, Format::Png, 90, 1)
+            .expect("encode");
+        assert_eq!(profile_of(&out), None);
+    }
 }
