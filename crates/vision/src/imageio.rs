@@ -4,8 +4,8 @@
 //! *before* decoding (so a decompression bomb is refused without allocating), bounds the decoder's
 //! allocations, and applies the EXIF orientation. Encoding writes the pixels and the input's ICC
 //! colour profile (when it fits the output's colour space) only: EXIF, GPS, XMP and other metadata of
-//! the input never reach the output. A grayscale input stays grayscale and an alpha
-//! channel is kept, in the formats that can hold them (PNG, WebP).
+//! the input never reach the output. A grayscale input stays grayscale and an alpha channel is kept,
+//! in the formats that can hold them (PNG, WebP).
 
 use std::borrow::Cow;
 use std::io::Cursor;
@@ -266,8 +266,9 @@ pub fn encode_channels(
 }
 
 /// Whether an ICC profile can tag the output: a well-formed header (the `acsp` signature, the
-/// profile's own length) whose data colour space is the output's, RGB or gray. A CMYK or Lab profile (the pixels were converted to
-/// RGB on decoding) or a gray one on colour output would misdescribe the pixels.
+/// profile's own length) whose data colour space is the output's, RGB or gray. A CMYK or Lab
+/// profile (the pixels were converted to RGB on decoding) or a gray one on colour output would
+/// misdescribe the pixels.
 fn icc_fits(profile: &[u8], gray_output: bool) -> bool {
     let space: &[u8] = if gray_output { b"GRAY" } else { b"RGB " };
     let declared = profile
