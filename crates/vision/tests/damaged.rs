@@ -53,3 +53,52 @@ fn damaged_photos_never_panic() {
     // Flipped bytes inside entropy-coded data often still decode (to a damaged picture).
     assert!(decoded > 0);
 }
+
+#[test]
+fn damaged_colour_profiles_never_panic() {
+    // Photos whose ICC profile the output keeps: rocket.jpg (Adobe RGB in JPEG APP2 segments),
+    // astronaut.png (sRGB in a compressed iCCP chunk), and astronaut as WebP (an ICCP chunk). Each
+    // damaged, and byte by byte through its first 1,200 bytes, where the profiles are; whatever
+    // decodes is encoded again in every format, profile and all.
+    let png = photo("astronaut.png");
+    let d = imageio::decode(&png, 50_000_000).expect("astronaut.png");
+    let webp = imageio::encode_channels(&d.image, &d.channels, Format::Webp, 90, 1).expect("webp");
+    let mut panics = Vec::new();
+    let (mut decoded, mut tagged) = (0, 0);
+    for (name, file) in [
+        ("rocket.jpg", photo("rocket.jpg")),
+        ("astronaut.png", png),
+        ("astronaut.webp", webp),
+    ] {
+        let mut cases = damaged(&file, 30);
+        for at in (2..file.len().min(1200)).step_by(5) {
+            let mut b = file.clone();
+            b[at] ^= 0xff;
+            cases.push((format!("byte {at} inverted"), b));
+        }
+        for (how, bytes) in cases {
+            let run = || {
+                let Ok(d) = imageio::decode(&bytes, 50_000_000) else {
+                    return (false, false);
+                };
+                let kept = d.channels.icc_profile.is_some();
+                for f in [Format::Jpeg, Format::Png, Format::Webp] {
+                    let _ = imageio::encode_channels(&d.image, &d.channels, f, 90, 2);
+                }
+                (true, kept)
+            };
+            match catch_unwind(AssertUnwindSafe(run)) {
+                Ok((ok, kept)) => {
+                    decoded += usize::from(ok);
+                    tagged += usize::from(kept);
+                }
+                Err(_) => panics.push(format!("{name}, {how}")),
+            }
+        }
+    }
+    assert!(panics.is_empty(), "panicked on: {panics:#?}");
+    assert!(
+        decoded > 0 && tagged > 0,
+        "{decoded} decoded, {tagged} with a profile"
+    );
+}
