@@ -72,6 +72,14 @@ if [ ! -s "$beam" ] || [ tests/reference/asr_beam.py -nt "$beam" ] || [ models/a
     --expected .cache/testdata/asr/expected.json --testdata .cache/testdata/asr --out "$beam.tmp"
   mv "$beam.tmp" "$beam"
 fi
+call=.cache/reference/asr/call/call_stereo.json
+if [ ! -s "$call" ] || [ tests/reference/asr_channels.py -nt "$call" ] || [ tests/reference/asr_beam.py -nt "$call" ]; then
+  echo "bootstrap: transcribing the two-speaker call reference"
+  "$VENV/bin/python" tests/reference/asr_channels.py --model models/asr/zipformer-en-3m \
+    --left .cache/testdata/asr/0.wav \
+    --right /usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav \
+    --out .cache/reference/asr/call
+fi
 codec=.cache/reference/image_codec.json
 if [ ! -s "$codec" ] || [ tests/reference/image_codec.py -nt "$codec" ]; then
   "$VENV/bin/python" tests/reference/image_codec.py --root . --out "$codec.tmp"

@@ -624,3 +624,116 @@ async fn hot_swap_keeps_live_streams_on_their_model_and_refuses_bad_models() {
     let (_, v) = transcribe(&c, &gw, wav, "audio/wav", &[]).await;
     assert_eq!(v["version"], "1.1");
 }
+
+/// The two-speaker call of `tests/reference/asr_channels.py` and its reference transcripts.
+fn call_reference() -> (Vec<u8>, Value) {
+    let dir = repo(".cache/reference/asr/call");
+    let json =
+        serde_json::from_slice(&std::fs::read(format!("{dir}/call_stereo.json")).unwrap()).unwrap();
+    (
+        std::fs::read(format!("{dir}/call_stereo.wav")).unwrap(),
+        json,
+    )
+}
+
+/// A call with one speaker per channel: a slot with `channels = "split"` recognises each channel
+/// as the reference pipeline does alone and merges them in time order; `?channels=` overrides the
+/// slot's choice per request; the CLI does the same with `--channels split`.
+#[tokio::test]
+async fn a_call_is_recognised_channel_by_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&asr_config(
+        &dir.path().join("h.db").display().to_string(),
+        r#"channels = "split""#,
+    ));
+    let c = client();
+    let (wav, reference) = call_reference();
+    let want: Vec<&str> = reference["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
+    let post = |query: &'static str, body: Vec<u8>, ct: &'static str| {
+        c.post(gw.url(&format!("/v1/asr/transcribe{query}")))
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+
+    let r = post("", wav.clone(), "audio/wav").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["slot"], "asr-v1");
+    let channels = v["channels"].as_array().expect("channels");
+    assert_eq!(channels.len(), 2);
+    for (i, ch) in channels.iter().enumerate() {
+        assert_eq!(ch["channel"], i);
+        assert_eq!(ch["text"], want[i], "channel {i}");
+    }
+    let segments = v["segments"].as_array().unwrap();
+    let order: Vec<u64> = segments
+        .iter()
+        .map(|s| {
+            s["channel"]
+                .as_u64()
+                .expect("each segment names its channel")
+        })
+        .collect();
+    assert_eq!(order.first(), Some(&0));
+    assert_eq!(order.last(), Some(&1));
+    let joined: Vec<&str> = segments
+        .iter()
+        .map(|s| s["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(v["text"], joined.join(" "));
+
+    // The request's choice wins: the average of the channels, as the reference hears it.
+    let r = post("?channels=mix", wav.clone(), "audio/wav")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["text"], reference["mix"]["text"]);
+    assert!(v.get("channels").is_none());
+    assert!(v["segments"][0].get("channel").is_none());
+
+    let r = post("?channels=stereo", wav.clone(), "audio/wav")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "bad_option");
+    // Nine channels of raw PCM: more than are recognised one by one.
+    let r = post(
+        "",
+        vec![0u8; 2 * 9 * 1600],
+        "audio/l16; rate=16000; channels=9",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "too_many_channels", "{v}");
+    // …and the slot keeps serving.
+    let r = post("", wav, "audio/wav").await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["transcribe", "--json", "--channels", "split", "--model-dir"])
+        .arg(repo("models/asr/zipformer-en-3m"))
+        .arg(format!(
+            "{}/call_stereo.wav",
+            repo(".cache/reference/asr/call")
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["channels"][0]["text"], want[0]);
+    assert_eq!(v["channels"][1]["text"], want[1]);
+}

@@ -312,6 +312,10 @@ pub struct SlotSpec {
     pub decoding_method: Option<String>,
     /// `asr` with `modified_beam_search`: hypotheses kept per frame, 1 to 64 (default 4).
     pub max_active_paths: Option<usize>,
+    /// `asr`: `mix` (default: a file's channels are averaged) or `split` (each channel is
+    /// recognised on its own, as for a call with one speaker per channel); a request's
+    /// `?channels=` overrides it.
+    pub channels: Option<String>,
 }
 
 fn default_version() -> String {
@@ -363,6 +367,7 @@ impl SlotSpec {
             ("endpoint_silence_ms", self.endpoint_silence_ms.is_some()),
             ("decoding_method", self.decoding_method.is_some()),
             ("max_active_paths", self.max_active_paths.is_some()),
+            ("channels", self.channels.is_some()),
         ];
         let mut foreign = Vec::new();
         if self.kind != SlotKind::Upstream {

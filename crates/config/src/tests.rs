@@ -140,17 +140,21 @@ kind = "asr"
 model_dir = "."
 decoding_method = "beam"
 max_active_paths = 0
+channels = "stereo"
 
 [[slot]]
 name = "b"
 kind = "face"
 decoding_method = "greedy_search"
+channels = "split"
 "#,
     );
     for w in [
         "f.toml:5: decoding method `beam` is not one of greedy_search, modified_beam_search",
         "f.toml:6: must be between 1 and 64",
-        "f.toml:11: `decoding_method` does not apply to a slot of kind `face`",
+        "f.toml:7: channels `stereo` is not one of mix, split",
+        "f.toml:12: `decoding_method` does not apply to a slot of kind `face`",
+        "f.toml:13: `channels` does not apply to a slot of kind `face`",
     ] {
         assert!(got.iter().any(|g| g == w), "missing {w:?} in {got:#?}");
     }

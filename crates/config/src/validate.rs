@@ -240,6 +240,15 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
                         ),
                     )),
                 }
+                // The names of `switchyard_speech::audio::Channels::from_name`.
+                if let Some(c) = slot.channels.as_deref()
+                    && !matches!(c, "mix" | "split")
+                {
+                    out.push((
+                        path!["slot", i, "channels"],
+                        format!("channels `{c}` is not one of mix, split"),
+                    ));
+                }
                 if let Some(p) = slot.max_active_paths
                     && !(1..=64).contains(&p)
                 {

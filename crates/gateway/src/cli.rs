@@ -245,6 +245,10 @@ pub struct AsrArgs {
     /// Hypotheses kept per frame by modified_beam_search.
     #[arg(long, default_value_t = 4)]
     pub max_active_paths: usize,
+    /// mix (average a file's channels) or split (recognise each channel on its own; the JSON
+    /// output then names each segment's channel and gives each channel's text).
+    #[arg(long, default_value = "mix", value_parser = ["mix", "split"])]
+    pub channels: String,
 }
 
 /// Prints the text of every input (or one JSON object per line with `json`). Files that fail are
@@ -253,6 +257,8 @@ pub fn transcribe(inputs: &[PathBuf], args: &AsrArgs, json: bool) -> anyhow::Res
     use switchyard_speech::{Decoding, Recognizer, RecognizerOptions, Transducer, VadModel};
     let decoding = Decoding::from_name(&args.decoding_method, args.max_active_paths)
         .map_err(|e| anyhow::anyhow!(e))?;
+    let layout = switchyard_speech::audio::Channels::from_name(&args.channels)
+        .ok_or_else(|| anyhow::anyhow!("--channels is mix or split"))?;
     let opts = LoadOptions {
         engine: args
             .engine
@@ -298,9 +304,13 @@ pub fn transcribe(inputs: &[PathBuf], args: &AsrArgs, json: bool) -> anyhow::Res
                     mime: String::new(),
                     content_type: String::new(),
                 };
-                let audio = crate::slot::decode_upload(&upload, args.max_audio_seconds)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                rec.transcribe(&audio.samples)
+                let tracks: Vec<Vec<f32>> =
+                    crate::slot::decode_upload(&upload, args.max_audio_seconds, layout)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                        .into_iter()
+                        .map(|a| a.samples)
+                        .collect();
+                rec.transcribe_channels(&tracks)
                     .map_err(|e| anyhow::anyhow!("{e}"))
             });
         let took = started.elapsed().as_secs_f64();
@@ -309,14 +319,15 @@ pub fn transcribe(inputs: &[PathBuf], args: &AsrArgs, json: bool) -> anyhow::Res
                 audio_s += t.duration_s;
                 busy_s += took;
                 let line = if json {
-                    serde_json::json!({
+                    let mut v = serde_json::json!({
                         "file": input.display().to_string(),
                         "text": t.text,
                         "segments": t.segments,
                         "duration_s": t.duration_s,
                         "rtf": if t.duration_s > 0.0 { took / t.duration_s } else { 0.0 },
-                    })
-                    .to_string()
+                    });
+                    crate::slot::add_channels(&mut v, &t);
+                    v.to_string()
                 } else if inputs.len() > 1 {
                     format!("{}\t{}", input.display(), t.text)
                 } else {

@@ -36,6 +36,113 @@ pub enum AudioError {
     /// Longer than allowed.
     #[error("audio is longer than the {0} s limit")]
     TooLong(f64),
+    /// More channels than [`MAX_SPLIT_CHANNELS`] to recognise one by one.
+    #[error(
+        "{0} channels: at most {MAX_SPLIT_CHANNELS} can be recognised one by one (channels=split)"
+    )]
+    TooManyChannels(usize),
+}
+
+/// The most channels [`Channels::Split`] recognises separately.
+pub const MAX_SPLIT_CHANNELS: usize = 8;
+
+/// How a source with several channels becomes model input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Channels {
+    /// Averaged into one signal (the default: one microphone recorded on several channels).
+    #[default]
+    Mix,
+    /// One signal per channel, recognised separately: a call recorded with the agent on one
+    /// channel and the customer on the other, or one microphone per speaker.
+    Split,
+}
+
+impl Channels {
+    /// `mix` or `split`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "mix" => Some(Self::Mix),
+            "split" => Some(Self::Split),
+            _ => None,
+        }
+    }
+
+    /// The name [`from_name`](Self::from_name) reads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mix => "mix",
+            Self::Split => "split",
+        }
+    }
+}
+
+/// The decoded signal as it accumulates: averaged into one track, or one track per channel.
+struct Tracks {
+    layout: Channels,
+    data: Vec<Vec<f32>>,
+}
+
+impl Tracks {
+    fn new(layout: Channels) -> Self {
+        Self {
+            layout,
+            data: vec![Vec::new()],
+        }
+    }
+
+    /// Frames per track so far.
+    fn frames(&self) -> usize {
+        self.data.iter().map(Vec::len).max().unwrap_or(0)
+    }
+
+    /// Adds interleaved frames of `channels` channels.
+    fn push(&mut self, interleaved: &[f32], channels: usize) -> Result<(), AudioError> {
+        if self.layout == Channels::Mix || channels <= 1 && self.data.len() == 1 {
+            downmix_into(interleaved, channels, &mut self.data[0]);
+            return Ok(());
+        }
+        if channels > MAX_SPLIT_CHANNELS {
+            return Err(AudioError::TooManyChannels(channels));
+        }
+        if self.data.len() != channels {
+            if self.frames() > 0 {
+                return Err(AudioError::Unsupported(
+                    "the channel count changes within the file; channels=split needs one".into(),
+                ));
+            }
+            self.data.resize_with(channels, Vec::new);
+        }
+        for frame in interleaved.chunks_exact(channels) {
+            for (track, &s) in self.data.iter_mut().zip(frame) {
+                track.push(s);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the last `n` frames of every track.
+    fn trim_end(&mut self, n: usize) {
+        for t in &mut self.data {
+            t.truncate(t.len().saturating_sub(n));
+        }
+    }
+
+    /// Resamples every track to [`MODEL_RATE`].
+    fn finish(self, rate: u32, channels: usize, codec: &str) -> Result<Vec<Audio>, AudioError> {
+        if self.frames() == 0 {
+            return Err(AudioError::Empty);
+        }
+        Ok(self
+            .data
+            .iter()
+            .map(|t| Audio {
+                samples: resample(t, rate, MODEL_RATE),
+                source_rate: rate,
+                source_channels: channels,
+                codec: codec.to_string(),
+            })
+            .collect())
+    }
 }
 
 /// Decoded audio: mono, 16 kHz, samples in [-1, 1].
@@ -114,12 +221,32 @@ pub fn decode<T>(bytes: T, hint: Option<&str>, max_seconds: f64) -> Result<Audio
 where
     T: AsRef<[u8]> + Send + Sync + 'static,
 {
+    decode_channels(bytes, hint, max_seconds, Channels::Mix).map(first_track)
+}
+
+fn first_track(mut tracks: Vec<Audio>) -> Audio {
+    // `Tracks::finish` never returns an empty list.
+    tracks.swap_remove(0)
+}
+
+/// [`decode`] with a choice of channel layout: with [`Channels::Split`], one [`Audio`] per channel
+/// of the source (a mono source gives one), each resampled on its own; at most
+/// [`MAX_SPLIT_CHANNELS`].
+pub fn decode_channels<T>(
+    bytes: T,
+    hint: Option<&str>,
+    max_seconds: f64,
+    layout: Channels,
+) -> Result<Vec<Audio>, AudioError>
+where
+    T: AsRef<[u8]> + Send + Sync + 'static,
+{
     // symphonia's demuxers are meant to return errors on malformed input, but its Matroska reader
     // panics on some (an `expect` on a corrupted element tree). The input is the client's, so a
     // panic there is a bad file: a 4xx, and the worker thread carries on.
     DECODING_UNTRUSTED.with(|d| d.set(true));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        decode_unchecked(bytes, hint, max_seconds)
+        decode_unchecked(bytes, hint, max_seconds, layout)
     }));
     DECODING_UNTRUSTED.with(|d| d.set(false));
     result.unwrap_or_else(|_| {
@@ -129,7 +256,12 @@ where
     })
 }
 
-fn decode_unchecked<T>(bytes: T, hint: Option<&str>, max_seconds: f64) -> Result<Audio, AudioError>
+fn decode_unchecked<T>(
+    bytes: T,
+    hint: Option<&str>,
+    max_seconds: f64,
+    layout: Channels,
+) -> Result<Vec<Audio>, AudioError>
 where
     T: AsRef<[u8]> + Send + Sync + 'static,
 {
@@ -164,13 +296,9 @@ where
         .ok_or_else(|| AudioError::Unsupported("unknown sample rate".into()))?;
     check_rate(rate)?;
     if params.codec == CODEC_TYPE_OPUS {
-        let (mono, channels) = decode_opus(format.as_mut(), track_id, &params, max_seconds)?;
-        return Ok(Audio {
-            samples: resample(&mono, OPUS_RATE, MODEL_RATE),
-            source_rate: OPUS_RATE,
-            source_channels: channels,
-            codec: "opus".into(),
-        });
+        let mut tracks = Tracks::new(layout);
+        let channels = decode_opus(format.as_mut(), track_id, &params, max_seconds, &mut tracks)?;
+        return tracks.finish(OPUS_RATE, channels, "opus");
     }
     let codec = symphonia::default::get_codecs()
         .get_codec(params.codec)
@@ -186,7 +314,7 @@ where
         return Err(AudioError::TooLong(max_seconds));
     }
 
-    let mut mono: Vec<f32> = Vec::new();
+    let mut tracks = Tracks::new(layout);
     let mut channels = params.channels.map(|c| c.count()).unwrap_or(1);
     let mut sample_buf: Option<SampleBuffer<f32>> = None;
     let mut decoded_any = false;
@@ -210,34 +338,27 @@ where
             _ => sample_buf.insert(SampleBuffer::new(buf.capacity() as u64, spec)),
         };
         sb.copy_interleaved_ref(buf);
-        downmix_into(sb.samples(), channels, &mut mono);
-        if mono.len() > max_frames {
+        tracks.push(sb.samples(), channels)?;
+        if tracks.frames() > max_frames {
             return Err(AudioError::TooLong(max_seconds));
         }
     }
-    if mono.is_empty() {
-        return Err(AudioError::Empty);
-    }
-    Ok(Audio {
-        samples: resample(&mono, rate, MODEL_RATE),
-        source_rate: rate,
-        source_channels: channels,
-        codec,
-    })
+    tracks.finish(rate, channels, &codec)
 }
 
 /// Opus always decodes at 48 kHz (the rate in its header is the input's, for information only).
 const OPUS_RATE: u32 = 48_000;
 
 /// The Opus packets of an Ogg or WebM track (symphonia demuxes them; it has no Opus decoder) decoded by the
-/// pure-Rust `opus-pure` at 48 kHz and downmixed; the encoder's pre-skip is dropped. Mono/stereo
-/// streams and surround ones (mapping family 1) are read. Returns the samples and the channel count.
+/// pure-Rust `opus-pure` at 48 kHz into `tracks`; the encoder's pre-skip is dropped. Mono/stereo
+/// streams and surround ones (mapping family 1) are read. Returns the channel count.
 fn decode_opus(
     format: &mut dyn FormatReader,
     track_id: u32,
     params: &CodecParameters,
     max_seconds: f64,
-) -> Result<(Vec<f32>, usize), AudioError> {
+    tracks: &mut Tracks,
+) -> Result<usize, AudioError> {
     use opus_pure::{MAX_PACKET_SAMPLES, OpusDecoder, OpusMSDecoder};
     enum Dec {
         One(Box<OpusDecoder>),
@@ -272,7 +393,6 @@ fn decode_opus(
     let max_frames = (max_seconds * OPUS_RATE as f64).ceil() as usize;
     let mut skip = pre_skip;
     let mut pcm = vec![0f32; MAX_PACKET_SAMPLES * channels];
-    let mut mono = Vec::new();
     let mut decoded_any = false;
     while let Some(packet) = next_packet(format, track_id, decoded_any)? {
         if packet.data.is_empty() {
@@ -293,18 +413,14 @@ fn decode_opus(
         decoded_any = true;
         let drop = skip.min(n);
         skip -= drop;
-        downmix_into(&pcm[drop * channels..n * channels], channels, &mut mono);
-        if mono.len() > max_frames {
+        tracks.push(&pcm[drop * channels..n * channels], channels)?;
+        if tracks.frames() > max_frames {
             return Err(AudioError::TooLong(max_seconds));
         }
     }
     // The end-trim (RFC 7845 §4.4): the last page's granule position stops short of the decoded end.
-    let padding = params.padding.unwrap_or(0) as usize;
-    mono.truncate(mono.len().saturating_sub(padding));
-    if mono.is_empty() {
-        return Err(AudioError::Empty);
-    }
-    Ok((mono, channels))
+    tracks.trim_end(params.padding.unwrap_or(0) as usize);
+    Ok(channels)
 }
 
 /// Raw 16-bit little-endian PCM (`audio/l16`, `.raw`/`.pcm` files), `channels` interleaved.
@@ -314,23 +430,25 @@ pub fn from_pcm16(
     channels: usize,
     max_seconds: f64,
 ) -> Result<Audio, AudioError> {
+    pcm16_channels(bytes, rate, channels, max_seconds, Channels::Mix).map(first_track)
+}
+
+/// [`from_pcm16`] with a choice of channel layout (see [`decode_channels`]).
+pub fn pcm16_channels(
+    bytes: &[u8],
+    rate: u32,
+    channels: usize,
+    max_seconds: f64,
+    layout: Channels,
+) -> Result<Vec<Audio>, AudioError> {
     check_rate(rate)?;
     let channels = channels.max(1);
     if bytes.len() / 2 / channels > (max_seconds * rate as f64).ceil() as usize {
         return Err(AudioError::TooLong(max_seconds));
     }
-    let interleaved = pcm16_to_f32(bytes);
-    let mut mono = Vec::with_capacity(interleaved.len() / channels);
-    downmix_into(&interleaved, channels, &mut mono);
-    if mono.is_empty() {
-        return Err(AudioError::Empty);
-    }
-    Ok(Audio {
-        samples: resample(&mono, rate, MODEL_RATE),
-        source_rate: rate,
-        source_channels: channels,
-        codec: "pcm_s16le".into(),
-    })
+    let mut tracks = Tracks::new(layout);
+    tracks.push(&pcm16_to_f32(bytes), channels)?;
+    tracks.finish(rate, channels, "pcm_s16le")
 }
 
 /// 16-bit little-endian PCM to floats in [-1, 1] (a trailing odd byte is ignored).

@@ -57,6 +57,9 @@ pub struct Segment {
     pub end: f64,
     /// Text.
     pub text: String,
+    /// The source channel (from 0), when the channels are recognised separately.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<usize>,
 }
 
 /// What a session reports.
@@ -94,8 +97,11 @@ pub struct Transcript {
     pub duration_s: f64,
     /// Where the time went.
     pub timings: SessionTimings,
-    /// Token ids in order (all segments).
+    /// Token ids in order (all segments; channel after channel when split).
     pub token_ids: Vec<i64>,
+    /// Each channel's text, when the channels are recognised separately
+    /// ([`Recognizer::transcribe_channels`]); empty otherwise.
+    pub channels: Vec<String>,
 }
 
 impl Recognizer {
@@ -119,7 +125,44 @@ impl Recognizer {
             timings: s.timings(),
             token_ids: s.token_ids,
             segments,
+            channels: Vec::new(),
         })
+    }
+
+    /// Transcribes each channel of a recording separately (a call with one speaker per channel)
+    /// and merges the results: `segments` in time order, each naming its `channel`; `text` their
+    /// texts in that order; `channels` each channel's own text. One channel gives what
+    /// [`transcribe`](Self::transcribe) gives.
+    pub fn transcribe_channels(&self, channels: &[Vec<f32>]) -> Result<Transcript, AsrError> {
+        if let [one] = channels {
+            return self.transcribe(one);
+        }
+        let mut merged = Transcript {
+            text: String::new(),
+            segments: Vec::new(),
+            duration_s: 0.0,
+            timings: SessionTimings::default(),
+            token_ids: Vec::new(),
+            channels: Vec::with_capacity(channels.len()),
+        };
+        for (c, samples) in channels.iter().enumerate() {
+            let t = self.transcribe(samples)?;
+            merged.duration_s = merged.duration_s.max(t.duration_s);
+            merged.timings.decode += t.timings.decode;
+            merged.timings.vad += t.timings.vad;
+            merged.token_ids.extend(t.token_ids);
+            merged.channels.push(t.text);
+            merged
+                .segments
+                .extend(t.segments.into_iter().map(|s| Segment {
+                    channel: Some(c),
+                    ..s
+                }));
+        }
+        // Stable: segments starting together keep their channel order.
+        merged.segments.sort_by(|a, b| a.start.total_cmp(&b.start));
+        merged.text = join(&merged.segments);
+        Ok(merged)
     }
 }
 
@@ -269,6 +312,7 @@ impl Session {
                     .text(&toks.iter().map(|t| t.id).collect::<Vec<_>>());
                 let end = (frames as f64 * frame_s).min(self.received as f64 / 16_000.0);
                 events.push(Event::Final(Segment {
+                    channel: None,
                     start: self.seg_frame as f64 * frame_s,
                     end,
                     text,
@@ -291,6 +335,7 @@ impl Session {
         if last {
             if !text.is_empty() {
                 events.push(Event::Final(Segment {
+                    channel: None,
                     start: self.seg_frame as f64 * frame_s,
                     end: self.received as f64 / 16_000.0,
                     text,
@@ -401,6 +446,7 @@ impl Session {
                     self.finished_timings += stream.timings();
                     if !text.is_empty() {
                         events.push(Event::Final(Segment {
+                            channel: None,
                             start: self.seg_start as f64 / 16_000.0,
                             end: e as f64 / 16_000.0,
                             text,

@@ -758,3 +758,186 @@ fn every_format_decodes_to_the_source_length_and_alignment() {
         assert!(snr >= min_snr, "{file}: SNR {snr:.1} dB");
     }
 }
+
+/// The reference transcripts of `.cache/reference/asr/call/call_stereo.wav`: two speakers, one per
+/// channel, overlapping for a second (`tests/reference/asr_channels.py`).
+struct CallReference {
+    wav: Vec<u8>,
+    starts: Vec<f64>,
+    ends: Vec<f64>,
+    channels: Vec<(Vec<i64>, String)>,
+    mix: (Vec<i64>, String),
+}
+
+fn call_reference() -> CallReference {
+    let dir = root().join(".cache/reference/asr/call");
+    let json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("call_stereo.json")).expect("call_stereo.json (run `make setup`)"),
+    )
+    .expect("JSON");
+    let floats = |v: &serde_json::Value| -> Vec<f64> {
+        v.as_array()
+            .expect("list")
+            .iter()
+            .map(|x| x.as_f64().expect("number"))
+            .collect()
+    };
+    let result = |v: &serde_json::Value| {
+        (
+            v["token_ids"]
+                .as_array()
+                .expect("ids")
+                .iter()
+                .map(|x| x.as_i64().expect("id"))
+                .collect::<Vec<_>>(),
+            v["text"].as_str().expect("text").to_string(),
+        )
+    };
+    CallReference {
+        wav: std::fs::read(dir.join("call_stereo.wav")).expect("call_stereo.wav"),
+        starts: floats(&json["starts"]),
+        ends: floats(&json["ends"]),
+        channels: json["channels"]
+            .as_array()
+            .expect("channels")
+            .iter()
+            .map(result)
+            .collect(),
+        mix: result(&json["mix"]),
+    }
+}
+
+/// A call with one speaker per channel, overlapping: `Channels::Split` recognises each channel as
+/// the reference does alone, and merges the segments in time order, each naming its channel;
+/// `Channels::Mix` hears the average, as the reference's mix does (and garbles the overlap).
+#[test]
+fn call_channels_are_recognised_separately() {
+    use switchyard_speech::audio::Channels;
+    let call = call_reference();
+    let rec = recognizer(EngineChoice::Ort);
+    let tracks: Vec<Vec<f32>> =
+        audio::decode_channels(call.wav.clone(), Some("wav"), 60.0, Channels::Split)
+            .expect("decode")
+            .into_iter()
+            .map(|a| a.samples)
+            .collect();
+    assert_eq!(tracks.len(), 2);
+    let t = rec.transcribe_channels(&tracks).expect("transcribe");
+
+    let texts: Vec<&str> = call.channels.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(t.channels, texts);
+    let ids: Vec<i64> = call.channels.iter().flat_map(|(i, _)| i.clone()).collect();
+    assert_eq!(t.token_ids, ids);
+    // The overlap does not leak: each channel is what its speaker said alone.
+    assert!(texts[0].ends_with("THE BRAFFLES") && texts[1].starts_with("AND MR JOHN"));
+
+    // Without VAD a segment starts where the silence before it was last cut (every 2 × 1.2 s of
+    // it) and ends at its endpoint; with VAD, where the speech starts and ends.
+    check_call_segments(&t, &call, 2.5);
+    assert!((t.duration_s - call.ends[1]).abs() < 0.01);
+
+    let vad = VadModel::load(
+        &root().join("models/silero-vad/silero_vad.onnx"),
+        &LoadOptions {
+            engine: EngineChoice::Ort,
+            ..LoadOptions::default()
+        },
+    )
+    .expect("vad");
+    let with_vad = Recognizer {
+        vad: Some(Arc::new(vad)),
+        ..rec.clone()
+    };
+    let v = with_vad.transcribe_channels(&tracks).expect("transcribe");
+    assert_eq!(v.channels, texts);
+    check_call_segments(&v, &call, 0.5);
+
+    let mixed =
+        audio::decode_channels(call.wav.clone(), Some("wav"), 60.0, Channels::Mix).expect("decode");
+    assert_eq!(mixed.len(), 1);
+    let m = rec
+        .transcribe_channels(&[mixed[0].samples.clone()])
+        .expect("mix");
+    assert_eq!(m.token_ids, call.mix.0, "mix: {} vs {}", m.text, call.mix.1);
+    assert!(m.channels.is_empty() && m.segments.iter().all(|s| s.channel.is_none()));
+}
+
+/// Segments in time order, each channel's within `slack` s before its speaker starts talking and
+/// ending around when they stop; the text is theirs in that order.
+fn check_call_segments(t: &switchyard_speech::Transcript, call: &CallReference, slack: f64) {
+    assert!(t.segments.windows(2).all(|w| w[0].start <= w[1].start));
+    for c in 0..2 {
+        let segs: Vec<_> = t.segments.iter().filter(|s| s.channel == Some(c)).collect();
+        assert!(!segs.is_empty(), "channel {c}: no segment");
+        let (first, last) = (segs[0], segs[segs.len() - 1]);
+        assert!(
+            first.start > call.starts[c] - slack && first.start < call.starts[c] + 0.3,
+            "channel {c} starts at {}, speaks from {}",
+            first.start,
+            call.starts[c]
+        );
+        assert!(
+            last.end > call.ends[c] - 0.5 && last.end <= call.ends[c] + 1.0,
+            "channel {c} ends at {}, speaks until {}",
+            last.end,
+            call.ends[c]
+        );
+    }
+    assert_eq!(t.text, switchyard_speech::recognizer::join(&t.segments));
+    assert!(t.text.starts_with("AFTER EARLY") && t.text.ends_with("DO FOR THEM"));
+}
+
+/// Split decoding of every container keeps the channels apart, and refuses more than it allows.
+#[test]
+fn split_channels_decode_per_channel_and_are_bounded() {
+    use switchyard_speech::audio::{Channels, MAX_SPLIT_CHANNELS};
+    // Interleaved 16-bit PCM: a ramp on channel 0, its negation on channel 1, silence on 2.
+    let frames = 16_000usize;
+    let mut pcm = Vec::with_capacity(frames * 6);
+    for i in 0..frames {
+        let v = ((i % 200) as i16 - 100) * 100;
+        for s in [v, -v, 0] {
+            pcm.extend_from_slice(&s.to_le_bytes());
+        }
+    }
+    let tracks = audio::pcm16_channels(&pcm, 16_000, 3, 60.0, Channels::Split).expect("split");
+    assert_eq!(tracks.len(), 3);
+    for t in &tracks {
+        assert_eq!(t.samples.len(), frames);
+        assert_eq!(t.source_channels, 3);
+    }
+    for i in 0..frames {
+        let v = ((i % 200) as f32 - 100.0) * 100.0 / 32768.0;
+        assert_eq!(
+            (
+                tracks[0].samples[i],
+                tracks[1].samples[i],
+                tracks[2].samples[i]
+            ),
+            (v, -v, 0.0)
+        );
+    }
+    let mixed = audio::from_pcm16(&pcm, 16_000, 3, 60.0).expect("mix");
+    assert!(mixed.samples.iter().all(|&s| s.abs() < 1e-6));
+    // A mono file split is itself.
+    let mono = audio::decode_channels(
+        std::fs::read(root().join(".cache/testdata/asr/0.wav")).expect("0.wav"),
+        Some("wav"),
+        60.0,
+        Channels::Split,
+    )
+    .expect("mono");
+    assert_eq!(mono.len(), 1);
+    assert_eq!(mono[0].samples, zero_wav());
+    // Too many channels to recognise one by one.
+    let n = MAX_SPLIT_CHANNELS + 1;
+    assert_eq!(
+        audio::pcm16_channels(&vec![0u8; 2 * n * 100], 16_000, n, 60.0, Channels::Split).err(),
+        Some(audio::AudioError::TooManyChannels(n))
+    );
+    // The length limit holds per channel, before anything is resampled.
+    assert!(matches!(
+        audio::pcm16_channels(&pcm, 16_000, 3, 0.5, Channels::Split),
+        Err(audio::AudioError::TooLong(_))
+    ));
+}

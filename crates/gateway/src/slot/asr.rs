@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::json;
 use switchyard_config::{Config, EngineConfig, SlotSpec};
 use switchyard_infer::{EngineChoice, LoadOptions};
-use switchyard_speech::audio::{self, AudioError, StreamResampler};
+use switchyard_speech::audio::{self, AudioError, Channels, StreamResampler};
 use switchyard_speech::recognizer::SessionTimings;
 use switchyard_speech::{
     Decoding, Event, Recognizer, RecognizerOptions, Transcript, Transducer, VadModel,
@@ -99,6 +99,7 @@ pub struct AsrSlot {
     admission: Arc<crate::admission::Admission>,
     batch_concurrency: usize,
     max_audio_s: f64,
+    channels: Channels,
     inject_latency_ms: Option<u64>,
     idle: Duration,
     history: Option<Arc<History>>,
@@ -168,6 +169,9 @@ fn audio_error(e: AudioError) -> ApiError {
             "audio_too_long",
             e.to_string(),
         ),
+        AudioError::TooManyChannels(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "too_many_channels", e.to_string())
+        }
         AudioError::Empty | AudioError::BadRate(_) | AudioError::Unsupported(_) => {
             ApiError::new(StatusCode::BAD_REQUEST, "bad_audio", e.to_string())
         }
@@ -183,8 +187,13 @@ fn audio_mime_ok(m: &str) -> bool {
 }
 
 /// Decodes one upload: `audio/l16` (`rate=`, `channels=` parameters) or `.raw`/`.pcm` files are
-/// 16-bit PCM, anything else goes to the container probe with the file extension as a hint.
-pub(crate) fn decode_upload(u: &Upload, max_s: f64) -> Result<audio::Audio, AudioError> {
+/// 16-bit PCM, anything else goes to the container probe with the file extension as a hint. One
+/// [`audio::Audio`] with [`Channels::Mix`], one per channel with [`Channels::Split`].
+pub(crate) fn decode_upload(
+    u: &Upload,
+    max_s: f64,
+    layout: Channels,
+) -> Result<Vec<audio::Audio>, AudioError> {
     let ext = u
         .file_name
         .as_deref()
@@ -199,11 +208,12 @@ pub(crate) fn decode_upload(u: &Upload, max_s: f64) -> Result<audio::Audio, Audi
             .and_then(|(_, v)| v.trim().parse::<u32>().ok())
     };
     if u.mime == "audio/l16" || matches!(ext.as_deref(), Some("raw" | "pcm")) {
-        return audio::from_pcm16(
+        return audio::pcm16_channels(
             &u.bytes,
             param("rate").unwrap_or(16_000),
             param("channels").unwrap_or(1) as usize,
             max_s,
+            layout,
         );
     }
     let hint = ext.or_else(|| {
@@ -211,7 +221,36 @@ pub(crate) fn decode_upload(u: &Upload, max_s: f64) -> Result<audio::Audio, Audi
             .strip_prefix("audio/")
             .map(|s| s.trim_start_matches("x-").to_string())
     });
-    audio::decode(u.bytes.clone(), hint.as_deref(), max_s)
+    audio::decode_channels(u.bytes.clone(), hint.as_deref(), max_s, layout)
+}
+
+/// Adds `"channels": [{"channel", "text"}, …]` to a result when its channels were recognised
+/// separately.
+pub(crate) fn add_channels(v: &mut serde_json::Value, t: &Transcript) {
+    if !t.channels.is_empty() {
+        v["channels"] = t
+            .channels
+            .iter()
+            .enumerate()
+            .map(|(c, text)| json!({ "channel": c, "text": text }))
+            .collect();
+    }
+}
+
+/// The channel layout of a request: its `channels` query parameter, else the slot's.
+fn requested_channels(req: &Request<Body>, default: Channels) -> Result<Channels, ApiError> {
+    match form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "channels")
+    {
+        None => Ok(default),
+        Some((_, v)) => Channels::from_name(&v).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_option",
+                format!("channels `{v}` is not one of mix, split"),
+            )
+        }),
+    }
 }
 
 impl AsrSlot {
@@ -269,6 +308,11 @@ impl AsrSlot {
             admission,
             batch_concurrency: spec.batch_concurrency.unwrap_or(DEFAULT_BATCH_CONCURRENCY),
             max_audio_s: spec.max_audio_seconds.unwrap_or(DEFAULT_MAX_AUDIO_S),
+            channels: match spec.channels.as_deref() {
+                None => Channels::Mix,
+                Some(c) => Channels::from_name(c)
+                    .ok_or_else(|| anyhow::anyhow!("channels `{c}` is not one of mix, split"))?,
+            },
             inject_latency_ms: spec.inject_latency_ms,
             idle: Duration::from_millis(spec.stream_idle_timeout_ms.unwrap_or(DEFAULT_IDLE_MS)),
             history,
@@ -300,6 +344,7 @@ impl AsrSlot {
     async fn recognize(
         &self,
         upload: Upload,
+        layout: Channels,
     ) -> Result<(Arc<AsrModel>, Transcript, f64, f64), ApiError> {
         let _permit = self.admission.enter().await?;
         let model = self.current.load_full();
@@ -308,11 +353,15 @@ impl AsrSlot {
         let started = Instant::now();
         let (transcript, decode_s) = tokio::task::spawn_blocking(move || {
             let t = Instant::now();
-            let audio = decode_upload(&upload, max_s).map_err(audio_error)?;
+            let tracks: Vec<Vec<f32>> = decode_upload(&upload, max_s, layout)
+                .map_err(audio_error)?
+                .into_iter()
+                .map(|a| a.samples)
+                .collect();
             let decode_s = t.elapsed().as_secs_f64();
             let transcript = job
                 .recognizer
-                .transcribe(&audio.samples)
+                .transcribe_channels(&tracks)
                 .map_err(|e| internal("inference_failed", e))?;
             Ok::<_, ApiError>((transcript, decode_s))
         })
@@ -350,7 +399,7 @@ impl AsrSlot {
         total_s: f64,
     ) -> serde_json::Value {
         let ms = |s: f64| (s * 1e4).round() / 10.0;
-        json!({
+        let mut v = json!({
             "text": t.text,
             "segments": t.segments,
             "duration_s": t.duration_s,
@@ -367,7 +416,9 @@ impl AsrSlot {
                 "total": ms(total_s),
             },
             "rtf": if t.duration_s > 0.0 { total_s / t.duration_s } else { 0.0 },
-        })
+        });
+        add_channels(&mut v, t);
+        v
     }
 
     /// Stores a result (see [`remember`]).
@@ -400,12 +451,13 @@ impl AsrSlot {
             mime_ok: audio_mime_ok,
             what: "audio (audio/wav, audio/flac, audio/mpeg, audio/ogg, audio/webm, audio/l16)",
         };
+        let layout = requested_channels(&req, self.channels)?;
         let upload = read_uploads(req, ctx.max_body_bytes, &spec)
             .await?
             .swap_remove(0);
         super::injected_latency(self.inject_latency_ms).await;
         let file_name = upload.file_name.clone().unwrap_or_else(|| "body".into());
-        let (model, t, decode_s, total) = self.recognize(upload).await?;
+        let (model, t, decode_s, total) = self.recognize(upload, layout).await?;
         self.remember(ctx, &model, &file_name, t.duration_s, &t.text, total)
             .await;
         let mut resp = json_response(
@@ -432,6 +484,7 @@ impl AsrSlot {
             mime_ok: audio_mime_ok,
             what: "a multipart form of audio files",
         };
+        let layout = requested_channels(&req, self.channels)?;
         let uploads = read_uploads(req, ctx.max_body_bytes, &spec).await?;
         let gate = tokio::sync::Semaphore::new(self.batch_concurrency);
         let jobs = uploads.into_iter().enumerate().map(|(i, u)| {
@@ -439,7 +492,7 @@ impl AsrSlot {
             async move {
                 let file = u.file_name.clone().unwrap_or_else(|| format!("file{i}"));
                 let _turn = gate.acquire().await;
-                match self.recognize(u).await {
+                match self.recognize(u, layout).await {
                     Ok((model, t, decode_s, total)) => {
                         self.remember(ctx, &model, &file, t.duration_s, &t.text, total).await;
                         let mut v = self.result_json(&model, &t, decode_s, total);

@@ -22,7 +22,7 @@ use crate::dataplane::ConnInfo;
 use crate::error::ApiError;
 
 pub use asr::AsrSlot;
-pub(crate) use asr::decode_upload;
+pub(crate) use asr::{add_channels, decode_upload};
 pub use face::FaceSlot;
 pub use fixed::StaticSlot;
 pub use upstream::UpstreamSlot;
