@@ -259,6 +259,36 @@ async fn blur_changes_faces_only_and_accepts_multipart() {
         ),
         ("image/jpeg", "6")
     );
+    // t1.jpg is a quality-70 JPEG: the output keeps its quantization tables (quality=auto, the
+    // default) and so its size, where quality 90 would make it half as large again.
+    use switchyard_vision::imageio::jpeg_tables;
+    let tables = jpeg_tables(&photo("t1.jpg")).expect("t1.jpg tables");
+    let auto = r.bytes().await.unwrap();
+    assert_eq!(jpeg_tables(&auto).as_ref(), Some(&tables));
+    let size = photo("t1.jpg").len() as f64;
+    assert!(
+        auto.len() as f64 <= size * 1.05,
+        "{} bytes from {size}",
+        auto.len()
+    );
+    let blur = |q: &'static str| {
+        let (c, url) = (c.clone(), gw.url(&format!("/v1/face/blur?quality={q}")));
+        async move {
+            let headers = [("x-gray-enable", "true")];
+            post(&c, &url, photo("t1.jpg"), "image/jpeg", &headers).await
+        }
+    };
+    let r = blur("auto").await;
+    assert_eq!(r.bytes().await.unwrap(), auto);
+    let r = blur("90").await;
+    assert_eq!(r.status(), 200);
+    let q90 = r.bytes().await.unwrap();
+    assert_ne!(jpeg_tables(&q90).as_ref(), Some(&tables));
+    assert!(q90.len() as f64 > size * 1.3, "q90: {} bytes", q90.len());
+    for bad in ["0", "best"] {
+        let r = blur(bad).await;
+        assert_eq!(r.status(), 400, "quality={bad}");
+    }
 }
 
 /// A JPEG with an EXIF block saying "rotate 90° clockwise" (orientation 6).

@@ -9,10 +9,15 @@
 * `icc_profiles`: the ICC colour profile each test photo carries, as Pillow reads it: its bytes (hex),
   colour space and description. The Rust tests check that anonymised output carries the same
   bytes.
+* `jpeg_tables`: JPEG inputs of several kinds written by libjpeg-turbo into `--files` (quality 75;
+  quality 95 progressive at 4:4:4; custom tables as a camera writes them; grayscale), the
+  quantization tables Pillow reads back from each (natural order; luma, then chroma), and what
+  Pillow's `quality="keep"` (re-encoding with the input's own tables) makes of each: its size and
+  PSNR against the input's decoded pixels. Switchyard's `quality=auto` must keep the same tables.
 
 Nothing here is shared with the Rust code.
 
-Usage: image_codec.py --root REPO --out image_codec.json
+Usage: image_codec.py --root REPO --out image_codec.json --files DIR
 """
 
 import argparse
@@ -35,10 +40,46 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10.0 * np.log10(255.0**2 / mse)
 
 
+def jpeg_tables(args) -> dict:
+    src = Image.open(args.root / ".cache/testdata/astronaut.png").convert("RGB")
+    # A camera-like pair of tables (natural order), not libjpeg's scaled ones.
+    luma = [min(255, 2 + 3 * (i // 8 + i % 8) + (i % 3)) for i in range(64)]
+    chroma = [min(255, 4 + 5 * (i // 8 + i % 8)) for i in range(64)]
+    kinds = {
+        "q75.jpg": (src, dict(quality=75, subsampling="4:2:0")),
+        "q95_444_progressive.jpg": (src, dict(quality=95, subsampling="4:4:4", progressive=True)),
+        "camera_tables.jpg": (src, dict(qtables=[luma, chroma], subsampling="4:2:0")),
+        "gray_q60.jpg": (src.convert("L"), dict(quality=60)),
+    }
+    args.files.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, (img, opts) in kinds.items():
+        path = args.files / name
+        img.save(path, "JPEG", **opts)
+        data = path.read_bytes()
+        opened = Image.open(io.BytesIO(data))
+        tables = opened.quantization
+        decoded = np.asarray(opened.convert("RGB"))
+        kept = io.BytesIO()
+        Image.open(io.BytesIO(data)).save(kept, "JPEG", quality="keep")
+        redecoded = np.asarray(Image.open(io.BytesIO(kept.getvalue())).convert("RGB"))
+        sampling = opened.layer  # [(id, h, v, table), …]
+        out[name] = {
+            "full_chroma": len(sampling) >= 3 and len({(h, v) for _, h, v, _ in sampling}) == 1,
+            "luma": list(tables[0]),
+            "chroma": list(tables[1] if 1 in tables else tables[0]),
+            "bytes": len(data),
+            "keep_bytes": len(kept.getvalue()),
+            "keep_psnr": psnr(decoded, redecoded),
+        }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--files", type=Path, required=True, help="folder for the JPEG inputs")
     args = ap.parse_args()
     quality = {}
     for name in PHOTOS:
@@ -61,7 +102,7 @@ def main() -> None:
             "space": profile[16:20].decode("ascii"),
             "description": ImageCms.getProfileDescription(parsed).strip(),
         }
-    out = {"jpeg_quality": quality, "icc_profiles": icc}
+    out = {"jpeg_quality": quality, "icc_profiles": icc, "jpeg_tables": jpeg_tables(args)}
     args.out.write_text(json.dumps(out, indent=1) + "\n")
 
 

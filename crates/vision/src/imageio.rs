@@ -83,6 +83,128 @@ pub struct Channels {
     /// input (a Display P3 phone photo untagged would be shown as sRGB, washed out). It names a
     /// colour space, nothing about the person or the place; EXIF and XMP are still dropped.
     pub icc_profile: Option<Vec<u8>>,
+    /// A JPEG input's quantization tables: JPEG output at [`Quality::Auto`] uses them, so that it is
+    /// about the size of the input and re-quantised on the input's own grid (a phone's or a
+    /// website's q75 photo is neither inflated to q90 nor degraded).
+    pub jpeg_tables: Option<JpegTables>,
+}
+
+/// The luma and chroma quantization tables of a JPEG, in natural (row-major) order, 8-bit values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JpegTables {
+    /// The table of the first component (Y).
+    pub luma: [u16; 64],
+    /// The table of the second component (Cb; the luma one for a grayscale JPEG).
+    pub chroma: [u16; 64],
+    /// Chroma at full resolution (4:4:4, what "maximum quality" exports write): the output keeps
+    /// it so. Otherwise the output is 4:2:0.
+    pub full_chroma: bool,
+}
+
+/// JPEG output quality.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quality {
+    /// libjpeg's scale, 1–100: the standard (Annex K) tables scaled as libjpeg and Pillow scale them.
+    Fixed(u8),
+    /// The input's own quantization tables when it was a JPEG with 8-bit tables
+    /// ([`Channels::jpeg_tables`]), else [`DEFAULT_QUALITY`].
+    Auto,
+}
+
+/// The quality of JPEG output when the input's cannot be kept (a PNG or WebP input).
+pub const DEFAULT_QUALITY: u8 = 90;
+
+impl From<u8> for Quality {
+    fn from(q: u8) -> Self {
+        Quality::Fixed(q)
+    }
+}
+
+/// The tables one JPEG encoding uses.
+#[derive(Debug, Clone, Copy)]
+enum Tables<'a> {
+    Scaled(u8),
+    Custom(&'a JpegTables),
+}
+
+/// Position of each zigzag-ordered coefficient in natural order (ITU T.81 figure A.6).
+const ZIGZAG: [usize; 64] = [
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20,
+    13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59,
+    52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
+];
+
+/// The quantization tables of a baseline, extended or progressive Huffman JPEG as its first scan
+/// uses them; `None` for anything else (arithmetic or lossless coding, 16-bit tables with values
+/// over 255, a table used but not defined, a damaged header).
+pub fn jpeg_tables(b: &[u8]) -> Option<JpegTables> {
+    if b.get(..2)? != [0xFF, 0xD8] {
+        return None;
+    }
+    let mut defined: [Option<[u16; 64]>; 4] = [None; 4];
+    let mut uses: Option<(usize, usize, bool)> = None;
+    let mut pos = 2;
+    loop {
+        // Fill bytes (0xFF) may precede a marker.
+        while *b.get(pos)? == 0xFF && *b.get(pos + 1)? == 0xFF {
+            pos += 1;
+        }
+        if *b.get(pos)? != 0xFF {
+            return None;
+        }
+        let marker = *b.get(pos + 1)?;
+        let len = usize::from(u16::from_be_bytes([*b.get(pos + 2)?, *b.get(pos + 3)?]));
+        let body = || b.get(pos + 4..(pos + 2 + len).max(pos + 4));
+        match marker {
+            0xDB => {
+                let mut rest = body()?;
+                while let [pq_tq, tail @ ..] = rest {
+                    let (sixteen, id) = (pq_tq >> 4, usize::from(pq_tq & 0x0F));
+                    let size = if sixteen == 0 { 64 } else { 128 };
+                    let values = tail.get(..size)?;
+                    let mut table = [0u16; 64];
+                    for (k, &at) in ZIGZAG.iter().enumerate() {
+                        table[at] = if sixteen == 0 {
+                            u16::from(values[k])
+                        } else {
+                            u16::from_be_bytes([values[2 * k], values[2 * k + 1]])
+                        };
+                    }
+                    if id > 3 || table.iter().any(|&v| v == 0 || v > 255) {
+                        return None;
+                    }
+                    defined[id] = Some(table);
+                    rest = &tail[size..];
+                }
+            }
+            // Huffman-coded frames: baseline, extended, progressive.
+            0xC0..=0xC2 => {
+                let body = body()?;
+                let n = usize::from(*body.get(5)?);
+                let table_of = |c: usize| body.get(6 + 3 * c + 2).map(|&t| usize::from(t));
+                let sampling_of = |c: usize| body.get(6 + 3 * c + 1).copied();
+                let luma = table_of(0)?;
+                let chroma = if n >= 3 { table_of(1)? } else { luma };
+                let full = n >= 3
+                    && sampling_of(0)? == sampling_of(1)?
+                    && sampling_of(0)? == sampling_of(2)?;
+                uses = Some((luma, chroma, full));
+            }
+            // Other frame types (lossless, hierarchical, arithmetic coding).
+            0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => return None,
+            0xDA => {
+                let (luma, chroma, full_chroma) = uses?;
+                return Some(JpegTables {
+                    luma: (*defined.get(luma)?)?,
+                    chroma: (*defined.get(chroma)?)?,
+                    full_chroma,
+                });
+            }
+            0xD9 => return None,
+            _ => {}
+        }
+        pos += 2 + len;
+    }
 }
 
 /// Decodes untrusted bytes into an upright RGB image of at most `max_pixels` pixels.
@@ -153,6 +275,11 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Decoded> {
         gray: !color.has_color(),
         alpha,
         icc_profile,
+        jpeg_tables: if format == Format::Jpeg {
+            jpeg_tables(bytes)
+        } else {
+            None
+        },
     };
     Ok(Decoded {
         image,
@@ -204,14 +331,20 @@ pub fn encode(img: &RgbImage, format: Format, quality: u8) -> Result<Vec<u8>> {
 
 /// [`encode_threads`] with the input's [`Channels`]: PNG and WebP are written grayscale when the
 /// input was, and with its alpha channel when it had one. JPEG, which holds no alpha, gets the image
-/// flattened onto white. The input's ICC profile goes with the pixels when it fits the output.
+/// flattened onto white; at [`Quality::Auto`] it uses the input's quantization tables when it has
+/// them. The input's ICC profile goes with the pixels when it fits the output.
 pub fn encode_channels(
     img: &RgbImage,
     channels: &Channels,
     format: Format,
-    quality: u8,
+    quality: impl Into<Quality>,
     threads: usize,
 ) -> Result<Vec<u8>> {
+    let quality = match (quality.into(), &channels.jpeg_tables) {
+        (Quality::Fixed(q), _) => Tables::Scaled(q),
+        (Quality::Auto, Some(t)) => Tables::Custom(t),
+        (Quality::Auto, None) => Tables::Scaled(DEFAULT_QUALITY),
+    };
     let (w, h) = img.dimensions();
     let alpha = match &channels.alpha {
         Some(a) if a.dimensions() != (w, h) => {
@@ -321,7 +454,7 @@ pub fn encode_threads(
     threads: usize,
 ) -> Result<Vec<u8>> {
     match format {
-        Format::Jpeg => encode_jpeg(img, quality, threads, None),
+        Format::Jpeg => encode_jpeg(img, Tables::Scaled(quality), threads, None),
         _ => encode_lossless(
             format,
             img.as_raw(),
@@ -332,14 +465,29 @@ pub fn encode_threads(
     }
 }
 
-/// Pixel rows of one MCU at 4:2:0, and its width.
-const MCU: usize = 16;
+impl Tables<'_> {
+    /// Chroma at full resolution.
+    fn full_chroma(self) -> bool {
+        matches!(self, Tables::Custom(t) if t.full_chroma)
+    }
 
-/// Baseline JPEG, 4:2:0 chroma subsampling (libjpeg's default, what cameras write) at every quality,
-/// through `jpeg-encoder` with its AVX2 paths (chosen at run time): 3–4× faster than `image`'s encoder
-/// on a 1080p photo, which made encoding the largest cost after inference. Chroma is each 2×2 block's
-/// average, as libjpeg makes it ([`Rgb420`]), not the encoder's default point sample.
-fn encode_jpeg(img: &RgbImage, quality: u8, threads: usize, icc: Option<&[u8]>) -> Result<Vec<u8>> {
+    /// Pixel rows of one MCU, and its width: 16 at 4:2:0, 8 at 4:4:4.
+    fn mcu(self) -> usize {
+        if self.full_chroma() { 8 } else { 16 }
+    }
+}
+
+/// Baseline JPEG, 4:2:0 chroma subsampling (libjpeg's default, what cameras write) unless the input's
+/// tables say 4:4:4, through `jpeg-encoder` with its AVX2 paths (chosen at run time): 3–4× faster
+/// than `image`'s encoder on a 1080p photo, which made encoding the largest cost after inference.
+/// Chroma is each 2×2 block's average, as libjpeg makes it ([`Rgb420`]), not the encoder's default
+/// point sample.
+fn encode_jpeg(
+    img: &RgbImage,
+    quality: Tables<'_>,
+    threads: usize,
+    icc: Option<&[u8]>,
+) -> Result<Vec<u8>> {
     let (w, h) = img.dimensions();
     let (Ok(w16), Ok(h16)) = (u16::try_from(w), u16::try_from(h)) else {
         // The client's image is fine, JPEG just cannot hold it: a 413 that says what to ask for.
@@ -347,11 +495,12 @@ fn encode_jpeg(img: &RgbImage, quality: u8, threads: usize, icc: Option<&[u8]>) 
             "JPEG holds at most 65535×65535 pixels, the image is {w}×{h}; ask for format=png"
         )));
     };
-    let quality = quality.clamp(1, 100);
-    let (cols, rows) = ((w as usize).div_ceil(MCU), (h as usize).div_ceil(MCU));
-    // Strips of at least 8 MCU rows (128 pixels): thinner ones cost more in threads than they save.
-    let threads = threads.min(rows / 8).max(1);
-    // A restart interval counts MCUs in 16 bits; a row holds at most 4096, so a strip has ≥ 15 rows.
+    let mcu = quality.mcu();
+    let (cols, rows) = ((w as usize).div_ceil(mcu), (h as usize).div_ceil(mcu));
+    // Strips of at least 128 pixel rows: thinner ones cost more in threads than they save.
+    let threads = threads.min(rows * mcu / 128).max(1);
+    // A restart interval counts MCUs in 16 bits; a row holds at most 8192 (4:4:4), so a strip has
+    // ≥ 7 rows.
     let strip_rows = rows
         .div_ceil(threads)
         .min(usize::from(u16::MAX) / cols.max(1));
@@ -359,7 +508,7 @@ fn encode_jpeg(img: &RgbImage, quality: u8, threads: usize, icc: Option<&[u8]>) 
         return jpeg_strip(img.as_raw(), w16, h16, quality, icc);
     }
     let row_bytes = w as usize * 3;
-    let strips: Vec<&[u8]> = img.as_raw().chunks(strip_rows * MCU * row_bytes).collect();
+    let strips: Vec<&[u8]> = img.as_raw().chunks(strip_rows * mcu * row_bytes).collect();
     let encode = |px: &[u8]| jpeg_strip(px, w16, (px.len() / row_bytes) as u16, quality, icc);
     let per_thread = strips.len().div_ceil(threads);
     let parts: Vec<Result<Vec<u8>>> = std::thread::scope(|s| {
@@ -387,14 +536,34 @@ fn encode_jpeg(img: &RgbImage, quality: u8, threads: usize, icc: Option<&[u8]>) 
 
 /// One baseline JPEG of `h` rows (every strip of an image gets the same headers, the ICC profile
 /// included, so that they can be joined).
-fn jpeg_strip(px: &[u8], w: u16, h: u16, quality: u8, icc: Option<&[u8]>) -> Result<Vec<u8>> {
+fn jpeg_strip(
+    px: &[u8],
+    w: u16,
+    h: u16,
+    quality: Tables<'_>,
+    icc: Option<&[u8]>,
+) -> Result<Vec<u8>> {
+    use jpeg_encoder::QuantizationTableType::Custom;
     let mut out = Vec::with_capacity(px.len() / 8);
-    let mut enc = jpeg_encoder::Encoder::new(&mut out, quality);
-    enc.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
+    let mut enc = match quality {
+        Tables::Scaled(q) => jpeg_encoder::Encoder::new(&mut out, q.clamp(1, 100)),
+        Tables::Custom(t) => {
+            let mut enc = jpeg_encoder::Encoder::new(&mut out, 100);
+            enc.set_quantization_tables(Custom(Box::new(t.luma)), Custom(Box::new(t.chroma)));
+            enc
+        }
+    };
     if let Some(p) = icc {
         // Too large for APP2 segments (over 16 MB): the pixels go out untagged.
         let _ = enc.add_icc_profile(p);
     }
+    if quality.full_chroma() {
+        enc.set_sampling_factor(jpeg_encoder::SamplingFactor::F_1_1);
+        enc.encode(px, w, h, jpeg_encoder::ColorType::Rgb)
+            .map_err(|e| Error::Encode(e.to_string()))?;
+        return Ok(out);
+    }
+    enc.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
     let input = Rgb420::new(px, w, h)
         .ok_or_else(|| Error::Encode(format!("{} bytes are not {w}×{h} RGB pixels", px.len())))?;
     enc.encode_image(input)
@@ -465,8 +634,8 @@ mod tests {
     #[test]
     fn strips_that_do_not_match_are_not_joined() {
         let px = vec![128u8; 64 * 32 * 3];
-        let a = jpeg_strip(&px, 64, 32, 90, None).unwrap();
-        let b = jpeg_strip(&px, 64, 32, 50, None).unwrap();
+        let a = jpeg_strip(&px, 64, 32, Tables::Scaled(90), None).unwrap();
+        let b = jpeg_strip(&px, 64, 32, Tables::Scaled(50), None).unwrap();
         assert!(join_strips(&[a.clone(), a.clone()], 64, 8).is_some());
         // Other quantisation tables: the strips cannot share one header.
         assert!(join_strips(&[a.clone(), b], 64, 8).is_none());

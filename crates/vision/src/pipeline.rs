@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use crate::imageio::{self, Format};
+use crate::imageio::{self, Format, Quality};
 use crate::{Face, FaceDetector, Result, Style, anonymize};
 
 /// How to anonymise.
@@ -17,8 +17,8 @@ pub struct BlurOptions {
     pub margin: f32,
     /// Output format; `None` = the input's.
     pub format: Option<Format>,
-    /// JPEG quality.
-    pub quality: u8,
+    /// JPEG quality: by default the input's own quantization tables (see [`Quality::Auto`]).
+    pub quality: Quality,
 }
 
 impl Default for BlurOptions {
@@ -28,7 +28,7 @@ impl Default for BlurOptions {
             strength: 1.0,
             margin: 0.2,
             format: None,
-            quality: 90,
+            quality: Quality::Auto,
         }
     }
 }

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::json;
 use switchyard_config::{EngineConfig, SlotSpec};
 use switchyard_infer::{Device, EngineChoice, LoadOptions};
-use switchyard_vision::imageio::Format;
+use switchyard_vision::imageio::{Format, Quality};
 use switchyard_vision::pipeline::{self, BlurOptions};
 use switchyard_vision::{DetectorKind, DetectorParams, FaceDetector, Style};
 
@@ -412,7 +412,8 @@ fn blur_options(query: Option<&str>) -> Result<BlurOptions, ApiError> {
             }
             "strength" => o.strength = ranged("strength", &v, 0.1, 10.0)?,
             "margin" => o.margin = ranged("margin", &v, 0.0, 2.0)?,
-            "quality" => o.quality = ranged("quality", &v, 1u8, 100)?,
+            "quality" if v == "auto" => o.quality = Quality::Auto,
+            "quality" => o.quality = Quality::Fixed(ranged("quality", &v, 1u8, 100)?),
             "format" => {
                 o.format = Some(
                     Format::from_name(&v)
