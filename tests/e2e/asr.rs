@@ -371,10 +371,21 @@ async fn stream(
     rate: u32,
     speed: f64,
 ) -> (Vec<Value>, Option<u16>, Option<Duration>) {
-    let url = format!("ws://{data}/v1/asr/stream?sample_rate={rate}");
+    let query = format!("sample_rate={rate}");
+    stream_with(data, pcm, &query, (rate as usize / 10) * 2, speed).await
+}
+
+/// Streams `pcm` to `/v1/asr/stream?{query}` in messages of `chunk` bytes, one every 100 ms / `speed`.
+async fn stream_with(
+    data: std::net::SocketAddr,
+    pcm: &[u8],
+    query: &str,
+    chunk: usize,
+    speed: f64,
+) -> (Vec<Value>, Option<u16>, Option<Duration>) {
+    let url = format!("ws://{data}/v1/asr/stream?{query}");
     let (ws, resp) = tokio_tungstenite::connect_async(url).await.unwrap();
     assert_eq!(resp.status(), 101);
-    let chunk = (rate as usize / 10) * 2;
     let started = Instant::now();
     let mut first_partial = None;
     let mut msgs = Vec::new();
@@ -625,17 +636,6 @@ async fn hot_swap_keeps_live_streams_on_their_model_and_refuses_bad_models() {
     assert_eq!(v["version"], "1.1");
 }
 
-/// The two-speaker call of `tests/reference/asr_channels.py` and its reference transcripts.
-fn call_reference() -> (Vec<u8>, Value) {
-    let dir = repo(".cache/reference/asr/call");
-    let json =
-        serde_json::from_slice(&std::fs::read(format!("{dir}/call_stereo.json")).unwrap()).unwrap();
-    (
-        std::fs::read(format!("{dir}/call_stereo.wav")).unwrap(),
-        json,
-    )
-}
-
 /// A call with one speaker per channel: a slot with `channels = "split"` recognises each channel
 /// as the reference pipeline does alone and merges them in time order; `?channels=` overrides the
 /// slot's choice per request; the CLI does the same with `--channels split`.
@@ -647,13 +647,9 @@ async fn a_call_is_recognised_channel_by_channel() {
         r#"channels = "split""#,
     ));
     let c = client();
-    let (wav, reference) = call_reference();
-    let want: Vec<&str> = reference["channels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["text"].as_str().unwrap())
-        .collect();
+    let call = call_reference();
+    let wav = std::fs::read(&call.path).unwrap();
+    let want = &call.channel_texts;
     let post = |query: &'static str, body: Vec<u8>, ct: &'static str| {
         c.post(gw.url(&format!("/v1/asr/transcribe{query}")))
             .header("content-type", ct)
@@ -694,7 +690,7 @@ async fn a_call_is_recognised_channel_by_channel() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
-    assert_eq!(v["text"], reference["mix"]["text"]);
+    assert_eq!(v["text"], call.mix_text);
     assert!(v.get("channels").is_none());
     assert!(v["segments"][0].get("channel").is_none());
 
@@ -716,8 +712,34 @@ async fn a_call_is_recognised_channel_by_channel() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "too_many_channels", "{v}");
     // …and the slot keeps serving.
-    let r = post("", wav, "audio/wav").await.unwrap();
+    let r = post("", wav.clone(), "audio/wav").await.unwrap();
     assert_eq!(r.status(), 200);
+
+    // Live: the call as interleaved stereo PCM over the WebSocket, in messages that end inside
+    // frames (4,001 bytes): split by the slot's setting, each final names its channel.
+    let pcm = &wav[44..];
+    let (msgs, close, _) = stream_with(gw.data, pcm, "channels=2", 4_001, 40.0).await;
+    assert_eq!(close, Some(1000));
+    for (c, text) in want.iter().enumerate() {
+        let said: Vec<&str> = msgs
+            .iter()
+            .filter(|m| m["type"] == "final" && m["channel"] == c)
+            .map(|m| m["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(said.join(" "), *text, "channel {c}");
+    }
+    assert!(msgs.iter().all(|m| m["channel"].is_u64()), "{msgs:?}");
+    // Mixed on request: the average, as the file endpoint hears it.
+    let (msgs, close, _) = stream_with(gw.data, pcm, "channels=2&split=false", 4_001, 40.0).await;
+    assert_eq!(close, Some(1000));
+    assert_eq!(finals_text(&msgs), call.mix_text);
+    assert!(msgs.iter().all(|m| m.get("channel").is_none()));
+    for bad in ["channels=9", "channels=0", "channels=2&split=maybe"] {
+        let err = tokio_tungstenite::connect_async(format!("ws://{}/v1/asr/stream?{bad}", gw.data))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("400"), "{bad}: {err}");
+    }
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["transcribe", "--json", "--channels", "split", "--model-dir"])

@@ -89,6 +89,8 @@ fn the_web_console_works_in_a_real_browser() {
         .iter()
         .find(|e| e["file"] == "1.wav")
         .unwrap();
+    // The reference pipeline's text of each channel of the two-speaker call.
+    let call = call_reference();
     let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-artifacts");
     let out = Command::new("node")
         .args([
@@ -106,6 +108,11 @@ fn the_web_console_works_in_a_real_browser() {
         .env("SPEECH_FILE", repo(".cache/testdata/asr/1.wav"))
         .env("SPEECH_TEXT", clip["hyp"].as_str().unwrap())
         .env("MIC_WAV", repo(".cache/testdata/asr/0.wav"))
+        .env("CALL_FILE", &call.path)
+        .env(
+            "CALL_TEXTS",
+            serde_json::json!(call.channel_texts).to_string(),
+        )
         .env("NEW_FACE_MODEL", repo("models/centerface/centerface.onnx"))
         .env("ARTIFACTS", &artifacts)
         .output()
@@ -119,6 +126,7 @@ fn the_web_console_works_in_a_real_browser() {
         "face-canary",
         "speech",
         "speech-live",
+        "speech-call",
         "operator",
         "phone-face",
     ] {

@@ -507,3 +507,31 @@ pub async fn metrics_text(c: &reqwest::Client, gw: &Gateway) -> String {
         .await
         .unwrap()
 }
+
+/// The two-speaker call of `tests/reference/asr_channels.py` (one speaker per channel, overlapping)
+/// and the reference pipeline's transcripts of it.
+pub struct Call {
+    /// Path of the stereo WAV.
+    pub path: String,
+    /// The reference's text of each channel alone.
+    pub channel_texts: Vec<String>,
+    /// The reference's text of the average of the channels.
+    pub mix_text: String,
+}
+
+/// See [`Call`].
+pub fn call_reference() -> Call {
+    let dir = repo(".cache/reference/asr/call");
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(format!("{dir}/call_stereo.json")).unwrap()).unwrap();
+    Call {
+        path: format!("{dir}/call_stereo.wav"),
+        channel_texts: json["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["text"].as_str().unwrap().to_string())
+            .collect(),
+        mix_text: json["mix"]["text"].as_str().unwrap().to_string(),
+    }
+}

@@ -216,6 +216,20 @@ function dropZone(zone: HTMLElement, onFiles: (f: File[]) => void): void {
 
 // ---------- speech: files ----------
 
+/** A recognised segment as `/transcribe` returns it. */
+interface Segment {
+  start: number;
+  end: number;
+  text: string;
+  channel?: number;
+}
+
+/** Seconds as m:ss. */
+function clock(s: number): string {
+  const whole = Math.floor(s);
+  return `${Math.floor(whole / 60)}:${String(whole % 60).padStart(2, "0")}`;
+}
+
 function transcribe(file: File): void {
   const route = routeOf("asr");
   const progress = h("progress", { max: 100, value: 0, "aria-label": `Upload of ${file.name}` });
@@ -227,9 +241,9 @@ function transcribe(file: File): void {
     status.textContent = "No speech route is configured.";
     return;
   }
+  const split = $<HTMLInputElement>("#asr-split").checked;
   const xhr = new XMLHttpRequest();
-  xhr.open("POST", `${route.path}/transcribe`);
-  xhr.setRequestHeader("content-type", file.type || "application/octet-stream");
+  xhr.open("POST", `${route.path}/transcribe${split ? "?channels=split" : ""}`);
   for (const [k, v] of Object.entries(authHeaders(route))) xhr.setRequestHeader(k, v);
   xhr.responseType = "json";
   xhr.upload.onprogress = (e) => {
@@ -253,11 +267,30 @@ function transcribe(file: File): void {
     }
     item.dataset.state = "done";
     item.dataset.slot = body.slot;
-    text.textContent = body.text || "(no speech recognised)";
+    if (body.channels) {
+      // One line per segment, in time order, naming the channel (the speaker) it came from.
+      for (const seg of body.segments as Segment[]) {
+        text.append(
+          h(
+            "span",
+            { class: "turn", "data-channel": seg.channel },
+            h("span", { class: "who", text: `Channel ${(seg.channel ?? 0) + 1}` }),
+            h("time", { text: clock(seg.start) }),
+            h("span", { class: "said", text: seg.text }),
+          ),
+        );
+      }
+      if (!text.childElementCount) text.textContent = "(no speech recognised)";
+    } else {
+      text.textContent = body.text || "(no speech recognised)";
+    }
     status.textContent = `${body.duration_s.toFixed(1)} s of audio · answered by ${body.slot} (version ${body.version}) · ${fmtMs(body.timings_ms.total)}`;
     void refreshHistory();
   };
-  xhr.send(file);
+  // A form, so that the file's name goes with it into the recognition history.
+  const form = new FormData();
+  form.append("audio", file, file.name);
+  xhr.send(form);
 }
 
 // ---------- speech: microphone over the WebSocket ----------

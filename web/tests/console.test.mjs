@@ -20,6 +20,8 @@ const PHOTO = env("PHOTO");
 const SPEECH = env("SPEECH_FILE");
 const SPEECH_TEXT = env("SPEECH_TEXT");
 const MIC_WAV = env("MIC_WAV");
+const CALL = env("CALL_FILE"); // two speakers, one per channel, overlapping
+const CALL_TEXTS = JSON.parse(env("CALL_TEXTS")); // the reference pipeline's text of each channel
 const NEW_MODEL = env("NEW_FACE_MODEL");
 const ARTIFACTS = env("ARTIFACTS");
 mkdirSync(ARTIFACTS, { recursive: true });
@@ -176,10 +178,10 @@ test("try the new version: the switch sends this browser to the canary, persists
   noConsoleErrors();
 });
 
-/** Uploads the speech clip and waits for its result card. */
-async function uploadSpeech() {
+/** Uploads a speech file (the LibriSpeech clip by default) and waits for its result card. */
+async function uploadSpeech(file = SPEECH) {
   const before = await page.locator("#asr-results li").count();
-  await page.setInputFiles("#asr-files", SPEECH);
+  await page.setInputFiles("#asr-files", file);
   await page.waitForFunction((n) => {
     const li = document.querySelectorAll("#asr-results li");
     return li.length > n && li[0].dataset.state !== "pending";
@@ -206,13 +208,34 @@ test("speech: an uploaded LibriSpeech clip gives the reference transcript and la
   await page.fill("#history-q", "dishonoured bosom");
   await page.click("#history-form button[type=submit]");
   await page.waitForFunction(() => document.querySelector("#history-status")?.textContent?.startsWith("1 recognition"));
-  assert.match(await page.locator("#history tbody tr").first().textContent(), /DISHONOURED BOSOM/);
+  const row = await page.locator("#history tbody tr").first().textContent();
+  assert.match(row, /DISHONOURED BOSOM/);
+  assert.match(row, /1\.wav/, "the history names the uploaded file");
   // The CSV link fetches with the token and saves the file.
   const [download] = await Promise.all([page.waitForEvent("download"), page.click("#history-csv")]);
   const csvFile = join(ARTIFACTS, "history.csv");
   await download.saveAs(csvFile);
   assert.match(readFileSync(csvFile, "utf8"), /DISHONOURED BOSOM/);
   await shot("speech");
+  noConsoleErrors();
+});
+
+test("speech: a stereo call split by channel shows each speaker's lines in time order", async () => {
+  await page.goto(`${BASE}/ui/#speech`);
+  assert.equal(await page.getByLabel("API token").inputValue(), SPEECH_TOKEN);
+  const split = page.getByLabel("One speaker per channel");
+  await split.check();
+  const item = await uploadSpeech(CALL);
+  assert.equal(await item.getAttribute("data-state"), "done", await item.textContent());
+  const turns = item.locator(".turn");
+  const lines = await turns.evaluateAll((els) =>
+    els.map((e) => ({ channel: e.dataset.channel, who: e.querySelector(".who").textContent, said: e.querySelector(".said").textContent })),
+  );
+  assert.deepEqual(lines.map((l) => l.channel), ["0", "1"], JSON.stringify(lines));
+  assert.deepEqual(lines.map((l) => l.who), ["Channel 1", "Channel 2"]);
+  assert.deepEqual(lines.map((l) => l.said), CALL_TEXTS);
+  await shot("speech-call");
+  await split.uncheck();
   noConsoleErrors();
 });
 

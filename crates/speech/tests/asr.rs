@@ -448,13 +448,6 @@ fn modified_beam_search_matches_the_reference() {
     )
     .expect("JSON");
     let paths = reference["paths"].as_u64().expect("paths") as usize;
-    let ids = |v: &serde_json::Value| -> Vec<i64> {
-        v.as_array()
-            .expect("ids")
-            .iter()
-            .map(|x| x.as_i64().expect("id"))
-            .collect()
-    };
     let beam_ids = |model: &Arc<Transducer>, samples: &[f32]| -> Vec<i64> {
         let mut s = model
             .stream_with(Decoding::ModifiedBeam {
@@ -474,7 +467,7 @@ fn modified_beam_search_matches_the_reference() {
             .iter()
             .find(|r| r["file"] == u.file.as_str())
             .unwrap_or_else(|| panic!("{} missing from the reference", u.file));
-        let want = ids(&r["token_ids"]);
+        let want = token_ids(&r["token_ids"]);
         let got = beam_ids(&m, &u.samples);
         assert_eq!(
             got,
@@ -759,6 +752,15 @@ fn every_format_decodes_to_the_source_length_and_alignment() {
     }
 }
 
+/// A JSON list of token ids.
+fn token_ids(v: &serde_json::Value) -> Vec<i64> {
+    v.as_array()
+        .expect("ids")
+        .iter()
+        .map(|x| x.as_i64().expect("id"))
+        .collect()
+}
+
 /// The reference transcripts of `.cache/reference/asr/call/call_stereo.wav`: two speakers, one per
 /// channel, overlapping for a second (`tests/reference/asr_channels.py`).
 struct CallReference {
@@ -784,12 +786,7 @@ fn call_reference() -> CallReference {
     };
     let result = |v: &serde_json::Value| {
         (
-            v["token_ids"]
-                .as_array()
-                .expect("ids")
-                .iter()
-                .map(|x| x.as_i64().expect("id"))
-                .collect::<Vec<_>>(),
+            token_ids(&v["token_ids"]),
             v["text"].as_str().expect("text").to_string(),
         )
     };

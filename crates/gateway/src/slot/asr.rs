@@ -609,8 +609,37 @@ impl AsrSlot {
         })?;
         let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
         let mut rate = 16_000u32;
+        let mut channels = 1usize;
+        let mut split = self.channels == Channels::Split;
         for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
-            if k == "sample_rate" {
+            if k == "channels" {
+                channels = v
+                    .parse()
+                    .ok()
+                    .filter(|c| (1..=audio::MAX_SPLIT_CHANNELS).contains(c))
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "bad_option",
+                            format!(
+                                "channels `{v}` is not a channel count from 1 to {}",
+                                audio::MAX_SPLIT_CHANNELS
+                            ),
+                        )
+                    })?;
+            } else if k == "split" {
+                split = match &*v {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => {
+                        return Err(ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "bad_option",
+                            format!("split `{v}` is not true or false"),
+                        ));
+                    }
+                };
+            } else if k == "sample_rate" {
                 rate = v
                     .parse()
                     .ok()
@@ -639,6 +668,8 @@ impl AsrSlot {
             slot: self.name.clone(),
             ctx: ctx.clone(),
             rate,
+            channels,
+            split: split && channels > 1,
             idle: self.idle,
             max_audio_s: self.max_audio_s,
         };
@@ -800,18 +831,102 @@ struct StreamJob {
     slot: Arc<str>,
     ctx: RequestContext,
     rate: u32,
+    /// Interleaved channels in the client's PCM.
+    channels: usize,
+    /// Each channel recognised on its own (else they are averaged).
+    split: bool,
     idle: Duration,
     max_audio_s: f64,
 }
 
-fn event_json(e: &Event) -> String {
-    match e {
+/// A decoder event and the channel it came from (0 unless the stream is split).
+type ChannelEvent = (usize, Event);
+
+/// An event as the client gets it; `channel` is named when the stream is split.
+fn event_json(e: &Event, channel: Option<usize>) -> String {
+    let mut v = match e {
         Event::Partial { text, until } => {
-            json!({ "type": "partial", "text": text, "until": until }).to_string()
+            json!({ "type": "partial", "text": text, "until": until })
         }
         Event::Final(s) => {
-            json!({ "type": "final", "text": s.text, "start": s.start, "end": s.end }).to_string()
+            json!({ "type": "final", "text": s.text, "start": s.start, "end": s.end })
         }
+    };
+    if let Some(c) = channel {
+        v["channel"] = json!(c);
+    }
+    v.to_string()
+}
+
+/// A live stream's audio on its way to the decoders: interleaved 16-bit PCM kept aligned across
+/// messages (a message may end inside a sample or a frame), averaged into one signal or split into
+/// one per channel, and resampled to the model's rate.
+struct LiveAudio {
+    channels: usize,
+    /// Bytes of an incomplete frame at the end of the last message.
+    carry: Vec<u8>,
+    resamplers: Vec<StreamResampler>,
+    /// Audio at the model's rate not yet given to the decoders, one signal per decoder.
+    pending: Vec<Vec<f32>>,
+}
+
+impl LiveAudio {
+    fn new(rate: u32, channels: usize, split: bool) -> Self {
+        let tracks = if split { channels } else { 1 };
+        Self {
+            channels,
+            carry: Vec::new(),
+            resamplers: (0..tracks)
+                .map(|_| StreamResampler::new(rate, audio::MODEL_RATE))
+                .collect(),
+            pending: vec![Vec::new(); tracks],
+        }
+    }
+
+    /// Adds a message's bytes; returns the whole frames it completed.
+    fn push(&mut self, bytes: &[u8]) -> usize {
+        self.carry.extend_from_slice(bytes);
+        let frame = 2 * self.channels;
+        let whole = self.carry.len() / frame * frame;
+        let pcm = audio::pcm16_to_f32(&self.carry[..whole]);
+        self.carry.drain(..whole);
+        let n = self.channels;
+        if n == 1 {
+            self.pending[0].extend(self.resamplers[0].push(&pcm));
+        } else if self.resamplers.len() == 1 {
+            let mixed: Vec<f32> = pcm
+                .chunks_exact(n)
+                .map(|f| f.iter().sum::<f32>() / n as f32)
+                .collect();
+            self.pending[0].extend(self.resamplers[0].push(&mixed));
+        } else {
+            for (c, (r, out)) in self
+                .resamplers
+                .iter_mut()
+                .zip(&mut self.pending)
+                .enumerate()
+            {
+                let track: Vec<f32> = pcm.iter().skip(c).step_by(n).copied().collect();
+                out.extend(r.push(&track));
+            }
+        }
+        whole / frame
+    }
+
+    /// The end of the audio: the resamplers' last output.
+    fn finish(&mut self) {
+        for (r, out) in self.resamplers.iter_mut().zip(&mut self.pending) {
+            out.extend(r.finish());
+        }
+    }
+
+    /// Samples waiting, per decoder.
+    fn waiting(&self) -> usize {
+        self.pending.iter().map(Vec::len).max().unwrap_or(0)
+    }
+
+    fn take(&mut self) -> Vec<Vec<f32>> {
+        self.pending.iter_mut().map(std::mem::take).collect()
     }
 }
 
@@ -862,8 +977,8 @@ impl StreamJob {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         type Done = (
-            switchyard_speech::recognizer::Session,
-            Result<Vec<Event>, switchyard_speech::AsrError>,
+            Vec<switchyard_speech::recognizer::Session>,
+            Result<Vec<ChannelEvent>, switchyard_speech::AsrError>,
         );
         struct Job {
             handle: tokio::task::JoinHandle<Done>,
@@ -871,55 +986,67 @@ impl StreamJob {
             audio_s: f64,
             end: bool,
         }
-        let mut session = match self.model.recognizer.session() {
+        let mut audio = LiveAudio::new(self.rate, self.channels, self.split);
+        let decoders = if self.split { self.channels } else { 1 };
+        let sessions: Result<Vec<_>, _> = (0..decoders)
+            .map(|_| self.model.recognizer.session())
+            .collect();
+        let mut sessions = match sessions {
             Ok(s) => Some(s),
             Err(e) => return (close::SERVER_ERROR, e.to_string(), None),
         };
-        let mut resampler = StreamResampler::new(self.rate, audio::MODEL_RATE);
+        let split = self.split;
         let mut finals: Vec<switchyard_speech::Segment> = Vec::new();
         let mut received = 0usize;
-        let max_samples = (self.max_audio_s * self.rate as f64) as usize;
+        let max_frames = (self.max_audio_s * self.rate as f64) as usize;
         let read_ahead = (READ_AHEAD_S * audio::MODEL_RATE as f64) as usize;
-        // Audio at 16 kHz not yet given to the decoder, and whether the client has said `end`.
-        let mut pending: Vec<f32> = Vec::new();
+        // Whether the client has said `end`.
         let mut ended = false;
         let mut job: Option<Job> = None;
         // Results of the last decode, sent once the next decode has started.
-        let mut unsent: Vec<Event> = Vec::new();
+        let mut unsent: Vec<ChannelEvent> = Vec::new();
         loop {
-            if job.is_none() && (!pending.is_empty() || ended) {
+            if job.is_none() && (audio.waiting() > 0 || ended) {
                 let Some(permit) = self.admission.enter_unbounded().await else {
                     return (1001, "shutting down".into(), None);
                 };
-                let Some(mut s) = session.take() else {
+                let Some(mut decoders) = sessions.take() else {
                     return (close::SERVER_ERROR, "session lost".into(), None);
                 };
-                let samples = std::mem::take(&mut pending);
+                let audio_s = audio.waiting() as f64 / audio::MODEL_RATE as f64;
+                let tracks = audio.take();
                 let end = ended;
                 job = Some(Job {
-                    audio_s: samples.len() as f64 / audio::MODEL_RATE as f64,
+                    audio_s,
                     started: Instant::now(),
                     end,
                     handle: tokio::task::spawn_blocking(move || {
                         // Held until decoding is over, even if the stream is dropped before.
                         let _permit = permit;
-                        let mut events = s.accept(&samples);
-                        if end && let Ok(ev) = &mut events {
-                            match s.finish() {
-                                Ok(more) => ev.extend(more),
-                                Err(e) => return (s, Err(e)),
+                        let mut events = Vec::new();
+                        for (c, (s, samples)) in decoders.iter_mut().zip(&tracks).enumerate() {
+                            let mut more = match s.accept(samples) {
+                                Ok(ev) => ev,
+                                Err(e) => return (decoders, Err(e)),
+                            };
+                            if end {
+                                match s.finish() {
+                                    Ok(last) => more.extend(last),
+                                    Err(e) => return (decoders, Err(e)),
+                                }
                             }
+                            events.extend(more.into_iter().map(|e| (c, e)));
                         }
-                        (s, events)
+                        (decoders, Ok(events))
                     }),
                 });
             }
-            if !send_events(ws, &mut unsent, &mut finals).await {
+            if !send_events(ws, &mut unsent, &mut finals, split).await {
                 return (1000, "client went away".into(), None);
             }
             let msg = match job.as_mut() {
                 // Decoding: read ahead unless the client is done or far enough ahead.
-                Some(j) if !ended && pending.len() < read_ahead => tokio::select! {
+                Some(j) if !ended && audio.waiting() < read_ahead => tokio::select! {
                     done = &mut j.handle => Err(done),
                     msg = ws.next() => Ok(msg),
                 },
@@ -938,8 +1065,8 @@ impl StreamJob {
                     };
                     match msg {
                         Message::Binary(b) => {
-                            received += b.len() / 2;
-                            if received > max_samples {
+                            received += audio.push(&b);
+                            if received > max_frames {
                                 return (
                                     close::TOO_LONG,
                                     format!(
@@ -949,7 +1076,6 @@ impl StreamJob {
                                     None,
                                 );
                             }
-                            pending.extend(resampler.push(&audio::pcm16_to_f32(&b)));
                         }
                         Message::Text(t) => {
                             #[derive(Deserialize)]
@@ -958,7 +1084,7 @@ impl StreamJob {
                             }
                             match serde_json::from_str::<Control>(&t) {
                                 Ok(c) if c.event == "end" => {
-                                    pending.extend(resampler.finish());
+                                    audio.finish();
                                     ended = true;
                                 }
                                 _ => {
@@ -980,7 +1106,7 @@ impl StreamJob {
             let Some(j) = job.take() else {
                 return (close::SERVER_ERROR, "decoder lost".into(), None);
             };
-            let (s, events) = match done {
+            let (decoders, events) = match done {
                 Ok(r) => r,
                 Err(e) => return (close::SERVER_ERROR, e.to_string(), None),
             };
@@ -991,22 +1117,29 @@ impl StreamJob {
                 Err(e) => return (close::SERVER_ERROR, e.to_string(), None),
             };
             if j.end {
-                if !send_events(ws, &mut unsent, &mut finals).await {
+                if !send_events(ws, &mut unsent, &mut finals, split).await {
                     return (1000, "client went away".into(), None);
                 }
-                let duration = s.received_s();
-                let t = s.timings();
-                let total = t.decode.fbank + t.decode.encoder + t.decode.search + t.vad;
+                let duration = decoders.iter().map(|s| s.received_s()).fold(0.0, f64::max);
+                let total: f64 = decoders
+                    .iter()
+                    .map(|s| {
+                        let t = s.timings();
+                        t.decode.fbank + t.decode.encoder + t.decode.search + t.vad
+                    })
+                    .sum();
                 if duration > 0.0 {
                     self.metrics.rtf.record(total / duration);
                 }
+                // The channels' finals in time order, as a file split by channel is.
+                finals.sort_by(|a, b| a.start.total_cmp(&b.start));
                 return (
                     1000,
                     "end".into(),
                     Some((switchyard_speech::recognizer::join(&finals), duration)),
                 );
             }
-            session = Some(s);
+            sessions = Some(decoders);
         }
     }
 }
@@ -1014,18 +1147,24 @@ impl StreamJob {
 /// Sends decoder events to a stream's client, keeping the finals; false when the client is gone.
 async fn send_events<S>(
     ws: &mut WebSocketStream<S>,
-    events: &mut Vec<Event>,
+    events: &mut Vec<ChannelEvent>,
     finals: &mut Vec<switchyard_speech::Segment>,
+    split: bool,
 ) -> bool
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    for e in events.drain(..) {
-        if ws.send(Message::Text(event_json(&e).into())).await.is_err() {
+    for (c, e) in events.drain(..) {
+        let channel = split.then_some(c);
+        if ws
+            .send(Message::Text(event_json(&e, channel).into()))
+            .await
+            .is_err()
+        {
             return false;
         }
         if let Event::Final(seg) = e {
-            finals.push(seg);
+            finals.push(switchyard_speech::Segment { channel, ..seg });
         }
     }
     true
