@@ -3,8 +3,8 @@
 resampled with numpy's FFT (band-limited, no code shared with Switchyard's rubato resampler) to 8,
 22.05, 44.1 and 48 kHz, made stereo (right channel at 0.8x), and written as 16-bit, 24-bit and 32-bit
 float WAV; encoded by libsndfile (PyPI soundfile) as FLAC, OGG/Vorbis, MP3 and OGG/Opus, and at 8 kHz
-mono as G.711 µ-law and A-law and IMA ADPCM WAV (telephone audio; with libsndfile's decoding of
-each, as float WAV); and by FFmpeg's libopus (PyPI av) as WebM/Opus,
+mono as G.711 µ-law and A-law, IMA ADPCM and GSM 6.10 WAV (telephone audio; with libsndfile's
+decoding of each, as float WAV); and by FFmpeg's libopus (PyPI av) as WebM/Opus,
 48 kHz mono, what a browser's MediaRecorder uploads.
 
 Usage: audio_variants.py --src .cache/testdata/asr/0.wav --out .cache/reference/asr
@@ -75,11 +75,15 @@ def main() -> None:
     # Telephone audio as call centres store it: 8 kHz mono G.711 (µ-law, A-law) in WAV, and the IMA
     # ADPCM of voice recorders.
     tel = fft_resample(x, 16000, 8000)
-    for sub in ["ULAW", "ALAW", "IMA_ADPCM"]:
+    for sub in ["ULAW", "ALAW", "IMA_ADPCM", "GSM610"]:
         path = out / f"0_8000_mono_{sub.lower()}.wav"
         sf.write(str(path), tel, 8000, format="WAV", subtype=sub)
-        # libsndfile's own decoding of it, as 32-bit float WAV: what a decoder must give.
+        # libsndfile's own decoding of it, as 32-bit float WAV: what a decoder must give. For GSM
+        # it returns the padding of the last 320-sample block too; the file's `fact` chunk counts
+        # the source's samples, which is what is kept.
         decoded, rate = sf.read(str(path), dtype="float32")
+        if sub == "GSM610":
+            decoded = decoded[: len(tel)]
         sf.write(str(out / f"0_8000_mono_{sub.lower()}.decoded.wav"), decoded, rate, subtype="FLOAT")
         print(f"wrote {path} and its decoding")
 

@@ -186,7 +186,7 @@ pub fn decoding_untrusted_input() -> bool {
 fn unsupported(e: SymError) -> AudioError {
     match e {
         SymError::Unsupported(what) => AudioError::Unsupported(format!(
-            "{what} is not supported (WAV, FLAC, MP3, OGG/Vorbis, Opus in OGG or WebM and raw 16-bit PCM are)"
+            "{what} is not supported (WAV, GSM 6.10 WAV, FLAC, MP3, OGG/Vorbis, Opus in OGG or WebM and raw 16-bit PCM are)"
         )),
         e => AudioError::Unsupported(e.to_string()),
     }
@@ -265,6 +265,9 @@ fn decode_unchecked<T>(
 where
     T: AsRef<[u8]> + Send + Sync + 'static,
 {
+    if let Some(wav) = crate::gsm::wav49(bytes.as_ref()) {
+        return decode_gsm(wav.map_err(AudioError::Unsupported)?, max_seconds, layout);
+    }
     let mss = MediaSourceStream::new(Box::new(Cursor::new(bytes)), Default::default());
     let mut h = Hint::new();
     if let Some(ext) = hint {
@@ -344,6 +347,29 @@ where
         }
     }
     tracks.finish(rate, channels, &codec)
+}
+
+/// A GSM 06.10 WAV file ([`crate::gsm`]): its whole blocks, up to the sample count of its `fact`
+/// chunk (the encoder pads the last block).
+fn decode_gsm(
+    wav: crate::gsm::Wav49<'_>,
+    max_seconds: f64,
+    layout: Channels,
+) -> Result<Vec<Audio>, AudioError> {
+    use crate::gsm::{BLOCK_BYTES, BLOCK_SAMPLES};
+    check_rate(wav.rate)?;
+    let whole = wav.data.len() / BLOCK_BYTES * BLOCK_SAMPLES;
+    let n = wav.samples.map_or(whole, |s| s.min(whole));
+    if n as f64 > max_seconds * f64::from(wav.rate) {
+        return Err(AudioError::TooLong(max_seconds));
+    }
+    let pcm: Vec<f32> = crate::gsm::decode(wav.data, n)
+        .into_iter()
+        .map(|s| f32::from(s) / 32768.0)
+        .collect();
+    let mut tracks = Tracks::new(layout);
+    tracks.push(&pcm, 1)?;
+    tracks.finish(wav.rate, 1, "gsm_ms")
 }
 
 /// Opus always decodes at 48 kHz (the rate in its header is the input's, for information only).

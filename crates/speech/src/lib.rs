@@ -1,6 +1,7 @@
 //! Speech recognition for Switchyard's `asr` slots, in-process.
 //!
 //! * [`audio`]: WAV/FLAC/MP3/OGG decoding (symphonia), downmix, resampling to 16 kHz (rubato);
+//! * [`gsm`]: GSM 06.10 WAV decoding (call recordings; symphonia has no GSM codec);
 //! * [`fbank`]: Kaldi-compatible log-mel features, computed incrementally;
 //! * [`transducer`]: sherpa-onnx streaming transducers (encoder/decoder/joiner), greedy search,
 //!   configured from the model's own metadata;
@@ -10,6 +11,7 @@
 
 pub mod audio;
 pub mod fbank;
+pub mod gsm;
 pub mod recognizer;
 pub mod transducer;
 pub mod vad;

@@ -634,6 +634,7 @@ fn damaged_audio_files_never_panic() {
         "0_22050_stereo.mp3",
         "0_48000_stereo.opus",
         "0_48000_mono.webm",
+        "0_8000_mono_gsm610.wav",
     ]
     .iter()
     .map(|f| {
@@ -680,10 +681,11 @@ fn damaged_audio_files_never_panic() {
 
 #[test]
 fn telephone_wav_codecs_decode_as_libsndfile_does() {
-    // Call-centre recordings: 8 kHz mono G.711 µ-law and A-law WAV, and voice recorders' IMA ADPCM,
-    // written by libsndfile (tests/reference/audio_variants.py), which also wrote its own decoding of
-    // each as float WAV. Both go through the same downmix and resampler here, so any difference is
-    // the codec's. G.711 decodes to the same samples (a table); IMA ADPCM to within 42 dB (symphonia
+    // Call-centre recordings: 8 kHz mono G.711 µ-law and A-law WAV, GSM 6.10 WAV (PBX recordings),
+    // and voice recorders' IMA ADPCM, written by libsndfile (tests/reference/audio_variants.py),
+    // which also wrote its own decoding of each as float WAV. Both go through the same downmix and
+    // resampler here, so any difference is the codec's. G.711 decodes to the same samples (a
+    // table), GSM 6.10 too (the standard defines every bit of its output); IMA ADPCM to within 42 dB (symphonia
     // computes each step's difference by the reference's shifts and adds, libsndfile by a multiply:
     // they round apart), far beyond what the codec itself loses (13 dB against the linear signal).
     let dir = root().join(".cache/reference/asr");
@@ -691,6 +693,7 @@ fn telephone_wav_codecs_decode_as_libsndfile_does() {
         ("0_8000_mono_ulaw", "pcm_mulaw", f64::INFINITY),
         ("0_8000_mono_alaw", "pcm_alaw", f64::INFINITY),
         ("0_8000_mono_ima_adpcm", "adpcm_ima_wav", 35.0),
+        ("0_8000_mono_gsm610", "gsm_ms", f64::INFINITY),
     ] {
         let read = |f: String| {
             audio::decode(std::fs::read(dir.join(&f)).expect(&f), None, 60.0).expect(&f)
