@@ -76,70 +76,104 @@ impl Channels {
     }
 }
 
-/// The decoded signal as it accumulates: averaged into one track, or one track per channel.
+/// The decoded signal as it accumulates: averaged into one track, or one track per channel, each
+/// resampled to [`MODEL_RATE`] as it arrives, so that memory holds 16 kHz samples whatever the
+/// source's rate (a 384 kHz file would otherwise hold 24 times as many until the end). The output
+/// is the same as resampling the whole track at once ([`StreamResampler`]).
 struct Tracks {
     layout: Channels,
-    data: Vec<Vec<f32>>,
+    rate: u32,
+    /// Source frames kept back from the resamplers (the Opus end-trim), dropped by `finish`.
+    holdback: usize,
+    /// Per track: the held-back source samples, its resampler, its output.
+    held: Vec<Vec<f32>>,
+    resamplers: Vec<StreamResampler>,
+    out: Vec<Vec<f32>>,
+    /// Source frames received.
+    frames: usize,
 }
 
 impl Tracks {
-    fn new(layout: Channels) -> Self {
+    fn new(layout: Channels, rate: u32, holdback: usize) -> Self {
         Self {
             layout,
-            data: vec![Vec::new()],
+            rate,
+            holdback,
+            held: vec![Vec::new()],
+            resamplers: vec![StreamResampler::new(rate, MODEL_RATE)],
+            out: vec![Vec::new()],
+            frames: 0,
         }
     }
 
-    /// Frames per track so far.
+    /// Source frames so far.
     fn frames(&self) -> usize {
-        self.data.iter().map(Vec::len).max().unwrap_or(0)
+        self.frames
     }
 
     /// Adds interleaved frames of `channels` channels.
     fn push(&mut self, interleaved: &[f32], channels: usize) -> Result<(), AudioError> {
-        if self.layout == Channels::Mix || channels <= 1 && self.data.len() == 1 {
-            downmix_into(interleaved, channels, &mut self.data[0]);
-            return Ok(());
-        }
-        if channels > MAX_SPLIT_CHANNELS {
-            return Err(AudioError::TooManyChannels(channels));
-        }
-        if self.data.len() != channels {
-            if self.frames() > 0 {
-                return Err(AudioError::Unsupported(
-                    "the channel count changes within the file; channels=split needs one".into(),
-                ));
+        let channels = channels.max(1);
+        let n = interleaved.len() / channels;
+        if self.layout == Channels::Mix || channels == 1 && self.held.len() == 1 {
+            let mut mono = Vec::with_capacity(n);
+            downmix_into(interleaved, channels, &mut mono);
+            self.feed(0, mono);
+        } else {
+            if channels > MAX_SPLIT_CHANNELS {
+                return Err(AudioError::TooManyChannels(channels));
             }
-            self.data.resize_with(channels, Vec::new);
-        }
-        for frame in interleaved.chunks_exact(channels) {
-            for (track, &s) in self.data.iter_mut().zip(frame) {
-                track.push(s);
+            if self.held.len() != channels {
+                if self.frames > 0 {
+                    return Err(AudioError::Unsupported(
+                        "the channel count changes within the file; channels=split needs one"
+                            .into(),
+                    ));
+                }
+                self.held.resize_with(channels, Vec::new);
+                self.out.resize_with(channels, Vec::new);
+                let rate = self.rate;
+                self.resamplers
+                    .resize_with(channels, || StreamResampler::new(rate, MODEL_RATE));
+            }
+            for c in 0..channels {
+                let track = interleaved.iter().skip(c).step_by(channels).copied();
+                self.feed(c, track.take(n).collect());
             }
         }
+        self.frames += n;
         Ok(())
     }
 
-    /// Drops the last `n` frames of every track.
-    fn trim_end(&mut self, n: usize) {
-        for t in &mut self.data {
-            t.truncate(t.len().saturating_sub(n));
+    /// Passes a track's new samples on to its resampler, but for the last `holdback`.
+    fn feed(&mut self, t: usize, samples: Vec<f32>) {
+        let held = &mut self.held[t];
+        held.extend(samples);
+        if held.len() > self.holdback {
+            let ready = held.len() - self.holdback;
+            self.out[t].extend(self.resamplers[t].push(&held[..ready]));
+            held.drain(..ready);
         }
     }
 
-    /// Resamples every track to [`MODEL_RATE`].
-    fn finish(self, rate: u32, channels: usize, codec: &str) -> Result<Vec<Audio>, AudioError> {
-        if self.frames() == 0 {
+    /// Drops the held-back frames and flushes the resamplers.
+    fn finish(mut self, channels: usize, codec: &str) -> Result<Vec<Audio>, AudioError> {
+        if self.frames <= self.holdback {
             return Err(AudioError::Empty);
         }
+        let rate = self.rate;
         Ok(self
-            .data
-            .iter()
-            .map(|t| Audio {
-                samples: resample(t, rate, MODEL_RATE),
-                source_rate: rate,
-                source_channels: channels,
-                codec: codec.to_string(),
+            .out
+            .iter_mut()
+            .zip(&mut self.resamplers)
+            .map(|(out, r)| {
+                out.extend(r.finish());
+                Audio {
+                    samples: std::mem::take(out),
+                    source_rate: rate,
+                    source_channels: channels,
+                    codec: codec.to_string(),
+                }
             })
             .collect())
     }
@@ -299,9 +333,12 @@ where
         .ok_or_else(|| AudioError::Unsupported("unknown sample rate".into()))?;
     check_rate(rate)?;
     if params.codec == CODEC_TYPE_OPUS {
-        let mut tracks = Tracks::new(layout);
+        // The end-trim (RFC 7845 §4.4): the last page's granule position stops short of the
+        // decoded end by this many frames, held back until the end and dropped.
+        let padding = params.padding.unwrap_or(0) as usize;
+        let mut tracks = Tracks::new(layout, OPUS_RATE, padding);
         let channels = decode_opus(format.as_mut(), track_id, &params, max_seconds, &mut tracks)?;
-        return tracks.finish(OPUS_RATE, channels, "opus");
+        return tracks.finish(channels, "opus");
     }
     let codec = symphonia::default::get_codecs()
         .get_codec(params.codec)
@@ -317,7 +354,7 @@ where
         return Err(AudioError::TooLong(max_seconds));
     }
 
-    let mut tracks = Tracks::new(layout);
+    let mut tracks = Tracks::new(layout, rate, 0);
     let mut channels = params.channels.map(|c| c.count()).unwrap_or(1);
     let mut sample_buf: Option<SampleBuffer<f32>> = None;
     let mut decoded_any = false;
@@ -346,7 +383,7 @@ where
             return Err(AudioError::TooLong(max_seconds));
         }
     }
-    tracks.finish(rate, channels, &codec)
+    tracks.finish(channels, &codec)
 }
 
 /// A GSM 06.10 WAV file ([`crate::gsm`]): its whole blocks, up to the sample count of its `fact`
@@ -367,9 +404,9 @@ fn decode_gsm(
         .into_iter()
         .map(|s| f32::from(s) / 32768.0)
         .collect();
-    let mut tracks = Tracks::new(layout);
+    let mut tracks = Tracks::new(layout, wav.rate, 0);
     tracks.push(&pcm, 1)?;
-    tracks.finish(wav.rate, 1, "gsm_ms")
+    tracks.finish(1, "gsm_ms")
 }
 
 /// Opus always decodes at 48 kHz (the rate in its header is the input's, for information only).
@@ -444,8 +481,6 @@ fn decode_opus(
             return Err(AudioError::TooLong(max_seconds));
         }
     }
-    // The end-trim (RFC 7845 §4.4): the last page's granule position stops short of the decoded end.
-    tracks.trim_end(params.padding.unwrap_or(0) as usize);
     Ok(channels)
 }
 
@@ -472,9 +507,9 @@ pub fn pcm16_channels(
     if bytes.len() / 2 / channels > (max_seconds * rate as f64).ceil() as usize {
         return Err(AudioError::TooLong(max_seconds));
     }
-    let mut tracks = Tracks::new(layout);
+    let mut tracks = Tracks::new(layout, rate, 0);
     tracks.push(&pcm16_to_f32(bytes), channels)?;
-    tracks.finish(rate, channels, "pcm_s16le")
+    tracks.finish(channels, "pcm_s16le")
 }
 
 /// 16-bit little-endian PCM to floats in [-1, 1] (a trailing odd byte is ignored).
