@@ -771,4 +771,26 @@ fn the_blur_cli_processes_many_photos_in_parallel_and_reports_bad_ones() {
         .sum::<f64>()
         / (110.0 * 70.0);
     assert!(diff > 10.0, "mean change inside the face {diff}");
+
+    // JPEG quality as on `/blur`: the input's tables by default, libjpeg's at `--quality N`.
+    use switchyard_vision::imageio::jpeg_tables;
+    let t1 = jpeg_tables(&photo("t1.jpg"));
+    let written = std::fs::read(out.join("t1.jpg")).unwrap();
+    assert!(t1.is_some() && jpeg_tables(&written) == t1);
+    let blur_at = |quality: &str| {
+        let out = dir.path().join(format!("q{quality}"));
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["blur", "--detector", "centerface", "--model", &center()])
+            .args(["--quality", quality, "-o"])
+            .arg(&out)
+            .arg(repo(".cache/testdata/t1.jpg"))
+            .output()
+            .unwrap();
+        (run.status.success(), std::fs::read(out.join("t1.jpg")).ok())
+    };
+    let (ok, q90) = blur_at("90");
+    assert!(ok);
+    let q90 = q90.unwrap();
+    assert!(jpeg_tables(&q90) != t1 && q90.len() > written.len());
+    assert_eq!(blur_at("0"), (false, None));
 }

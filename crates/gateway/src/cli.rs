@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use switchyard_infer::{Device, EngineChoice, LoadOptions};
-use switchyard_vision::imageio::Format;
+use switchyard_vision::imageio::{Format, Quality};
 use switchyard_vision::pipeline::{self, BlurOptions};
 use switchyard_vision::{DetectorKind, DetectorParams, FaceDetector, Style};
 
@@ -100,24 +100,52 @@ pub fn exit(r: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// How `switchyard blur` anonymises and writes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BlurArgs {
+    /// blur, pixelate or mask.
+    #[arg(long, default_value = "blur")]
+    pub style: String,
+    /// Strength multiplier.
+    #[arg(long, default_value_t = 1.0)]
+    pub strength: f32,
+    /// Box growth on each side, as a fraction of the box.
+    #[arg(long, default_value_t = 0.2)]
+    pub margin: f32,
+    /// Output format (jpeg, png, webp); default: the input's.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// JPEG quality: auto (a JPEG input's own quantization tables) or 1–100.
+    #[arg(long, default_value = "auto")]
+    pub quality: String,
+}
+
 /// Blurs every input into `out`. Files that fail are reported and counted; the others proceed.
 pub fn blur(
     inputs: &[PathBuf],
     out: &Path,
     model: &ModelArgs,
-    style: &str,
-    strength: f32,
-    margin: f32,
-    format: Option<&str>,
+    args: &BlurArgs,
 ) -> anyhow::Result<()> {
-    let style = Style::parse(style)
-        .ok_or_else(|| anyhow::anyhow!("style `{style}` is not blur, pixelate or mask"))?;
-    let format = format
+    let style = Style::parse(&args.style)
+        .ok_or_else(|| anyhow::anyhow!("style `{}` is not blur, pixelate or mask", args.style))?;
+    let format = args
+        .format
+        .as_deref()
         .map(|f| {
             Format::from_name(f)
                 .ok_or_else(|| anyhow::anyhow!("format `{f}` is not jpeg, png or webp"))
         })
         .transpose()?;
+    let quality = match args.quality.as_str() {
+        "auto" => Quality::Auto,
+        q => Quality::Fixed(
+            q.parse()
+                .ok()
+                .filter(|q| (1..=100).contains(q))
+                .ok_or_else(|| anyhow::anyhow!("quality `{q}` is not auto or 1 to 100"))?,
+        ),
+    };
     // Several photos: one worker per core, each with its own session, so that decoding and encoding
     // overlap with inference.
     let workers = switchyard_infer::cores().min(inputs.len()).max(1);
@@ -125,10 +153,10 @@ pub fn blur(
     std::fs::create_dir_all(out)?;
     let opts = BlurOptions {
         style,
-        strength,
-        margin,
+        strength: args.strength,
+        margin: args.margin,
         format,
-        ..Default::default()
+        quality,
     };
     let bar = indicatif::ProgressBar::new(inputs.len() as u64);
     bar.set_style(

@@ -51,20 +51,10 @@ enum Command {
         out: PathBuf,
         #[command(flatten)]
         model: cli::ModelArgs,
-        /// blur, pixelate or mask.
-        #[arg(long, default_value = "blur")]
-        style: String,
-        /// Strength multiplier.
-        #[arg(long, default_value_t = 1.0)]
-        strength: f32,
-        /// Box growth on each side, as a fraction of the box.
-        #[arg(long, default_value_t = 0.2)]
-        margin: f32,
-        /// Output format (jpeg, png, webp); default: the input's.
-        #[arg(long)]
-        format: Option<String>,
+        #[command(flatten)]
+        options: cli::BlurArgs,
     },
-    /// Print the text spoken in audio files (WAV incl. G.711, FLAC, MP3, OGG, Opus, WebM; .raw/.pcm = 16 kHz s16le).
+    /// Print the text spoken in audio files (WAV incl. G.711 and GSM, FLAC, MP3, OGG, Opus, WebM; .raw/.pcm = 16 kHz s16le).
     Transcribe {
         /// Input audio files.
         #[arg(required = true)]
@@ -123,19 +113,8 @@ fn main() -> ExitCode {
             inputs,
             out,
             model,
-            style,
-            strength,
-            margin,
-            format,
-        } => cli::exit(cli::blur(
-            &inputs,
-            &out,
-            &model,
-            &style,
-            strength,
-            margin,
-            format.as_deref(),
-        )),
+            options,
+        } => cli::exit(cli::blur(&inputs, &out, &model, &options)),
         Command::Detect { input, model } => cli::exit(cli::detect(&input, &model)),
         Command::Health { url, timeout } => {
             cli::exit(cli::health(&url, std::time::Duration::from_secs(timeout)))
