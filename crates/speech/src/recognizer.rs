@@ -176,6 +176,20 @@ pub fn join(segments: &[Segment]) -> String {
         .join(" ")
 }
 
+/// How long before its first token a segment's speech starts, seconds: the transducer emits a
+/// token once it has heard its chunk and some look-ahead. Measured on the 13 test clips against
+/// Silero VAD's speech starts: 0.32–0.60 s, median 0.47.
+const TOKEN_LEAD_S: f64 = 0.5;
+
+/// Start of a segment without VAD: [`TOKEN_LEAD_S`] before its first token, but not before the
+/// audio it was decoded from (`from`, in encoder frames). Silence before a segment is cut only in
+/// steps of twice the endpoint silence, so `from` alone is up to 2.4 s early.
+fn segment_start(from: usize, toks: &[crate::transducer::Token], frame_s: f64) -> f64 {
+    let lead = (TOKEN_LEAD_S / frame_s).round() as usize;
+    let first = toks.first().map_or(from, |t| t.frame.saturating_sub(lead));
+    first.max(from) as f64 * frame_s
+}
+
 /// One audio stream being recognised.
 pub struct Session {
     rec: Recognizer,
@@ -313,7 +327,7 @@ impl Session {
                 let end = (frames as f64 * frame_s).min(self.received as f64 / 16_000.0);
                 events.push(Event::Final(Segment {
                     channel: None,
-                    start: self.seg_frame as f64 * frame_s,
+                    start: segment_start(self.seg_frame, toks, frame_s),
                     end,
                     text,
                 }));
@@ -336,7 +350,7 @@ impl Session {
             if !text.is_empty() {
                 events.push(Event::Final(Segment {
                     channel: None,
-                    start: self.seg_frame as f64 * frame_s,
+                    start: segment_start(self.seg_frame, toks, frame_s),
                     end: self.received as f64 / 16_000.0,
                     text,
                 }));
