@@ -696,6 +696,49 @@ async fn a_call_is_recognised_channel_by_channel() {
         .collect();
     assert_eq!(v["text"], joined.join(" "));
 
+    // As subtitles: one cue per segment, in the same order, naming the speaker.
+    let cues: Vec<(String, String)> = segments
+        .iter()
+        .map(|s| {
+            let t = |k: &str| s[k].as_f64().unwrap();
+            let ms = |x: f64| (x * 1000.0).round() as u64;
+            let stamp = |x: f64, sep: char| {
+                let m = ms(x);
+                format!(
+                    "{:02}:{:02}:{:02}{sep}{:03}",
+                    m / 3_600_000,
+                    m / 60_000 % 60,
+                    m / 1000 % 60,
+                    m % 1000
+                )
+            };
+            let vtt = format!("{} --> {}", stamp(t("start"), '.'), stamp(t("end"), '.'));
+            (vtt, s["text"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let r = post("?format=vtt", wav.clone(), "audio/wav").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/vtt; charset=utf-8");
+    let vtt = r.text().await.unwrap();
+    let mut want_vtt = String::from("WEBVTT\n\n");
+    for ((times, text), ch) in cues.iter().zip(&order) {
+        want_vtt += &format!("{times}\n<v Channel {}>{text}\n\n", ch + 1);
+    }
+    assert_eq!(vtt, want_vtt);
+    let r = post("?format=srt", wav.clone(), "audio/wav").await.unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/x-subrip; charset=utf-8"
+    );
+    let srt = r.text().await.unwrap();
+    assert!(srt.starts_with("1\n00:00:00,"), "{srt}");
+    assert!(
+        srt.contains(&format!("\nChannel 2: {}\n", want[1])),
+        "{srt}"
+    );
+    let r = post("?format=doc", wav.clone(), "audio/wav").await.unwrap();
+    assert_eq!(r.status(), 400);
+
     // The request's choice wins: the average of the channels, as the reference hears it.
     let r = post("?channels=mix", wav.clone(), "audio/wav")
         .await

@@ -7,12 +7,14 @@
 //!   configured from the model's own metadata;
 //! * [`vad`]: Silero VAD and an online speech segmenter;
 //! * [`recognizer`]: sessions that turn audio into partial and final results, for files and live
-//!   streams alike.
+//!   streams alike;
+//! * [`subtitles`]: transcripts as SubRip and WebVTT files.
 
 pub mod audio;
 pub mod fbank;
 pub mod gsm;
 pub mod recognizer;
+pub mod subtitles;
 pub mod transducer;
 pub mod vad;
 

@@ -28,6 +28,7 @@ use switchyard_config::{Config, EngineConfig, SlotSpec};
 use switchyard_infer::{EngineChoice, LoadOptions};
 use switchyard_speech::audio::{self, AudioError, Channels, StreamResampler};
 use switchyard_speech::recognizer::SessionTimings;
+use switchyard_speech::subtitles::Subtitles;
 use switchyard_speech::{
     Decoding, Event, Recognizer, RecognizerOptions, Transcript, Transducer, VadModel,
 };
@@ -234,6 +235,23 @@ pub(crate) fn add_channels(v: &mut serde_json::Value, t: &Transcript) {
             .enumerate()
             .map(|(c, text)| json!({ "channel": c, "text": text }))
             .collect();
+    }
+}
+
+/// The answer's format: JSON (`None`, the default), or `?format=srt|vtt` subtitles.
+fn requested_subtitles(req: &Request<Body>) -> Result<Option<Subtitles>, ApiError> {
+    match form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "format")
+    {
+        None => Ok(None),
+        Some((_, v)) if v == "json" => Ok(None),
+        Some((_, v)) => Subtitles::from_name(&v).map(Some).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_option",
+                format!("format `{v}` is not one of json, srt, vtt"),
+            )
+        }),
     }
 }
 
@@ -452,6 +470,7 @@ impl AsrSlot {
             what: "audio (audio/wav, audio/flac, audio/mpeg, audio/ogg, audio/webm, audio/l16)",
         };
         let layout = requested_channels(&req, self.channels)?;
+        let subtitles = requested_subtitles(&req)?;
         let upload = read_uploads(req, ctx.max_body_bytes, &spec)
             .await?
             .swap_remove(0);
@@ -460,10 +479,20 @@ impl AsrSlot {
         let (model, t, decode_s, total) = self.recognize(upload, layout).await?;
         self.remember(ctx, &model, &file_name, t.duration_s, &t.text, total)
             .await;
-        let mut resp = json_response(
-            StatusCode::OK,
-            &self.result_json(&model, &t, decode_s, total),
-        );
+        let mut resp = match subtitles {
+            None => json_response(
+                StatusCode::OK,
+                &self.result_json(&model, &t, decode_s, total),
+            ),
+            Some(format) => {
+                let mut r = Response::new(Body::from(format.render(&t.segments)));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(format.mime()),
+                );
+                r
+            }
+        };
         // For shadow comparison (never sent to the client).
         resp.extensions_mut()
             .insert(crate::autopilot::ModelOutput::Text(t.text.clone()));
