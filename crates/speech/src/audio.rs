@@ -76,11 +76,12 @@ impl Channels {
     }
 }
 
-/// The decoded signal as it accumulates: averaged into one track, or one track per channel, each
-/// resampled to [`MODEL_RATE`] as it arrives, so that memory holds 16 kHz samples whatever the
-/// source's rate (a 384 kHz file would otherwise hold 24 times as many until the end). The output
-/// is the same as resampling the whole track at once ([`StreamResampler`]).
-struct Tracks {
+/// Decoded audio as it arrives, made model input: averaged into one track, or one track per channel
+/// ([`Channels`]), each resampled to [`MODEL_RATE`] as it comes, so that memory holds 16 kHz
+/// samples whatever the source's rate (a 384 kHz file would otherwise hold 24 times as many until
+/// the end). The output is the same as resampling each whole track at once ([`StreamResampler`]).
+/// Files are decoded into one and end it; live streams [`take`](Self::take) what is ready.
+pub struct Tracks {
     layout: Channels,
     rate: u32,
     /// Source frames kept back from the resamplers (the Opus end-trim), dropped by `finish`.
@@ -94,7 +95,9 @@ struct Tracks {
 }
 
 impl Tracks {
-    fn new(layout: Channels, rate: u32, holdback: usize) -> Self {
+    /// Tracks of a source at `rate` Hz; the last `holdback` frames are dropped at the end (an Opus
+    /// end-trim).
+    pub fn new(layout: Channels, rate: u32, holdback: usize) -> Self {
         Self {
             layout,
             rate,
@@ -107,12 +110,13 @@ impl Tracks {
     }
 
     /// Source frames so far.
-    fn frames(&self) -> usize {
+    pub fn frames(&self) -> usize {
         self.frames
     }
 
-    /// Adds interleaved frames of `channels` channels.
-    fn push(&mut self, interleaved: &[f32], channels: usize) -> Result<(), AudioError> {
+    /// Adds interleaved frames of `channels` channels (a split layout keeps its first count and
+    /// accepts at most [`MAX_SPLIT_CHANNELS`]).
+    pub fn push(&mut self, interleaved: &[f32], channels: usize) -> Result<(), AudioError> {
         let channels = channels.max(1);
         let n = interleaved.len() / channels;
         if self.layout == Channels::Mix || channels == 1 && self.held.len() == 1 {
@@ -156,24 +160,44 @@ impl Tracks {
         }
     }
 
-    /// Drops the held-back frames and flushes the resamplers.
+    /// Samples ready at the model's rate, in the track that has most.
+    pub fn ready(&self) -> usize {
+        self.out.iter().map(Vec::len).max().unwrap_or(0)
+    }
+
+    /// The samples ready in each track, at the model's rate.
+    pub fn take(&mut self) -> Vec<Vec<f32>> {
+        self.out.iter_mut().map(std::mem::take).collect()
+    }
+
+    /// The end of the audio: drops the held-back frames and flushes the resamplers.
+    pub fn end(&mut self) {
+        for ((out, r), held) in self
+            .out
+            .iter_mut()
+            .zip(&mut self.resamplers)
+            .zip(&mut self.held)
+        {
+            held.clear();
+            out.extend(r.finish());
+        }
+    }
+
+    /// Ends the audio; one [`Audio`] per track.
     fn finish(mut self, channels: usize, codec: &str) -> Result<Vec<Audio>, AudioError> {
         if self.frames <= self.holdback {
             return Err(AudioError::Empty);
         }
+        self.end();
         let rate = self.rate;
         Ok(self
-            .out
-            .iter_mut()
-            .zip(&mut self.resamplers)
-            .map(|(out, r)| {
-                out.extend(r.finish());
-                Audio {
-                    samples: std::mem::take(out),
-                    source_rate: rate,
-                    source_channels: channels,
-                    codec: codec.to_string(),
-                }
+            .take()
+            .into_iter()
+            .map(|samples| Audio {
+                samples,
+                source_rate: rate,
+                source_channels: channels,
+                codec: codec.to_string(),
             })
             .collect())
     }

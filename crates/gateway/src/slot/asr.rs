@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::json;
 use switchyard_config::{Config, EngineConfig, SlotSpec};
 use switchyard_infer::{EngineChoice, LoadOptions};
-use switchyard_speech::audio::{self, AudioError, Channels, StreamResampler};
+use switchyard_speech::audio::{self, AudioError, Channels};
 use switchyard_speech::recognizer::SessionTimings;
 use switchyard_speech::subtitles::Subtitles;
 use switchyard_speech::{
@@ -888,74 +888,38 @@ fn event_json(e: &Event, channel: Option<usize>) -> String {
 }
 
 /// A live stream's audio on its way to the decoders: interleaved 16-bit PCM kept aligned across
-/// messages (a message may end inside a sample or a frame), averaged into one signal or split into
-/// one per channel, and resampled to the model's rate.
+/// messages (a message may end inside a sample or a frame), then mixed or split and resampled as a
+/// file's is ([`audio::Tracks`]).
 struct LiveAudio {
     channels: usize,
     /// Bytes of an incomplete frame at the end of the last message.
     carry: Vec<u8>,
-    resamplers: Vec<StreamResampler>,
-    /// Audio at the model's rate not yet given to the decoders, one signal per decoder.
-    pending: Vec<Vec<f32>>,
+    tracks: audio::Tracks,
 }
 
 impl LiveAudio {
     fn new(rate: u32, channels: usize, split: bool) -> Self {
-        let tracks = if split { channels } else { 1 };
+        let layout = if split {
+            Channels::Split
+        } else {
+            Channels::Mix
+        };
         Self {
             channels,
             carry: Vec::new(),
-            resamplers: (0..tracks)
-                .map(|_| StreamResampler::new(rate, audio::MODEL_RATE))
-                .collect(),
-            pending: vec![Vec::new(); tracks],
+            tracks: audio::Tracks::new(layout, rate, 0),
         }
     }
 
     /// Adds a message's bytes; returns the whole frames it completed.
-    fn push(&mut self, bytes: &[u8]) -> usize {
+    fn push(&mut self, bytes: &[u8]) -> Result<usize, AudioError> {
         self.carry.extend_from_slice(bytes);
         let frame = 2 * self.channels;
         let whole = self.carry.len() / frame * frame;
         let pcm = audio::pcm16_to_f32(&self.carry[..whole]);
         self.carry.drain(..whole);
-        let n = self.channels;
-        if n == 1 {
-            self.pending[0].extend(self.resamplers[0].push(&pcm));
-        } else if self.resamplers.len() == 1 {
-            let mixed: Vec<f32> = pcm
-                .chunks_exact(n)
-                .map(|f| f.iter().sum::<f32>() / n as f32)
-                .collect();
-            self.pending[0].extend(self.resamplers[0].push(&mixed));
-        } else {
-            for (c, (r, out)) in self
-                .resamplers
-                .iter_mut()
-                .zip(&mut self.pending)
-                .enumerate()
-            {
-                let track: Vec<f32> = pcm.iter().skip(c).step_by(n).copied().collect();
-                out.extend(r.push(&track));
-            }
-        }
-        whole / frame
-    }
-
-    /// The end of the audio: the resamplers' last output.
-    fn finish(&mut self) {
-        for (r, out) in self.resamplers.iter_mut().zip(&mut self.pending) {
-            out.extend(r.finish());
-        }
-    }
-
-    /// Samples waiting, per decoder.
-    fn waiting(&self) -> usize {
-        self.pending.iter().map(Vec::len).max().unwrap_or(0)
-    }
-
-    fn take(&mut self) -> Vec<Vec<f32>> {
-        self.pending.iter_mut().map(std::mem::take).collect()
+        self.tracks.push(&pcm, self.channels)?;
+        Ok(whole / frame)
     }
 }
 
@@ -1035,15 +999,15 @@ impl StreamJob {
         // Results of the last decode, sent once the next decode has started.
         let mut unsent: Vec<ChannelEvent> = Vec::new();
         loop {
-            if job.is_none() && (audio.waiting() > 0 || ended) {
+            if job.is_none() && (audio.tracks.ready() > 0 || ended) {
                 let Some(permit) = self.admission.enter_unbounded().await else {
                     return (1001, "shutting down".into(), None);
                 };
                 let Some(mut decoders) = sessions.take() else {
                     return (close::SERVER_ERROR, "session lost".into(), None);
                 };
-                let audio_s = audio.waiting() as f64 / audio::MODEL_RATE as f64;
-                let tracks = audio.take();
+                let audio_s = audio.tracks.ready() as f64 / audio::MODEL_RATE as f64;
+                let tracks = audio.tracks.take();
                 let end = ended;
                 job = Some(Job {
                     audio_s,
@@ -1075,7 +1039,7 @@ impl StreamJob {
             }
             let msg = match job.as_mut() {
                 // Decoding: read ahead unless the client is done or far enough ahead.
-                Some(j) if !ended && audio.waiting() < read_ahead => tokio::select! {
+                Some(j) if !ended && audio.tracks.ready() < read_ahead => tokio::select! {
                     done = &mut j.handle => Err(done),
                     msg = ws.next() => Ok(msg),
                 },
@@ -1094,7 +1058,10 @@ impl StreamJob {
                     };
                     match msg {
                         Message::Binary(b) => {
-                            received += audio.push(&b);
+                            received += match audio.push(&b) {
+                                Ok(frames) => frames,
+                                Err(e) => return (close::BAD_MESSAGE, e.to_string(), None),
+                            };
                             if received > max_frames {
                                 return (
                                     close::TOO_LONG,
@@ -1113,7 +1080,7 @@ impl StreamJob {
                             }
                             match serde_json::from_str::<Control>(&t) {
                                 Ok(c) if c.event == "end" => {
-                                    audio.finish();
+                                    audio.tracks.end();
                                     ended = true;
                                 }
                                 _ => {
