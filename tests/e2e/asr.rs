@@ -799,10 +799,9 @@ async fn a_call_is_recognised_channel_by_channel() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["transcribe", "--json", "--channels", "split", "--model-dir"])
         .arg(repo("models/asr/zipformer-en-3m"))
-        .arg(format!(
-            "{}/call_stereo.wav",
-            repo(".cache/reference/asr/call")
-        ))
+        .args(["--subtitles", "vtt", "--output-dir"])
+        .arg(dir.path().join("subs"))
+        .arg(&call.path)
         .output()
         .unwrap();
     assert!(
@@ -813,4 +812,7 @@ async fn a_call_is_recognised_channel_by_channel() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["channels"][0]["text"], want[0]);
     assert_eq!(v["channels"][1]["text"], want[1]);
+    // The subtitles it wrote are the HTTP endpoint's.
+    let written = std::fs::read_to_string(dir.path().join("subs/call_stereo.vtt")).unwrap();
+    assert_eq!(written, vtt);
 }

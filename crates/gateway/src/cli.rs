@@ -277,6 +277,13 @@ pub struct AsrArgs {
     /// output then names each segment's channel and gives each channel's text).
     #[arg(long, default_value = "mix", value_parser = ["mix", "split"])]
     pub channels: String,
+    /// Also write each transcript as subtitles, NAME.srt or NAME.vtt in --output-dir, one cue per
+    /// segment (speakers named with --channels split).
+    #[arg(long, value_parser = ["srt", "vtt"])]
+    pub subtitles: Option<String>,
+    /// Folder for --subtitles files.
+    #[arg(long, default_value = ".")]
+    pub output_dir: PathBuf,
 }
 
 /// Prints the text of every input (or one JSON object per line with `json`). Files that fail are
@@ -287,6 +294,18 @@ pub fn transcribe(inputs: &[PathBuf], args: &AsrArgs, json: bool) -> anyhow::Res
         .map_err(|e| anyhow::anyhow!(e))?;
     let layout = switchyard_speech::audio::Channels::from_name(&args.channels)
         .ok_or_else(|| anyhow::anyhow!("--channels is mix or split"))?;
+    let subtitles = args
+        .subtitles
+        .as_deref()
+        .map(|f| {
+            switchyard_speech::subtitles::Subtitles::from_name(f)
+                .map(|s| (s, f))
+                .ok_or_else(|| anyhow::anyhow!("--subtitles is srt or vtt"))
+        })
+        .transpose()?;
+    if subtitles.is_some() {
+        std::fs::create_dir_all(&args.output_dir)?;
+    }
     let opts = LoadOptions {
         engine: args
             .engine
@@ -338,8 +357,16 @@ pub fn transcribe(inputs: &[PathBuf], args: &AsrArgs, json: bool) -> anyhow::Res
                         .into_iter()
                         .map(|a| a.samples)
                         .collect();
-                rec.transcribe_channels(&tracks)
-                    .map_err(|e| anyhow::anyhow!("{e}"))
+                let t = rec
+                    .transcribe_channels(&tracks)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                if let Some((format, ext)) = subtitles {
+                    let stem = input.file_stem().unwrap_or(input.as_os_str());
+                    let path = args.output_dir.join(stem).with_extension(ext);
+                    std::fs::write(&path, format.render(&t.segments))
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                }
+                Ok(t)
             });
         let took = started.elapsed().as_secs_f64();
         match result {
