@@ -659,6 +659,9 @@ async fn a_call_is_recognised_channel_by_channel() {
         r#"channels = "split""#,
     ));
     let c = client();
+    // The slot shows its choice.
+    let v1 = slot_state(&c, &gw, "asr-v1").await;
+    assert_eq!(v1["details"]["channels"], "split", "{v1}");
     let call = call_reference();
     let wav = std::fs::read(&call.path).unwrap();
     let want = &call.channel_texts;

@@ -84,7 +84,7 @@ impl Channels {
 pub struct Tracks {
     layout: Channels,
     rate: u32,
-    /// Source frames kept back from the resamplers (the Opus end-trim), dropped by `finish`.
+    /// Source frames kept back from the resamplers (the Opus end-trim), dropped by `end`.
     holdback: usize,
     /// Per track: the held-back source samples, its resampler, its output.
     held: Vec<Vec<f32>>,

@@ -238,37 +238,41 @@ pub(crate) fn add_channels(v: &mut serde_json::Value, t: &Transcript) {
     }
 }
 
+/// The query parameter `name` as `parse` reads it: `None` when absent; 400 `bad_option` saying it
+/// should be `expected` when it does not parse.
+fn query_option<T>(
+    req: &Request<Body>,
+    name: &str,
+    expected: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>, ApiError> {
+    let Some((_, v)) =
+        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).find(|(k, _)| k == name)
+    else {
+        return Ok(None);
+    };
+    parse(&v).map(Some).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_option",
+            format!("{name} `{v}` is not {expected}"),
+        )
+    })
+}
+
 /// The answer's format: JSON (`None`, the default), or `?format=srt|vtt` subtitles.
 fn requested_subtitles(req: &Request<Body>) -> Result<Option<Subtitles>, ApiError> {
-    match form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-        .find(|(k, _)| k == "format")
-    {
-        None => Ok(None),
-        Some((_, v)) if v == "json" => Ok(None),
-        Some((_, v)) => Subtitles::from_name(&v).map(Some).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_option",
-                format!("format `{v}` is not one of json, srt, vtt"),
-            )
-        }),
-    }
+    let format = query_option(req, "format", "one of json, srt, vtt", |v| match v {
+        "json" => Some(None),
+        v => Subtitles::from_name(v).map(Some),
+    })?;
+    Ok(format.flatten())
 }
 
 /// The channel layout of a request: its `channels` query parameter, else the slot's.
 fn requested_channels(req: &Request<Body>, default: Channels) -> Result<Channels, ApiError> {
-    match form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-        .find(|(k, _)| k == "channels")
-    {
-        None => Ok(default),
-        Some((_, v)) => Channels::from_name(&v).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_option",
-                format!("channels `{v}` is not one of mix, split"),
-            )
-        }),
-    }
+    let layout = query_option(req, "channels", "one of mix, split", Channels::from_name)?;
+    Ok(layout.unwrap_or(default))
 }
 
 impl AsrSlot {
@@ -637,55 +641,34 @@ impl AsrSlot {
             )
         })?;
         let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-        let mut rate = 16_000u32;
-        let mut channels = 1usize;
-        let mut split = self.channels == Channels::Split;
-        for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
-            if k == "channels" {
-                channels = v
-                    .parse()
-                    .ok()
-                    .filter(|c| (1..=audio::MAX_SPLIT_CHANNELS).contains(c))
-                    .ok_or_else(|| {
-                        ApiError::new(
-                            StatusCode::BAD_REQUEST,
-                            "bad_option",
-                            format!(
-                                "channels `{v}` is not a channel count from 1 to {}",
-                                audio::MAX_SPLIT_CHANNELS
-                            ),
-                        )
-                    })?;
-            } else if k == "split" {
-                split = match &*v {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    _ => {
-                        return Err(ApiError::new(
-                            StatusCode::BAD_REQUEST,
-                            "bad_option",
-                            format!("split `{v}` is not true or false"),
-                        ));
-                    }
-                };
-            } else if k == "sample_rate" {
-                rate = v
-                    .parse()
+        let rate = query_option(
+            &req,
+            "sample_rate",
+            &format!("a number from {} to {}", audio::MIN_RATE, audio::MAX_RATE),
+            |v| {
+                v.parse()
                     .ok()
                     .filter(|r| (audio::MIN_RATE..=audio::MAX_RATE).contains(r))
-                    .ok_or_else(|| {
-                        ApiError::new(
-                            StatusCode::BAD_REQUEST,
-                            "bad_option",
-                            format!(
-                                "sample_rate `{v}` is not a number from {} to {}",
-                                audio::MIN_RATE,
-                                audio::MAX_RATE
-                            ),
-                        )
-                    })?;
-            }
-        }
+            },
+        )?
+        .unwrap_or(16_000u32);
+        let channels = query_option(
+            &req,
+            "channels",
+            &format!("a channel count from 1 to {}", audio::MAX_SPLIT_CHANNELS),
+            |v| {
+                v.parse()
+                    .ok()
+                    .filter(|c| (1..=audio::MAX_SPLIT_CHANNELS).contains(c))
+            },
+        )?
+        .unwrap_or(1usize);
+        let split = query_option(&req, "split", "true or false", |v| match v {
+            "true" | "1" => Some(true),
+            "false" | "0" => Some(false),
+            _ => None,
+        })?
+        .unwrap_or(self.channels == Channels::Split);
         // Admitted like a request: refused with 503 when the slot's queue is full.
         drop(self.admission.enter().await?);
         let on_upgrade = hyper::upgrade::on(&mut req);
@@ -1184,6 +1167,7 @@ impl Slot for AsrSlot {
             "engine": m.recognizer.model.engine().as_str(),
             "chunk_ms": info.shift * 10,
             "decoding_method": m.recognizer.options.decoding.name(),
+            "channels": self.channels.as_str(),
             "max_active_paths": match m.recognizer.options.decoding {
                 Decoding::ModifiedBeam { max_active_paths } => Some(max_active_paths),
                 Decoding::Greedy => None,
