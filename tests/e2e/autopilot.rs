@@ -598,8 +598,27 @@ percent = 100
             .await
             .unwrap();
         assert_eq!(r.headers()["x-switchyard-slot"], "asr-ort");
-        // Let the shadow finish, so the next copy is not skipped by the cap of 1.
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        // Let the shadow finish (tract, on a loaded machine: seconds), so that the next copy is not
+        // skipped by the cap of 1.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let asr: Value = c
+                .get(gw.admin_url("/admin/routes/asr"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if asr["autopilot"]["shadow"]["running"].as_u64() == Some(0) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the shadow never finished: {asr}"
+            );
+        }
     }
     // Upstream: v2 answers differently from v1 (its name is in the body), so nothing matches.
     for i in 0..5 {
