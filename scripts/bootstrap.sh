@@ -72,6 +72,12 @@ if [ ! -s "$beam" ] || [ tests/reference/asr_beam.py -nt "$beam" ] || [ models/a
     --expected .cache/testdata/asr/expected.json --testdata .cache/testdata/asr --out "$beam.tmp"
   mv "$beam.tmp" "$beam"
 fi
+tensors=.cache/reference/asr_tensors.json
+if [ ! -s "$tensors" ] || [ tests/reference/asr_tensors.py -nt "$tensors" ] || [ tests/reference/asr_beam.py -nt "$tensors" ]; then
+  "$VENV/bin/python" tests/reference/asr_tensors.py --model models/asr/zipformer-en-3m \
+    --golden .cache/testdata/asr --out "$tensors.tmp"
+  mv "$tensors.tmp" "$tensors"
+fi
 call=.cache/reference/asr/call/call_stereo.json
 if [ ! -s "$call" ] || [ tests/reference/asr_channels.py -nt "$call" ] || [ tests/reference/asr_beam.py -nt "$call" ]; then
   echo "bootstrap: transcribing the two-speaker call reference"

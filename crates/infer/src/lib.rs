@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-pub use patch::Patch;
+pub use patch::{Patch, int8_products_saturate};
 use tract_onnx::prelude::{
     Datum, DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue,
     TValue, TypedSimplePlan, tvec,
@@ -444,7 +444,29 @@ impl Model {
         let (backend, device) = match engine {
             EngineKind::Ort => {
                 let rt = Runtime::init(opts.ort_library.as_deref())?;
-                let bytes = prost::Message::encode_to_vec(&proto);
+                // On a CPU whose uint8 × int8 products saturate, the int8 weights run as uint8
+                // (Patch::ExactInt8): the model's own results, not a CPU-dependent approximation.
+                let for_device = |device: Device| {
+                    let exact = device == Device::Cpu
+                        && int8_products_saturate()
+                        && !opts.patches.contains(&Patch::ExactInt8);
+                    let rewritten = if exact {
+                        let mut p = proto.clone();
+                        let n = p.graph.as_mut().map_or(0, patch::exact_int8);
+                        (n > 0).then(|| {
+                            tracing::info!(
+                                model = %path.display(), nodes = n,
+                                "this CPU has no VNNI: int8 weights run as uint8 in ONNX Runtime, whose int8 products would saturate"
+                            );
+                            prost::Message::encode_to_vec(&p)
+                        })
+                    } else {
+                        None
+                    };
+                    rewritten.unwrap_or_else(|| prost::Message::encode_to_vec(&proto))
+                };
+                let bytes = for_device(opts.device);
+                let cpu_bytes = || for_device(Device::Cpu);
                 let mut device = opts.device;
                 let adaptive = opts.adaptive_threads && opts.sessions > 1 && cores() > 1;
                 let narrow = LoadOptions {
@@ -457,13 +479,14 @@ impl Model {
                 let mut sessions = Vec::new();
                 for _ in 0..opts.sessions.max(1) {
                     let (session, used) =
-                        ort_session(&rt, &bytes, &narrow, device, false).map_err(load_err)?;
+                        ort_session(&rt, &bytes, &cpu_bytes, &narrow, device, false)
+                            .map_err(load_err)?;
                     device = used;
                     sessions.push(Mutex::new(session));
                 }
                 let alone = match device {
                     Device::Cpu if adaptive => Some(Mutex::new(
-                        ort_session(&rt, &bytes, opts, device, true)
+                        ort_session(&rt, &bytes, &cpu_bytes, opts, device, true)
                             .map_err(load_err)?
                             .0,
                     )),
@@ -814,15 +837,20 @@ fn check_inputs(inputs: &[(&str, Tensor)]) -> Result<()> {
     Ok(())
 }
 
-/// Builds a session on its own thread pool, or (`shared_pool`) on the process-wide one.
+/// Builds a session of the model `bytes` on `device`, on its own thread pool or (`shared_pool`) on
+/// the process-wide one; `cpu_bytes` gives the model for the CPU when the GPU is not available and
+/// `device_fallback` allows the CPU.
 fn ort_session(
     rt: &Runtime,
     bytes: &[u8],
+    cpu_bytes: &dyn Fn() -> Vec<u8>,
     opts: &LoadOptions,
     device: Device,
     shared_pool: bool,
 ) -> std::result::Result<(ort::session::Session, Device), String> {
-    let build = |device: Device| -> std::result::Result<ort::session::Session, String> {
+    let build = |device: Device,
+                 bytes: &[u8]|
+     -> std::result::Result<ort::session::Session, String> {
         let mut b = ort::session::Session::builder(&rt.env).map_err(|e| e.to_string())?;
         b = b
             .with_optimization_level(ort::session::builder::GraphOptimizationLevel::Level3)
@@ -847,11 +875,11 @@ fn ort_session(
         }
         b.commit_from_memory(bytes).map_err(|e| e.to_string())
     };
-    match build(device) {
+    match build(device, bytes) {
         Ok(s) => Ok((s, device)),
         Err(e) if device != Device::Cpu && opts.device_fallback => {
             tracing::warn!(error = %e, "falling back to the CPU (device_fallback = true)");
-            build(Device::Cpu).map(|s| (s, Device::Cpu))
+            build(Device::Cpu, &cpu_bytes()).map(|s| (s, Device::Cpu))
         }
         Err(e) => Err(e),
     }

@@ -19,6 +19,153 @@ pub enum Patch {
     ConstantOfShapeF32,
     /// Drop intermediate `value_info` shapes (they may pin symbolic dimensions).
     ClearValueInfo,
+    /// Give the constant int8 weights of integer matrix products (`MatMulInteger`, `ConvInteger`)
+    /// a uint8 form: every weight and its zero point + 128, so `(w - zp)` and the product are
+    /// unchanged. ONNX Runtime then multiplies uint8 by uint8, which is exact on every CPU, instead of
+    /// uint8 by int8, which on x86 CPUs without VNNI (AMD Zen 1–3, Intel before Ice Lake) adds pairs
+    /// of products into 16 bits with `vpmaddubsw` and saturates: a row of 255 × 127 comes out at half
+    /// its value. [`Model::load`](crate::Model::load) applies it for ONNX Runtime on such CPUs (see
+    /// [`int8_products_saturate`]); tract's integer products are exact and never need it.
+    ExactInt8,
+}
+
+/// Whether ONNX Runtime's uint8 × int8 matrix products saturate on this CPU: x86-64 without
+/// AVX512-VNNI or AVX-VNNI, whose `vpdpbusd` sums four products in 32 bits. Elsewhere (VNNI, ARM's
+/// dot-product or widening kernels) the products are exact.
+pub fn int8_products_saturate() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        !(std::arch::is_x86_feature_detected!("avx512vnni")
+            || std::arch::is_x86_feature_detected!("avxvnni"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The integer products [`Patch::ExactInt8`] rewrites, with the input positions of their weight
+/// and its zero point.
+const INT8_PRODUCTS: [(&str, usize, usize); 2] = [("MatMulInteger", 1, 3), ("ConvInteger", 1, 3)];
+
+/// The int8 values of a constant tensor, or `None` when it is not int8 or its data lives elsewhere.
+fn int8_values(t: &TensorProto) -> Option<Vec<i8>> {
+    if t.data_type != pb::tensor_proto::DataType::Int8 as i32 {
+        return None;
+    }
+    let len: i64 = t.dims.iter().product();
+    let values: Vec<i8> = if !t.raw_data.is_empty() {
+        t.raw_data.iter().map(|&b| b as i8).collect()
+    } else {
+        // int8 elements are stored one per int32 when not raw.
+        t.int32_data.iter().map(|&v| v as i8).collect()
+    };
+    (values.len() as i64 == len).then_some(values)
+}
+
+/// `t` as uint8 named `name`, every value + 128.
+fn shifted_to_u8(t: &TensorProto, values: &[i8], name: String) -> TensorProto {
+    TensorProto {
+        name,
+        dims: t.dims.clone(),
+        data_type: pb::tensor_proto::DataType::Uint8 as i32,
+        raw_data: values.iter().map(|&v| (v as u8) ^ 0x80).collect(),
+        ..Default::default()
+    }
+}
+
+/// [`Patch::ExactInt8`] on one graph. New initializers take new names (an original may feed other
+/// nodes); the originals it replaced are dropped when nothing else reads them. Returns how many nodes were rewritten.
+pub(crate) fn exact_int8(graph: &mut pb::GraphProto) -> usize {
+    let mut added: std::collections::HashMap<String, TensorProto> = Default::default();
+    let index: std::collections::HashMap<String, usize> = graph
+        .initializer
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.clone(), i))
+        .collect();
+    let mut rewritten = 0;
+    let mut replaced = std::collections::HashSet::new();
+    for node in graph.node.iter_mut() {
+        let Some(&(_, w, zp)) = INT8_PRODUCTS.iter().find(|(op, ..)| *op == node.op_type) else {
+            continue;
+        };
+        let Some(weight) = node
+            .input
+            .get(w)
+            .and_then(|n| index.get(n))
+            .map(|&i| &graph.initializer[i])
+        else {
+            continue;
+        };
+        let Some(values) = int8_values(weight) else {
+            continue;
+        };
+        // The zero point: absent or empty means 0; a non-constant one cannot be shifted.
+        let zero_point = match node.input.get(zp).filter(|n| !n.is_empty()) {
+            None => None,
+            Some(n) => match index.get(n).map(|&i| &graph.initializer[i]) {
+                Some(t) => match int8_values(t) {
+                    Some(v) => Some((t, v)),
+                    None => continue,
+                },
+                None => continue,
+            },
+        };
+        let weight_name = format!("{}.exact_u8", weight.name);
+        added
+            .entry(weight_name.clone())
+            .or_insert_with(|| shifted_to_u8(weight, &values, weight_name.clone()));
+        let zp_name = match zero_point {
+            Some((t, v)) => {
+                let name = format!("{}.exact_u8", t.name);
+                added
+                    .entry(name.clone())
+                    .or_insert_with(|| shifted_to_u8(t, &v, name.clone()));
+                name
+            }
+            None => {
+                let name = "switchyard.exact_u8.zero_point".to_string();
+                added.entry(name.clone()).or_insert_with(|| TensorProto {
+                    name: name.clone(),
+                    data_type: pb::tensor_proto::DataType::Uint8 as i32,
+                    raw_data: vec![128],
+                    ..Default::default()
+                });
+                name
+            }
+        };
+        replaced.insert(std::mem::replace(&mut node.input[w], weight_name));
+        if node.input.len() <= zp {
+            node.input.resize(zp + 1, String::new());
+        }
+        replaced.insert(std::mem::replace(&mut node.input[zp], zp_name));
+        rewritten += 1;
+    }
+    if rewritten > 0 {
+        let read: std::collections::HashSet<&str> = graph
+            .node
+            .iter()
+            .flat_map(|n| n.input.iter().map(String::as_str))
+            .chain(graph.output.iter().map(|o| o.name.as_str()))
+            .collect();
+        let graph_inputs: std::collections::HashSet<&str> =
+            graph.input.iter().map(|i| i.name.as_str()).collect();
+        let keep: Vec<bool> = graph
+            .initializer
+            .iter()
+            .map(|t| {
+                let name = t.name.as_str();
+                !replaced.contains(name) || read.contains(name) || graph_inputs.contains(name)
+            })
+            .collect();
+        let mut keep = keep.into_iter();
+        graph.initializer.retain(|_| keep.next().unwrap_or(true));
+        let mut added: Vec<TensorProto> = added.into_values().collect();
+        added.sort_by(|a, b| a.name.cmp(&b.name));
+        graph.initializer.extend(added);
+    }
+    rewritten
 }
 
 impl Patch {
@@ -72,6 +219,113 @@ impl Patch {
                 }
             }
             Patch::ClearValueInfo => graph.value_info.clear(),
+            Patch::ExactInt8 => {
+                exact_int8(graph);
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(op: &str, inputs: &[&str]) -> pb::NodeProto {
+        pb::NodeProto {
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![format!("{op}_out")],
+            ..Default::default()
+        }
+    }
+
+    fn tensor(name: &str, data_type: pb::tensor_proto::DataType, raw: &[u8]) -> TensorProto {
+        TensorProto {
+            name: name.into(),
+            dims: vec![raw.len() as i64],
+            data_type: data_type as i32,
+            raw_data: raw.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn initializer<'a>(g: &'a pb::GraphProto, name: &str) -> Option<&'a TensorProto> {
+        g.initializer.iter().find(|t| t.name == name)
+    }
+
+    #[test]
+    fn int8_weights_and_zero_points_are_shifted_to_uint8() {
+        use pb::tensor_proto::DataType::{Float, Int8};
+        let mut g = pb::GraphProto {
+            node: vec![
+                // Two products share one weight; one has a zero point, one none.
+                node("MatMulInteger", &["a", "w", "a_zp", "w_zp"]),
+                node("MatMulInteger", &["b", "w"]),
+                // A weight that another node also reads keeps its original.
+                node("ConvInteger", &["c", "shared"]),
+                node("Identity", &["shared"]),
+                // A zero point computed at run time cannot be shifted: left alone.
+                node("MatMulInteger", &["d", "v", "", "dynamic_zp"]),
+                // Already uint8, or not constant: left alone.
+                node("MatMulInteger", &["e", "u8"]),
+                node("MatMulInteger", &["f", "g"]),
+            ],
+            initializer: vec![
+                tensor("w", Int8, &[0x80, 0xff, 0x00, 0x7f]), // -128, -1, 0, 127
+                tensor("w_zp", Int8, &[0xfe]),                // -2
+                tensor("shared", Int8, &[1]),
+                tensor("v", Int8, &[5]),
+                tensor("u8", pb::tensor_proto::DataType::Uint8, &[5]),
+                tensor("unrelated", Float, &[0; 4]),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(exact_int8(&mut g), 3);
+        let inputs: Vec<&[String]> = g.node.iter().map(|n| n.input.as_slice()).collect();
+        assert_eq!(inputs[0], ["a", "w.exact_u8", "a_zp", "w_zp.exact_u8"]);
+        assert_eq!(
+            inputs[1],
+            ["b", "w.exact_u8", "", "switchyard.exact_u8.zero_point"]
+        );
+        assert_eq!(
+            inputs[2],
+            ["c", "shared.exact_u8", "", "switchyard.exact_u8.zero_point"]
+        );
+        assert_eq!(inputs[4], ["d", "v", "", "dynamic_zp"]);
+        assert_eq!(inputs[5], ["e", "u8"]);
+        assert_eq!(inputs[6], ["f", "g"]);
+
+        let w = initializer(&g, "w.exact_u8").expect("new weight");
+        assert_eq!(w.data_type, pb::tensor_proto::DataType::Uint8 as i32);
+        assert_eq!(w.raw_data, [0, 127, 128, 255]);
+        assert_eq!(initializer(&g, "w_zp.exact_u8").unwrap().raw_data, [126]);
+        assert_eq!(
+            initializer(&g, "switchyard.exact_u8.zero_point")
+                .unwrap()
+                .raw_data,
+            [128]
+        );
+        // Originals nothing reads are gone; the rest stay.
+        assert!(initializer(&g, "w").is_none() && initializer(&g, "w_zp").is_none());
+        for kept in ["shared", "v", "u8", "unrelated"] {
+            assert!(initializer(&g, kept).is_some(), "{kept}");
+        }
+        // Each new initializer once, however many nodes read it.
+        let mut names: Vec<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), g.initializer.len());
+    }
+
+    #[test]
+    fn a_graph_without_integer_products_is_unchanged() {
+        let mut g = pb::GraphProto {
+            node: vec![node("MatMul", &["a", "w"])],
+            initializer: vec![tensor("w", pb::tensor_proto::DataType::Int8, &[1, 2])],
+            ..Default::default()
+        };
+        let before = g.clone();
+        assert_eq!(exact_int8(&mut g), 0);
+        assert_eq!(g, before);
     }
 }

@@ -176,7 +176,10 @@ fn model_metadata_is_read_from_the_files() {
     assert!((info.frame_seconds - 0.04).abs() < 1e-9);
 }
 
-fn check_tensors(engine: EngineChoice, tol: f32) {
+/// The model's golden tensors (its author's Python/onnxruntime run) against `engine`'s, within
+/// `tol` for the encoder; and ONNX Runtime's encoder outputs against the reference pipeline's on this
+/// machine (`tests/reference/asr_tensors.py`), within `same_machine_tol` when given.
+fn check_tensors(engine: EngineChoice, tol: f32, same_machine_tol: Option<f32>) {
     let m = model(engine);
     let mut x = golden("0.wav.chunk0.x.bin");
     let x1 = golden("0.wav.chunk1.x.bin");
@@ -185,7 +188,28 @@ fn check_tensors(engine: EngineChoice, tol: f32) {
     let outs = probe::encoder_outputs(&m, &x, 2).expect("encoder");
     let d0 = max_abs_diff(&outs[0], &golden("0.wav.chunk0.encoder_out.bin"));
     let d1 = max_abs_diff(&outs[1], &golden("0.wav.chunk1.encoder_out.bin"));
+    eprintln!("{engine:?}: encoder diffs from the golden tensors {d0}, {d1}");
     assert!(d0 < tol && d1 < tol, "{engine:?}: encoder diffs {d0}, {d1}");
+    if let Some(same_tol) = same_machine_tol {
+        let reference: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(root().join(".cache/reference/asr_tensors.json"))
+                .expect("asr_tensors.json (run `make setup`)"),
+        )
+        .expect("asr_tensors.json is JSON");
+        for (c, ours) in outs.iter().enumerate() {
+            let want: Vec<f32> = reference[format!("chunk{c}")]
+                .as_array()
+                .expect("a list")
+                .iter()
+                .map(|v| v.as_f64().expect("a number") as f32)
+                .collect();
+            let d = max_abs_diff(ours, &want);
+            assert!(
+                d < same_tol,
+                "{engine:?}: chunk {c} differs from the reference by {d}"
+            );
+        }
+    }
     let dec = probe::decoder_output(&m, &[0, 0]).expect("decoder");
     let dd = max_abs_diff(&dec, &golden("decoder.y00.decoder_out.bin"));
     assert!(dd < 1e-4, "{engine:?}: decoder diff {dd}");
@@ -195,16 +219,21 @@ fn check_tensors(engine: EngineChoice, tol: f32) {
     assert!(dj < 1e-2, "{engine:?}: joiner diff {dj}");
 }
 
+// The encoder is int8 with dynamic quantisation of its activations: a float difference of 1e-7
+// (another CPU's exp/tanh/GEMM kernels, or tract's) that moves a value across a rounding boundary
+// changes that value by one quantisation step, up to 0.055 here against the golden tensors (seen on
+// AMD Zen 3 against the author's CPU, and with tract). Wiring errors are ten times larger: chunk 1
+// from zero states is 0.72 off, with `processed_lens` not carried 0.59.
+
 #[test]
 fn ort_tensors_match_the_reference() {
-    // Same ONNX Runtime version as the reference: only summation order differs.
-    check_tensors(EngineChoice::Ort, 1e-3);
+    // On this machine, the same engine as the reference pipeline: only summation order may differ.
+    check_tensors(EngineChoice::Ort, 0.1, Some(1e-4));
 }
 
 #[test]
 fn tract_tensors_match_the_reference() {
-    // tract rounds int8 dynamic quantisation differently (README: max abs 0.049 on chunk 0).
-    check_tensors(EngineChoice::Tract, 0.1);
+    check_tensors(EngineChoice::Tract, 0.1, None);
 }
 
 /// Whether ONNX Runtime, the reference's own engine, already changes its tokens on `u` when the
