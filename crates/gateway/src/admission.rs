@@ -83,6 +83,18 @@ impl Admission {
         })
     }
 
+    /// Up to `n` more running slots for a job that already holds one and can use them (the
+    /// channels of a call recognised at once), taken only when free now: never from a request
+    /// that is waiting, and never by waiting.
+    pub fn try_enter_more(&self, n: usize) -> Vec<OwnedSemaphorePermit> {
+        if self.waiting() > 0 {
+            return Vec::new();
+        }
+        (0..n)
+            .map_while(|_| self.permits.clone().try_acquire_owned().ok())
+            .collect()
+    }
+
     /// A running slot for a job that must not be refused (a chunk of a live stream already admitted).
     pub async fn enter_unbounded(&self) -> Option<OwnedSemaphorePermit> {
         self.permits.clone().acquire_owned().await.ok()
@@ -122,5 +134,30 @@ mod tests {
         waiter.await.expect("task").expect("the waiter ran");
         assert_eq!(a.waiting(), 0);
         assert!(a.enter().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn more_slots_are_taken_only_when_free_and_nobody_waits() {
+        let a = Arc::new(Admission::new("t", 3, 4));
+        let first = a.enter().await.expect("runs");
+        let more = a.try_enter_more(5);
+        assert_eq!(more.len(), 2, "what is free, no more");
+        assert!(a.try_enter_more(1).is_empty());
+        drop(more);
+        // A request waiting for a slot keeps its turn: nothing extra while it waits.
+        let held = a.try_enter_more(2);
+        let waiter = {
+            let a = a.clone();
+            tokio::spawn(async move { a.enter().await.map(|_| ()) })
+        };
+        while a.waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        // (Single-threaded test runtime: the waiter has not run yet, so it still waits.)
+        assert!(a.try_enter_more(2).is_empty());
+        waiter.await.expect("task").expect("the waiter ran");
+        drop(first);
+        assert_eq!(a.try_enter_more(3).len(), 3);
     }
 }

@@ -312,8 +312,14 @@ pub fn transcribe(inputs: &[PathBuf], args: &AsrArgs, json: bool) -> anyhow::Res
             .parse::<EngineChoice>()
             .map_err(|e| anyhow::anyhow!(e))?,
         threads: args.threads,
+        // Split channels are recognised at once, one session per core.
+        sessions: match layout {
+            switchyard_speech::audio::Channels::Split => switchyard_infer::cores(),
+            _ => 1,
+        },
         ..Default::default()
     };
+    let lanes = opts.sessions;
     let model = std::sync::Arc::new(
         Transducer::load(&args.model_dir, &opts).map_err(|e| anyhow::anyhow!("{e}"))?,
     );
@@ -358,7 +364,7 @@ pub fn transcribe(inputs: &[PathBuf], args: &AsrArgs, json: bool) -> anyhow::Res
                         .map(|a| a.samples)
                         .collect();
                 let t = rec
-                    .transcribe_channels(&tracks)
+                    .transcribe_channels_on(&tracks, lanes)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 if let Some((format, ext)) = subtitles {
                     let stem = input.file_stem().unwrap_or(input.as_os_str());

@@ -132,11 +132,49 @@ impl Recognizer {
     /// Transcribes each channel of a recording separately (a call with one speaker per channel)
     /// and merges the results: `segments` in time order, each naming its `channel`; `text` their
     /// texts in that order; `channels` each channel's own text. One channel gives what
-    /// [`transcribe`](Self::transcribe) gives.
+    /// [`transcribe`](Self::transcribe) gives. The channels are recognised one after the other;
+    /// see [`transcribe_channels_on`](Self::transcribe_channels_on) to use several threads.
     pub fn transcribe_channels(&self, channels: &[Vec<f32>]) -> Result<Transcript, AsrError> {
+        self.transcribe_channels_on(channels, 1)
+    }
+
+    /// [`transcribe_channels`](Self::transcribe_channels) on up to `lanes` threads at once, the
+    /// channels dealt out among them: the same result, in less time when the model has a free
+    /// session per lane (ONNX Runtime) or spare cores (tract). The caller decides how many lanes
+    /// the model can serve without making other requests wait.
+    pub fn transcribe_channels_on(
+        &self,
+        channels: &[Vec<f32>],
+        lanes: usize,
+    ) -> Result<Transcript, AsrError> {
         if let [one] = channels {
             return self.transcribe(one);
         }
+        let lanes = lanes.clamp(1, channels.len().max(1));
+        let results: Vec<Result<Transcript, AsrError>> = if lanes == 1 {
+            channels.iter().map(|c| self.transcribe(c)).collect()
+        } else {
+            // Lane l takes channels l, l + lanes, …; results go back into channel order.
+            let mut done: Vec<(usize, Result<Transcript, AsrError>)> =
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = (0..lanes)
+                        .map(|lane| {
+                            scope.spawn(move || {
+                                (lane..channels.len())
+                                    .step_by(lanes)
+                                    .map(|c| (c, self.transcribe(&channels[c])))
+                                    .collect::<Vec<_>>()
+                            })
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                        .collect()
+                });
+            done.sort_by_key(|(c, _)| *c);
+            done.into_iter().map(|(_, r)| r).collect()
+        };
         let mut merged = Transcript {
             text: String::new(),
             segments: Vec::new(),
@@ -145,8 +183,8 @@ impl Recognizer {
             token_ids: Vec::new(),
             channels: Vec::with_capacity(channels.len()),
         };
-        for (c, samples) in channels.iter().enumerate() {
-            let t = self.transcribe(samples)?;
+        for (c, t) in results.into_iter().enumerate() {
+            let t = t?;
             merged.duration_s = merged.duration_s.max(t.duration_s);
             merged.timings.decode += t.timings.decode;
             merged.timings.vad += t.timings.vad;

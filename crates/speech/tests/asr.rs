@@ -864,6 +864,13 @@ fn call_channels_are_recognised_separately() {
     // with VAD, where the speech starts and ends.
     check_call_segments(&t, &call, 0.5);
     assert!((t.duration_s - call.ends[1]).abs() < 0.01);
+    // On two threads at once: the same result.
+    let two = rec.transcribe_channels_on(&tracks, 2).expect("transcribe");
+    assert_eq!(
+        (&two.text, &two.segments, &two.token_ids, &two.channels),
+        (&t.text, &t.segments, &t.token_ids, &t.channels)
+    );
+    assert_eq!(two.duration_s, t.duration_s);
 
     let vad = VadModel::load(
         &root().join("models/silero-vad/silero_vad.onnx"),

@@ -372,6 +372,8 @@ impl AsrSlot {
         let model = self.current.load_full();
         let job = model.clone();
         let max_s = self.max_audio_s;
+        let admission = self.admission.clone();
+        let sessions = self.sessions;
         let started = Instant::now();
         let (transcript, decode_s) = tokio::task::spawn_blocking(move || {
             let t = Instant::now();
@@ -381,10 +383,17 @@ impl AsrSlot {
                 .map(|a| a.samples)
                 .collect();
             let decode_s = t.elapsed().as_secs_f64();
+            // Split channels are recognised at once on the sessions no other request needs now
+            // (free admission slots, nobody waiting), else one after the other.
+            let more = match tracks.len().min(sessions) {
+                n if n > 1 => admission.try_enter_more(n - 1),
+                _ => Vec::new(),
+            };
             let transcript = job
                 .recognizer
-                .transcribe_channels(&tracks)
+                .transcribe_channels_on(&tracks, 1 + more.len())
                 .map_err(|e| internal("inference_failed", e))?;
+            drop(more);
             Ok::<_, ApiError>((transcript, decode_s))
         })
         .await
