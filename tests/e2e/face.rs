@@ -349,6 +349,83 @@ async fn exif_orientation_is_applied_and_metadata_is_stripped() {
     assert_eq!((decoded.width(), decoded.height()), (384, 512));
 }
 
+/// A photo with no face comes back as its own compressed data without its metadata (no second JPEG
+/// generation, no encoding cost); anything asked of the output that its data does not give (another
+/// quality, another format) is encoded as before.
+#[tokio::test]
+async fn a_photo_without_faces_comes_back_as_it_was_without_its_metadata() {
+    let gw = Gateway::start(&face_config(0.0));
+    let c = client();
+    // rocket.jpg: no face, an ICC profile (Adobe RGB) and a comment; add EXIF with GPS and a
+    // trailer (a motion photo's video) as a phone would.
+    let clean = photo("rocket.jpg");
+    let mut input = clean[..2].to_vec();
+    let gps = b"Exif\0\0MM\0\x2a\0\0\0\x08GPS 51.5N 0.12W";
+    input.extend_from_slice(&[0xFF, 0xE1]);
+    input.extend_from_slice(&(gps.len() as u16 + 2).to_be_bytes());
+    input.extend_from_slice(gps);
+    input.extend_from_slice(&clean[2..]);
+    input.extend_from_slice(b"ftypmp42 MOTION PHOTO VIDEO");
+    // CenterFace (the canary) finds no face on it; tiled BlazeFace takes two textures for faces.
+    {
+        let slot = "faces-v2";
+        let r = post(
+            &c,
+            &gw.url("/v1/face/blur"),
+            input.clone(),
+            "image/jpeg",
+            &[("x-gray-enable", "true")],
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-switchyard-slot"], slot);
+        assert_eq!(r.headers()["x-faces"], "0");
+        assert_eq!(r.headers()["content-type"], "image/jpeg");
+        let out = r.bytes().await.unwrap().to_vec();
+        for secret in [&b"Exif"[..], b"GPS", b"MOTION", b"cmp3.1"] {
+            assert!(
+                !out.windows(secret.len()).any(|w| w == secret),
+                "{slot}: {secret:?} leaked"
+            );
+        }
+        assert!(
+            out.windows(12).any(|w| w == b"ICC_PROFILE\0"),
+            "{slot}: the profile is kept"
+        );
+        // The input's own scan, byte for byte, so the same pixels.
+        let scan = |b: &[u8]| {
+            let sos = b.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+            let eoi = b.windows(2).rposition(|w| w == [0xFF, 0xD9]).unwrap();
+            b[sos..eoi].to_vec()
+        };
+        assert!(
+            scan(&out) == scan(&clean),
+            "{slot}: not the input's own scan"
+        );
+        assert!(out.len() < clean.len(), "{slot}: the comment is gone too");
+        let pixels = |b: &[u8]| image::load_from_memory(b).unwrap().to_rgb8().into_raw();
+        assert!(pixels(&out) == pixels(&clean), "{slot}: other pixels");
+    }
+    // Asked for another quality or format: encoded, still without metadata.
+    for (query, ct) in [("?quality=60", "image/jpeg"), ("?format=png", "image/png")] {
+        let r = post(
+            &c,
+            &gw.url(&format!("/v1/face/blur{query}")),
+            input.clone(),
+            "image/jpeg",
+            &[("x-gray-enable", "true")],
+        )
+        .await;
+        assert_eq!(r.status(), 200, "{query}");
+        assert_eq!(r.headers()["content-type"], ct, "{query}");
+        let out = r.bytes().await.unwrap();
+        assert!(!out.windows(3).any(|w| w == b"GPS"), "{query}");
+        if query == "?quality=60" {
+            assert!(out.len() < clean.len() * 3 / 4, "{query}: re-encoded at 60");
+        }
+    }
+}
+
 /// The start of a PNG claiming `w`×`h` pixels: header and the first bytes of pixel data.
 fn png_bomb(w: u32, h: u32) -> Vec<u8> {
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();

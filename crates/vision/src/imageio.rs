@@ -4,7 +4,7 @@
 //! *before* decoding (so a decompression bomb is refused without allocating), bounds the decoder's
 //! allocations, and applies the EXIF orientation. Encoding writes the pixels and the input's ICC
 //! colour profile (when it fits the output's colour space) only: EXIF, GPS, XMP and other metadata of
-//! the input never reach the output. A grayscale input stays grayscale and an alpha channel is kept,
+//! the input never reach the output (nor through [`crate::stripped`], the no-face path). A grayscale input stays grayscale and an alpha channel is kept,
 //! in the formats that can hold them (PNG, WebP).
 
 use std::borrow::Cow;
@@ -67,6 +67,8 @@ pub struct Decoded {
     pub channels: Channels,
     /// The input's format.
     pub format: Format,
+    /// The EXIF orientation turned or flipped the stored pixels to make them upright.
+    pub reoriented: bool,
 }
 
 /// What a decoded image had besides its RGB pixels, so that the output keeps it.
@@ -285,6 +287,7 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Decoded> {
         image,
         channels,
         format,
+        reoriented: orientation != image::metadata::Orientation::NoTransforms,
     })
 }
 

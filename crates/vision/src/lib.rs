@@ -14,6 +14,7 @@ mod detector;
 pub mod imageio;
 pub mod nms;
 pub mod pipeline;
+pub mod stripped;
 pub mod ycbcr;
 
 pub use anonymize::{Style, anonymize};

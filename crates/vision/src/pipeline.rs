@@ -1,4 +1,5 @@
-//! The whole job on encoded bytes: decode → detect → anonymise → encode, with the time of each stage.
+//! The whole job on encoded bytes: decode → detect → anonymise → encode, with the time of each stage
+//! (a photo with no face to anonymise is answered with its own data, stripped of metadata).
 //! Shared by the HTTP face slot and the `switchyard blur`/`detect` commands.
 
 use std::time::Instant;
@@ -68,15 +69,15 @@ pub fn detect(
     max_pixels: u64,
 ) -> Result<(image::RgbImage, Detection)> {
     let _request = det.model.request();
-    let (img, _, d) = decode_detect(det, bytes, max_pixels)?;
-    Ok((img, d))
+    let (decoded, d) = decode_detect(det, bytes, max_pixels)?;
+    Ok((decoded.image, d))
 }
 
 fn decode_detect(
     det: &FaceDetector,
     bytes: &[u8],
     max_pixels: u64,
-) -> Result<(image::RgbImage, imageio::Channels, Detection)> {
+) -> Result<(imageio::Decoded, Detection)> {
     let t0 = Instant::now();
     let decoded = imageio::decode(bytes, max_pixels)?;
     let t1 = Instant::now();
@@ -88,17 +89,36 @@ fn decode_detect(
         infer: (t2 - t1).as_secs_f64(),
         ..Default::default()
     };
+    let format = decoded.format;
     Ok((
-        decoded.image,
-        decoded.channels,
+        decoded,
         Detection {
             width,
             height,
             faces,
-            format: decoded.format,
+            format,
             timings,
         },
     ))
+}
+
+/// The input itself, without its metadata ([`crate::stripped`]), when there is nothing to
+/// anonymise and nothing asked of the output that the input's own data does not already give:
+/// no face, the same format, JPEG at [`Quality::Auto`], pixels stored upright.
+fn unchanged_output(
+    bytes: &[u8],
+    decoded: &imageio::Decoded,
+    faces: usize,
+    format: Format,
+    quality: Quality,
+) -> Option<Vec<u8>> {
+    let same = format == decoded.format
+        && (format != Format::Jpeg || quality == Quality::Auto)
+        && !decoded.reoriented;
+    if faces > 0 || !same {
+        return None;
+    }
+    crate::stripped::stripped(bytes, format)
 }
 
 /// Decodes, detects, anonymises and encodes. Returns the output bytes, their format and the detection.
@@ -121,11 +141,16 @@ pub fn blur_marked(
     max_pixels: u64,
     opts: &BlurOptions,
 ) -> Result<(Vec<u8>, Format, Detection)> {
-    let (mut img, channels, mut d) = decode_detect(det, bytes, max_pixels)?;
-    let t0 = Instant::now();
-    anonymize(&mut img, &d.faces, opts.style, opts.strength, opts.margin);
-    let t1 = Instant::now();
+    let (mut decoded, mut d) = decode_detect(det, bytes, max_pixels)?;
     let format = opts.format.unwrap_or(d.format);
+    let t0 = Instant::now();
+    if let Some(out) = unchanged_output(bytes, &decoded, d.faces.len(), format, opts.quality) {
+        d.timings.encode = t0.elapsed().as_secs_f64();
+        return Ok((out, format, d));
+    }
+    let (img, channels) = (&mut decoded.image, &decoded.channels);
+    anonymize(img, &d.faces, opts.style, opts.strength, opts.margin);
+    let t1 = Instant::now();
     // With adaptive threads (the face slot's `threads = 0`), a request alone on the model encodes on
     // every core; with others in progress the cores are busy with them, one thread each is better.
     let threads = if det.model.alone() {
@@ -133,7 +158,7 @@ pub fn blur_marked(
     } else {
         1
     };
-    let out = imageio::encode_channels(&img, &channels, format, opts.quality, threads)?;
+    let out = imageio::encode_channels(img, channels, format, opts.quality, threads)?;
     d.timings.anonymize = (t1 - t0).as_secs_f64();
     d.timings.encode = t1.elapsed().as_secs_f64();
     Ok((out, format, d))
