@@ -44,13 +44,7 @@ async fn load(c: &reqwest::Client, url: &str, n: usize, tag: &str) -> Vec<Answer
 }
 
 async fn route_state(c: &reqwest::Client, gw: &Gateway) -> Value {
-    c.get(gw.admin_url("/admin/routes/api"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    admin_json(c, gw, "/admin/routes/api").await
 }
 
 #[tokio::test]
@@ -603,14 +597,7 @@ percent = 100
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let asr: Value = c
-                .get(gw.admin_url("/admin/routes/asr"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let asr = admin_json(&c, &gw, "/admin/routes/asr").await;
             if asr["autopilot"]["shadow"]["running"].as_u64() == Some(0) {
                 break;
             }
@@ -630,14 +617,7 @@ percent = 100
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let asr: Value = c
-            .get(gw.admin_url("/admin/routes/asr"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let asr = admin_json(&c, &gw, "/admin/routes/asr").await;
         let api = route_state(&c, &gw).await;
         let (a, b) = (&asr["autopilot"]["shadow"], &api["autopilot"]["shadow"]);
         if a["asr_samples"].as_u64() >= Some(2) && b["http_samples"].as_u64() >= Some(5) {

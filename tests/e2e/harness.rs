@@ -469,16 +469,20 @@ pub async fn answer(resp: reqwest::Response) -> (u16, String, Value) {
     (status, slot, body)
 }
 
-/// One slot's entry in `GET /admin/slots`.
-pub async fn slot_state(c: &reqwest::Client, gw: &Gateway, name: &str) -> Value {
-    let slots: Value = c
-        .get(gw.admin_url("/admin/slots"))
+/// The JSON an admin `GET` answers (no token).
+pub async fn admin_json(c: &reqwest::Client, gw: &Gateway, path: &str) -> Value {
+    c.get(gw.admin_url(path))
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// One slot's entry in `GET /admin/slots`.
+pub async fn slot_state(c: &reqwest::Client, gw: &Gateway, name: &str) -> Value {
+    let slots = admin_json(c, gw, "/admin/slots").await;
     slots["slots"]
         .as_array()
         .unwrap()

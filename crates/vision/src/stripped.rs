@@ -165,6 +165,15 @@ mod tests {
         out
     }
 
+    fn assert_none_kept(out: &[u8], secrets: &[&[u8]]) {
+        for secret in secrets {
+            assert!(
+                !out.windows(secret.len()).any(|w| w == *secret),
+                "{secret:?} kept"
+            );
+        }
+    }
+
     fn pixels(b: &[u8]) -> Vec<u8> {
         image::load_from_memory(b)
             .expect("decodes")
@@ -197,20 +206,18 @@ mod tests {
         dirty.extend_from_slice(&clean[2..]);
         dirty.extend_from_slice(b"MOTION-PHOTO-VIDEO after the end");
         let out = jpeg(&dirty).expect("a sound JPEG");
-        for secret in [
-            &b"GPS-SECRET"[..],
-            b"xmpmeta",
-            b"MPF",
-            b"IPTC-SECRET",
-            b"COMMENT-SECRET",
-            b"MOTION-PHOTO",
-            &[200, 100, 50],
-        ] {
-            assert!(
-                !out.windows(secret.len()).any(|w| w == secret),
-                "{secret:?} kept"
-            );
-        }
+        assert_none_kept(
+            &out,
+            &[
+                b"GPS-SECRET",
+                b"xmpmeta",
+                b"MPF",
+                b"IPTC-SECRET",
+                b"COMMENT-SECRET",
+                b"MOTION-PHOTO",
+                &[200, 100, 50],
+            ],
+        );
         assert!(out.windows(12).any(|w| w == b"ICC_PROFILE\0"));
         assert!(out.windows(5).any(|w| w == b"Adobe"));
         assert!(out.ends_with(&[0xFF, 0xD9]));
@@ -292,18 +299,16 @@ mod tests {
         dirty.extend_from_slice(&clean[ihdr_end..]);
         dirty.extend_from_slice(b"TRAILER-SECRET");
         let out = png(&dirty).expect("a sound PNG");
-        for secret in [
-            &b"TEXT-SECRET"[..],
-            b"EXIF-SECRET",
-            b"tIME",
-            b"C2PA-SECRET",
-            b"TRAILER-SECRET",
-        ] {
-            assert!(
-                !out.windows(secret.len()).any(|w| w == secret),
-                "{secret:?} kept"
-            );
-        }
+        assert_none_kept(
+            &out,
+            &[
+                b"TEXT-SECRET",
+                b"EXIF-SECRET",
+                b"tIME",
+                b"C2PA-SECRET",
+                b"TRAILER-SECRET",
+            ],
+        );
         assert!(out.windows(4).any(|w| w == b"pHYs"));
         let decode = |b: &[u8]| {
             image::load_from_memory(b)
