@@ -332,13 +332,26 @@ pub(crate) fn resize_region(
     dst_h: u32,
 ) -> Result<RgbImage> {
     let (x, y, w, h) = region;
-    let mut dst = RgbImage::new(dst_w.max(1), dst_h.max(1));
+    let (dst_w, dst_h) = (dst_w.max(1), dst_h.max(1));
+    let mut dst = RgbImage::new(dst_w, dst_h);
     let opts = fr::ResizeOptions::new()
         .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear))
         .crop(f64::from(x), f64::from(y), f64::from(w), f64::from(h));
+    let err = |e: &dyn std::fmt::Display| crate::Error::BadImage(format!("resize: {e}"));
+    // Typed views of the RGB buffers: the resizer is compiled for RGB only. (`Resizer::resize` on the
+    // images themselves dispatches on the pixel type at run time, so every pixel type's kernels
+    // would be compiled into this crate: 1.6 M lines of LLVM IR, minutes of build.)
+    let src = fr::images::TypedImageRef::<fr::pixels::U8x3>::from_buffer(
+        img.width(),
+        img.height(),
+        img.as_raw(),
+    )
+    .map_err(|e| err(&e))?;
+    let mut view = fr::images::TypedImage::<fr::pixels::U8x3>::from_buffer(dst_w, dst_h, &mut dst)
+        .map_err(|e| err(&e))?;
     fr::Resizer::new()
-        .resize(img, &mut dst, &opts)
-        .map_err(|e| crate::Error::BadImage(format!("resize: {e}")))?;
+        .resize_typed(&src, &mut view, &opts)
+        .map_err(|e| err(&e))?;
     Ok(dst)
 }
 

@@ -15,7 +15,7 @@ use image::{
     ImageReader, Limits, RgbImage,
 };
 
-use crate::ycbcr::Rgb420;
+use crate::ycbcr::{Rgb420, Rgb444};
 use crate::{Error, Result};
 
 /// Supported formats.
@@ -560,17 +560,15 @@ fn jpeg_strip(
         // Too large for APP2 segments (over 16 MB): the pixels go out untagged.
         let _ = enc.add_icc_profile(p);
     }
-    if quality.full_chroma() {
+    let not_rgb = || Error::Encode(format!("{} bytes are not {w}×{h} RGB pixels", px.len()));
+    let done = if quality.full_chroma() {
         enc.set_sampling_factor(jpeg_encoder::SamplingFactor::F_1_1);
-        enc.encode(px, w, h, jpeg_encoder::ColorType::Rgb)
-            .map_err(|e| Error::Encode(e.to_string()))?;
-        return Ok(out);
-    }
-    enc.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
-    let input = Rgb420::new(px, w, h)
-        .ok_or_else(|| Error::Encode(format!("{} bytes are not {w}×{h} RGB pixels", px.len())))?;
-    enc.encode_image(input)
-        .map_err(|e| Error::Encode(e.to_string()))?;
+        enc.encode_image(Rgb444::new(px, w, h).ok_or_else(not_rgb)?)
+    } else {
+        enc.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
+        enc.encode_image(Rgb420::new(px, w, h).ok_or_else(not_rgb)?)
+    };
+    done.map_err(|e| Error::Encode(e.to_string()))?;
     Ok(out)
 }
 

@@ -1,4 +1,5 @@
-//! RGB pixels as `jpeg-encoder` input at 4:2:0, with chroma averaged over each 2×2 block.
+//! RGB pixels as `jpeg-encoder` input: at 4:2:0 with chroma averaged over each 2×2 block
+//! ([`Rgb420`]), and at 4:4:4 ([`Rgb444`]).
 //!
 //! At 4:2:0 a JPEG keeps one chroma sample per 2×2 pixels. libjpeg (and so every camera and photo
 //! tool) makes it the block's average; `jpeg-encoder` by default keeps the top-left pixel's chroma, which
@@ -91,6 +92,87 @@ impl ImageBuffer for Rgb420<'_> {
         buffers[0].extend_from_slice(&pair.luma[y % 2]);
         buffers[1].extend_from_slice(&pair.cb);
         buffers[2].extend_from_slice(&pair.cr);
+    }
+}
+
+/// Packed 8-bit RGB rows as a full-resolution YCbCr image, for 4:4:4 output: the same fixed-point
+/// conversion, and so the same bytes, as `jpeg-encoder`'s own RGB input. Handing the encoder this
+/// type rather than calling its `encode(…, ColorType::Rgb)` compiles the encoder for one more
+/// input type instead of for each of its ten colour types, which made up a tenth of this crate's
+/// build.
+pub struct Rgb444<'a> {
+    px: &'a [u8],
+    width: u16,
+    height: u16,
+}
+
+impl<'a> Rgb444<'a> {
+    /// `px` holds `height` rows of `width` RGB pixels; `None` when its length says otherwise or the
+    /// image is empty.
+    pub fn new(px: &'a [u8], width: u16, height: u16) -> Option<Self> {
+        let (w, h) = (usize::from(width), usize::from(height));
+        (w > 0 && h > 0 && px.len() == w * h * 3).then_some(Self { px, width, height })
+    }
+}
+
+impl ImageBuffer for Rgb444<'_> {
+    fn get_jpeg_color_type(&self) -> JpegColorType {
+        JpegColorType::Ycbcr
+    }
+
+    fn width(&self) -> u16 {
+        self.width
+    }
+
+    fn height(&self) -> u16 {
+        self.height
+    }
+
+    fn fill_buffers(&self, y: u16, buffers: &mut [Vec<u8>; 4]) {
+        // Rows below the image (the encoder's padding) repeat the last one.
+        let y = usize::from(y).min(usize::from(self.height) - 1);
+        let w = usize::from(self.width);
+        let row = &self.px[y * w * 3..(y + 1) * w * 3];
+        let [luma, cb, cr, _] = buffers;
+        let start = luma.len();
+        for plane in [&mut *luma, &mut *cb, &mut *cr] {
+            plane.resize(start + w, 0);
+        }
+        convert_row(
+            row,
+            &mut luma[start..],
+            &mut cb[start..start + w],
+            &mut cr[start..start + w],
+        );
+    }
+}
+
+/// Luma and chroma of each pixel of a row.
+fn convert_row(px: &[u8], luma: &mut [u8], cb: &mut [u8], cr: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above), the only requirement of the function.
+        unsafe { convert_row_avx2(px, luma, cb, cr) };
+        return;
+    }
+    convert_row_any(px, luma, cb, cr);
+}
+
+/// [`convert_row_any`] compiled for AVX2 (separate slice arguments, as for [`convert_pair_avx2`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn convert_row_avx2(px: &[u8], luma: &mut [u8], cb: &mut [u8], cr: &mut [u8]) {
+    convert_row_any(px, luma, cb, cr);
+}
+
+#[inline(always)]
+fn convert_row_any(px: &[u8], luma_out: &mut [u8], cb: &mut [u8], cr: &mut [u8]) {
+    for (i, ((l, u), v)) in luma_out.iter_mut().zip(cb).zip(cr).enumerate() {
+        let (r, g, b) = rgb(px, 3 * i);
+        *l = luma(r, g, b);
+        // jpeg-encoder's rounding (`rgb_to_ycbcr`), to the bit.
+        *u = ((-11059 * r - 21709 * g + 32768 * b + (128 << 16) + 0x7FFF) >> 16) as u8;
+        *v = ((32768 * r - 27439 * g - 5329 * b + (128 << 16) + 0x7FFF) >> 16) as u8;
     }
 }
 
@@ -195,6 +277,48 @@ fn convert_pair_any(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn full_resolution_rows_are_jpeg_encoders_own_conversion() {
+        // Every value of each channel against the others, in rows of odd length (the vector loop's
+        // tail), and the padding rows below the image.
+        let (w, h) = (37u16, 3u16);
+        let px: Vec<u8> = (0..usize::from(w) * usize::from(h) * 3)
+            .map(|i| (i * 97 % 256) as u8)
+            .collect();
+        let img = Rgb444::new(&px, w, h).expect("image");
+        for y in 0..h + 2 {
+            let mut buffers: [Vec<u8>; 4] = Default::default();
+            img.fill_buffers(y, &mut buffers);
+            let row = usize::from(y.min(h - 1));
+            let stride = usize::from(w) * 3;
+            let pixels = px[row * stride..(row + 1) * stride].chunks_exact(3);
+            let got = buffers[0].iter().zip(&buffers[1]).zip(&buffers[2]);
+            for (x, (p, ((&l, &u), &v))) in pixels.zip(got).enumerate() {
+                let want = jpeg_encoder::rgb_to_ycbcr(p[0], p[1], p[2]);
+                assert_eq!((l, u, v), want, "{x},{y}");
+            }
+            assert_eq!(buffers[0].len(), usize::from(w));
+        }
+        for (r, g, b) in [
+            (0, 0, 0),
+            (255, 255, 255),
+            (255, 0, 0),
+            (0, 255, 0),
+            (0, 0, 255),
+        ] {
+            let one = [r, g, b];
+            let mut buffers: [Vec<u8>; 4] = Default::default();
+            Rgb444::new(&one, 1, 1)
+                .expect("one pixel")
+                .fill_buffers(0, &mut buffers);
+            assert_eq!(
+                (buffers[0][0], buffers[1][0], buffers[2][0]),
+                jpeg_encoder::rgb_to_ycbcr(r, g, b)
+            );
+        }
+        assert!(Rgb444::new(&px, w, h + 1).is_none());
+    }
 
     /// Fills every row of `img` as the encoder would.
     fn planes(img: &Rgb420<'_>) -> [Vec<u8>; 4] {
