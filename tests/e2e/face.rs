@@ -426,6 +426,68 @@ async fn a_photo_without_faces_comes_back_as_it_was_without_its_metadata() {
     }
 }
 
+/// A lossy WebP with no face, written by libwebp (Pillow) with an ICC profile, EXIF (GPS) and XMP,
+/// comes back as its own lossy bitstream without the metadata, where encoding would have made it a
+/// lossless file several times larger.
+#[tokio::test]
+async fn a_lossy_webp_without_faces_keeps_its_bitstream_and_loses_its_metadata() {
+    let gw = Gateway::start(&face_config(0.0));
+    let c = client();
+    let input = std::fs::read(repo(".cache/reference/jpeg/rocket_lossy.webp")).unwrap();
+    let codec: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo(".cache/reference/image_codec.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        codec["webp_inputs"]["rocket_lossy.webp"]["chunks"],
+        json!(["VP8X", "ICCP", "VP8 ", "EXIF", "XMP "]),
+        "the input is not the extended format this test is about"
+    );
+    // RIFF chunks of a WebP: (kind, payload).
+    let chunks = |b: &[u8]| {
+        let (mut out, mut pos) = (Vec::new(), 12);
+        while pos + 8 <= b.len() {
+            let len = u32::from_le_bytes(b[pos + 4..pos + 8].try_into().unwrap()) as usize;
+            out.push((b[pos..pos + 4].to_vec(), b[pos + 8..pos + 8 + len].to_vec()));
+            pos += 8 + len + (len & 1);
+        }
+        out
+    };
+    let r = post(
+        &c,
+        &gw.url("/v1/face/blur"),
+        input.clone(),
+        "image/webp",
+        &[("x-gray-enable", "true")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-faces"], "0");
+    assert_eq!(r.headers()["content-type"], "image/webp");
+    let out = r.bytes().await.unwrap().to_vec();
+    for secret in [
+        &b"EXIF"[..],
+        b"XMP ",
+        b"CREATOR-NAME",
+        b"Switchyard test camera",
+    ] {
+        assert!(
+            !out.windows(secret.len()).any(|w| w == secret),
+            "{secret:?} leaked"
+        );
+    }
+    let (kept, given) = (chunks(&out), chunks(&input));
+    let kinds: Vec<&[u8]> = kept.iter().map(|(k, _)| k.as_slice()).collect();
+    assert_eq!(kinds, [&b"VP8X"[..], b"ICCP", b"VP8 "]);
+    // The same profile and lossy bitstream, byte for byte; the header announces no EXIF or XMP.
+    assert_eq!(kept[1], given[1]);
+    assert!(kept[2] == given[2], "not the input's own bitstream");
+    assert_eq!(kept[0].1[0] & 0x0C, 0);
+    assert_eq!(kept[0].1[1..], given[0].1[1..]);
+    let pixels = |b: &[u8]| image::load_from_memory(b).unwrap().to_rgb8().into_raw();
+    assert!(pixels(&out) == pixels(&input), "other pixels");
+}
+
 /// The start of a PNG claiming `w`×`h` pixels: header and the first bytes of pixel data.
 fn png_bomb(w: u32, h: u32) -> Vec<u8> {
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();

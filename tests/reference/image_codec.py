@@ -14,6 +14,9 @@
   quantization tables Pillow reads back from each (natural order; luma, then chroma), and what
   Pillow's `quality="keep"` (re-encoding with the input's own tables) makes of each: its size and
   PSNR against the input's decoded pixels. Switchyard's `quality=auto` must keep the same tables.
+* `webp_inputs`: a lossy WebP written by libwebp into `--files` (`rocket_lossy.webp`: rocket.jpg, no
+  face, with its ICC profile, an EXIF block holding GPS coordinates and an XMP packet: the extended
+  format, as a phone app writes it), and the chunks Pillow's writer put in it, in order.
 
 Nothing here is shared with the Rust code.
 
@@ -75,11 +78,30 @@ def jpeg_tables(args) -> dict:
     return out
 
 
+def webp_inputs(args) -> dict:
+    src = Image.open(args.root / ".cache/testdata/rocket.jpg")
+    exif = Image.Exif()
+    exif[0x010F] = "Switchyard test camera"  # Make
+    exif[0x8825] = {1: "N", 2: (51.0, 30.0, 0.0)}  # GPS IFD: latitude
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF>CREATOR-NAME</rdf:RDF></x:xmpmeta>'
+    path = args.files / "rocket_lossy.webp"
+    src.convert("RGB").save(
+        path, "WEBP", quality=80, icc_profile=src.info["icc_profile"], exif=exif, xmp=xmp
+    )
+    data = path.read_bytes()
+    chunks, pos = [], 12
+    while pos < len(data):
+        size = int.from_bytes(data[pos + 4 : pos + 8], "little")
+        chunks.append(data[pos : pos + 4].decode("ascii"))
+        pos += 8 + size + (size & 1)
+    return {"rocket_lossy.webp": {"chunks": chunks, "bytes": len(data)}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--files", type=Path, required=True, help="folder for the JPEG inputs")
+    ap.add_argument("--files", type=Path, required=True, help="folder for the encoded inputs")
     args = ap.parse_args()
     quality = {}
     for name in PHOTOS:
@@ -102,7 +124,8 @@ def main() -> None:
             "space": profile[16:20].decode("ascii"),
             "description": ImageCms.getProfileDescription(parsed).strip(),
         }
-    out = {"jpeg_quality": quality, "icc_profiles": icc, "jpeg_tables": jpeg_tables(args)}
+    out = {"jpeg_quality": quality, "icc_profiles": icc, "jpeg_tables": jpeg_tables(args),
+           "webp_inputs": webp_inputs(args)}
     args.out.write_text(json.dumps(out, indent=1) + "\n")
 
 

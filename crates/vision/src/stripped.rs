@@ -8,18 +8,20 @@
 //! MPF (the further pictures of a phone's photo, depth maps among them), comments and anything after
 //! the end-of-image marker (motion photos' video) go. PNG keeps its critical chunks and the colour,
 //! transparency and density ones; text, EXIF, time and unknown ancillary chunks (C2PA provenance…)
-//! go. Anything unexpected (a damaged structure, an animated PNG whose other frames were never
-//! looked at, an unknown critical chunk) gives `None`, and the caller encodes as before.
+//! go. WebP keeps its bitstream (VP8 or VP8L, with its alpha) and ICC profile; EXIF, XMP and
+//! unknown chunks go, and the extended header no longer announces them. Anything unexpected (a
+//! damaged structure, an animated PNG or WebP whose other frames were never looked at, an unknown
+//! critical chunk) gives `None`, and the caller encodes as before.
 
 use crate::imageio::Format;
 
-/// `bytes` (a whole JPEG or PNG file) without metadata, or `None` when it cannot be taken apart
-/// safely or is another format.
+/// `bytes` (a whole JPEG, PNG or WebP file) without metadata, or `None` when it cannot be taken
+/// apart safely.
 pub fn stripped(bytes: &[u8], format: Format) -> Option<Vec<u8>> {
     match format {
         Format::Jpeg => jpeg(bytes),
         Format::Png => png(bytes),
-        Format::Webp => None,
+        Format::Webp => webp(bytes),
     }
 }
 
@@ -138,6 +140,66 @@ pub fn png(b: &[u8]) -> Option<Vec<u8>> {
             _ => {}
         }
     }
+}
+
+/// A WebP's image chunks without metadata (RFC 9649): the RIFF container rebuilt from the
+/// bitstream (`VP8 ` or `VP8L`), its alpha (`ALPH`), its ICC profile (`ICCP`) and the extended
+/// header (`VP8X`) with the EXIF and XMP flags cleared. Animations are refused.
+pub fn webp(b: &[u8]) -> Option<Vec<u8>> {
+    /// `VP8X` flags: EXIF and XMP metadata present; an animation.
+    const EXIF: u8 = 0x08;
+    const XMP: u8 = 0x04;
+    const ANIMATION: u8 = 0x02;
+    if b.get(..4)? != b"RIFF" || b.get(8..12)? != b"WEBP" {
+        return None;
+    }
+    // The container's own size ends the file: anything after it is not the image.
+    let riff = u32::from_le_bytes(b.get(4..8)?.try_into().ok()?) as usize;
+    let body = b.get(12..riff.checked_add(8)?)?;
+    let mut out = Vec::with_capacity(b.len());
+    out.extend_from_slice(b"RIFF\0\0\0\0WEBP");
+    let (mut pos, mut first, mut images) = (0, true, 0);
+    while pos < body.len() {
+        let kind: [u8; 4] = body.get(pos..pos + 4)?.try_into().ok()?;
+        let len = u32::from_le_bytes(body.get(pos + 4..pos + 8)?.try_into().ok()?) as usize;
+        let data = body.get(pos + 8..(pos + 8).checked_add(len)?)?;
+        // Chunks are padded to an even size (the last one may lack its pad byte in the wild).
+        pos += 8 + len + (len & 1);
+        let mut keep = |data: &[u8]| {
+            out.extend_from_slice(&kind);
+            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            out.extend_from_slice(data);
+            if data.len() & 1 == 1 {
+                out.push(0);
+            }
+        };
+        match &kind {
+            b"VP8X" if first && data.len() >= 10 => {
+                if data[0] & ANIMATION != 0 {
+                    return None;
+                }
+                let mut header = data.to_vec();
+                header[0] &= !(EXIF | XMP);
+                keep(&header);
+            }
+            b"VP8 " | b"VP8L" => {
+                images += 1;
+                keep(data);
+            }
+            b"ALPH" | b"ICCP" if images == 0 => keep(data),
+            // Frames never looked at; a header out of place.
+            b"ANIM" | b"ANMF" | b"VP8X" | b"ALPH" | b"ICCP" => return None,
+            // EXIF, XMP and unknown chunks, which readers ignore.
+            _ => {}
+        }
+        first = false;
+    }
+    if images != 1 {
+        return None;
+    }
+    let size = u32::try_from(out.len() - 8).ok()?;
+    out[4..8].copy_from_slice(&size.to_le_bytes());
+    Some(out)
 }
 
 #[cfg(test)]
@@ -340,6 +402,117 @@ mod tests {
         huge.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF]);
         huge.extend_from_slice(b"tEXt");
         assert!(png(&huge).is_none());
-        assert!(stripped(&clean, Format::Webp).is_none());
+    }
+
+    /// A RIFF chunk, padded to an even size.
+    fn riff_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+        let mut c = kind.to_vec();
+        c.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        c.extend_from_slice(data);
+        if data.len() % 2 == 1 {
+            c.push(0);
+        }
+        c
+    }
+
+    fn riff(chunks: &[Vec<u8>]) -> Vec<u8> {
+        let body: Vec<u8> = chunks.concat();
+        let mut b = b"RIFF".to_vec();
+        b.extend_from_slice(&(body.len() as u32 + 4).to_le_bytes());
+        b.extend_from_slice(b"WEBP");
+        b.extend(body);
+        b
+    }
+
+    /// A small lossless WebP written by the `image` crate (the simple format: one `VP8L` chunk),
+    /// and that chunk.
+    fn small_webp() -> (Vec<u8>, Vec<u8>) {
+        let img = image::RgbaImage::from_fn(9, 7, |x, y| {
+            image::Rgba([x as u8 * 20, y as u8 * 30, 5, 128 + x as u8])
+        });
+        let mut out = Vec::new();
+        img.write_to(
+            &mut std::io::Cursor::new(&mut out),
+            image::ImageFormat::WebP,
+        )
+        .expect("encode");
+        assert_eq!(&out[12..16], b"VP8L");
+        let vp8l = out[12..].to_vec();
+        (out, vp8l)
+    }
+
+    #[test]
+    fn webp_metadata_goes_and_decoding_is_unchanged() {
+        let (clean, vp8l) = small_webp();
+        // The extended format: header with ICC, alpha, EXIF and XMP flags; 9×7 canvas.
+        let vp8x = riff_chunk(
+            b"VP8X",
+            &[0x20 | 0x10 | 0x08 | 0x04, 0, 0, 0, 8, 0, 0, 6, 0, 0],
+        );
+        let dirty = {
+            let mut b = riff(&[
+                vp8x,
+                riff_chunk(b"ICCP", b"an ICC profile"),
+                vp8l.clone(),
+                riff_chunk(b"EXIF", b"MM\0\x2a GPS-SECRET"),
+                riff_chunk(b"XMP ", b"<x:xmpmeta>NAME-SECRET</x:xmpmeta>"),
+                riff_chunk(b"ZZZZ", b"PRIVATE-SECRET"),
+            ]);
+            b.extend_from_slice(b"TRAILER-SECRET");
+            b
+        };
+        let out = webp(&dirty).expect("a sound WebP");
+        assert_none_kept(
+            &out,
+            &[
+                b"GPS-SECRET",
+                b"NAME-SECRET",
+                b"PRIVATE-SECRET",
+                b"TRAILER-SECRET",
+                b"EXIF",
+            ],
+        );
+        assert!(out.windows(14).any(|w| w == b"an ICC profile"));
+        // The header no longer announces EXIF or XMP; the RIFF size is the file's.
+        assert_eq!(out[20], 0x20 | 0x10);
+        assert_eq!(
+            u32::from_le_bytes(out[4..8].try_into().expect("4 bytes")) as usize,
+            out.len() - 8
+        );
+        let decode = |b: &[u8]| {
+            image::load_from_memory_with_format(b, image::ImageFormat::WebP)
+                .expect("decodes")
+                .to_rgba8()
+                .into_raw()
+        };
+        assert_eq!(decode(&out), decode(&clean));
+        assert_eq!(webp(&clean).expect("clean"), clean);
+        assert_eq!(stripped(&clean, Format::Webp), Some(clean));
+    }
+
+    #[test]
+    fn animated_damaged_or_imageless_webps_are_refused() {
+        let (clean, vp8l) = small_webp();
+        let vp8x = |flags: u8| riff_chunk(b"VP8X", &[flags, 0, 0, 0, 8, 0, 0, 6, 0, 0]);
+        for chunks in [
+            vec![vp8x(0x02), riff_chunk(b"ANIM", &[0; 6]), vp8l.clone()],
+            vec![vp8x(0), riff_chunk(b"ANMF", &[0; 16]), vp8l.clone()],
+            vec![vp8x(0), vp8l.clone(), vp8l.clone()],
+            vec![vp8x(0), riff_chunk(b"EXIF", b"no image")],
+            vec![vp8l.clone(), vp8x(0)],
+            vec![vp8x(0), vp8l.clone(), riff_chunk(b"ICCP", b"late")],
+        ] {
+            assert!(webp(&riff(&chunks)).is_none());
+        }
+        for cut in [4, 12, 20, clean.len() - 1] {
+            assert!(webp(&clean[..cut]).is_none(), "cut at {cut}");
+        }
+        // Every cut and every flipped byte: never a panic.
+        for i in 0..clean.len() {
+            let _ = webp(&clean[..i]);
+            let mut f = clean.clone();
+            f[i] ^= 0xFF;
+            let _ = webp(&f);
+        }
     }
 }
