@@ -87,7 +87,7 @@ if [ ! -s "$call" ] || [ tests/reference/asr_channels.py -nt "$call" ] || [ test
     --out .cache/reference/asr/call
 fi
 codec=.cache/reference/image_codec.json
-if [ ! -s "$codec" ] || [ ! -s .cache/reference/jpeg/q75.jpg ] || [ ! -s .cache/reference/jpeg/rocket_lossy.webp ] || [ tests/reference/image_codec.py -nt "$codec" ]; then
+if [ ! -s "$codec" ] || [ ! -s .cache/reference/jpeg/q75.jpg ] || [ ! -s .cache/reference/jpeg/t1_lossy.webp ] || [ tests/reference/image_codec.py -nt "$codec" ]; then
   "$VENV/bin/python" tests/reference/image_codec.py --root . --out "$codec.tmp" --files .cache/reference/jpeg
   mv "$codec.tmp" "$codec"
 fi

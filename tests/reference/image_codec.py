@@ -16,7 +16,9 @@
   PSNR against the input's decoded pixels. Switchyard's `quality=auto` must keep the same tables.
 * `webp_inputs`: a lossy WebP written by libwebp into `--files` (`rocket_lossy.webp`: rocket.jpg, no
   face, with its ICC profile, an EXIF block holding GPS coordinates and an XMP packet: the extended
-  format, as a phone app writes it), and the chunks Pillow's writer put in it, in order.
+  format, as a phone app writes it), and the chunks Pillow's writer put in it, in order; and
+  `t1_lossy.webp`, insightface's group photo (6 faces) as a plain lossy WebP at quality 80, with the
+  size of the same pixels written losslessly.
 
 Nothing here is shared with the Rust code.
 
@@ -94,7 +96,17 @@ def webp_inputs(args) -> dict:
         size = int.from_bytes(data[pos + 4 : pos + 8], "little")
         chunks.append(data[pos : pos + 4].decode("ascii"))
         pos += 8 + size + (size & 1)
-    return {"rocket_lossy.webp": {"chunks": chunks, "bytes": len(data)}}
+    group = Image.open(args.root / ".cache/testdata/t1.jpg").convert("RGB")
+    group.save(args.files / "t1_lossy.webp", "WEBP", quality=80)
+    lossless = io.BytesIO()
+    group.save(lossless, "WEBP", lossless=True)
+    return {
+        "rocket_lossy.webp": {"chunks": chunks, "bytes": len(data)},
+        "t1_lossy.webp": {
+            "bytes": (args.files / "t1_lossy.webp").stat().st_size,
+            "lossless_bytes": len(lossless.getvalue()),
+        },
+    }
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ pub enum Format {
     Jpeg,
     /// PNG.
     Png,
-    /// WebP (encoded losslessly).
+    /// WebP: lossy (libwebp) when the input was lossy or a quality is given, else lossless.
     Webp,
 }
 
@@ -89,6 +89,10 @@ pub struct Channels {
     /// about the size of the input and re-quantised on the input's own grid (a phone's or a
     /// website's q75 photo is neither inflated to q90 nor degraded).
     pub jpeg_tables: Option<JpegTables>,
+    /// The input was lossy (a JPEG, or a WebP holding a `VP8 ` bitstream): WebP output at
+    /// [`Quality::Auto`] is lossy too, at [`DEFAULT_QUALITY`], not a lossless file several times the
+    /// input's size. A PNG or lossless WebP input stays lossless.
+    pub lossy: bool,
 }
 
 /// The luma and chroma quantization tables of a JPEG, in natural (row-major) order, 8-bit values.
@@ -103,17 +107,19 @@ pub struct JpegTables {
     pub full_chroma: bool,
 }
 
-/// JPEG output quality.
+/// Output quality: JPEG's, and lossy WebP's (libwebp's scale, as `cwebp -q`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quality {
     /// libjpeg's scale, 1–100: the standard (Annex K) tables scaled as libjpeg and Pillow scale them.
     Fixed(u8),
     /// The input's own quantization tables when it was a JPEG with 8-bit tables
-    /// ([`Channels::jpeg_tables`]), else [`DEFAULT_QUALITY`].
+    /// ([`Channels::jpeg_tables`]), else [`DEFAULT_QUALITY`]. WebP: lossy at [`DEFAULT_QUALITY`]
+    /// when the input was lossy ([`Channels::lossy`]), else lossless.
     Auto,
 }
 
-/// The quality of JPEG output when the input's cannot be kept (a PNG or WebP input).
+/// The quality of JPEG output when the input's cannot be kept (a PNG or WebP input), and of lossy
+/// WebP output at [`Quality::Auto`].
 pub const DEFAULT_QUALITY: u8 = 90;
 
 impl From<u8> for Quality {
@@ -282,6 +288,11 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Decoded> {
         } else {
             None
         },
+        lossy: match format {
+            Format::Jpeg => true,
+            Format::Png => false,
+            Format::Webp => crate::webp::is_lossy(bytes),
+        },
     };
     Ok(Decoded {
         image,
@@ -327,15 +338,16 @@ fn decode_error(e: image::ImageError) -> Error {
     }
 }
 
-/// Encodes RGB pixels (no metadata). JPEG uses `quality` (1–100).
+/// Encodes RGB pixels (no metadata) at `quality` (1–100): JPEG, lossy WebP, or PNG.
 pub fn encode(img: &RgbImage, format: Format, quality: u8) -> Result<Vec<u8>> {
     encode_threads(img, format, quality, 1)
 }
 
-/// [`encode_threads`] with the input's [`Channels`]: PNG and WebP are written grayscale when the
-/// input was, and with its alpha channel when it had one. JPEG, which holds no alpha, gets the image
+/// [`encode_threads`] with the input's [`Channels`]: PNG is written grayscale when the input was,
+/// PNG and WebP with its alpha channel when it had one. JPEG, which holds no alpha, gets the image
 /// flattened onto white; at [`Quality::Auto`] it uses the input's quantization tables when it has
-/// them. The input's ICC profile goes with the pixels when it fits the output.
+/// them. WebP is lossy at a given quality, or at [`Quality::Auto`] when the input was lossy
+/// ([`Channels::lossy`]). The input's ICC profile goes with the pixels when it fits the output.
 pub fn encode_channels(
     img: &RgbImage,
     channels: &Channels,
@@ -343,7 +355,12 @@ pub fn encode_channels(
     quality: impl Into<Quality>,
     threads: usize,
 ) -> Result<Vec<u8>> {
-    let quality = match (quality.into(), &channels.jpeg_tables) {
+    let quality = quality.into();
+    let lossy_webp = match quality {
+        Quality::Fixed(q) => Some(q),
+        Quality::Auto => channels.lossy.then_some(DEFAULT_QUALITY),
+    };
+    let quality = match (quality, &channels.jpeg_tables) {
         (Quality::Fixed(q), _) => Tables::Scaled(q),
         (Quality::Auto, Some(t)) => Tables::Custom(t),
         (Quality::Auto, None) => Tables::Scaled(DEFAULT_QUALITY),
@@ -359,11 +376,15 @@ pub fn encode_channels(
         Some(a) => Some(a.as_raw()),
         None => None,
     };
-    let gray_output = channels.gray && format != Format::Jpeg;
+    // WebP stores colour (VP8L's ARGB, VP8's YUV) even for gray pixels, so only PNG is gray.
+    let gray_output = channels.gray && format == Format::Png;
     let icc = channels
         .icc_profile
         .as_deref()
         .filter(|p| icc_fits(p, gray_output));
+    if let (Format::Webp, Some(q)) = (format, lossy_webp) {
+        return crate::webp::encode_lossy(img.as_raw(), alpha.map(|a| &a[..]), (w, h), q, icc);
+    }
     // Rec. 709 luma in integers: exact for a neutral pixel (r = g = b), which every pixel of a
     // grayscale input still is after anonymisation (it treats the three channels alike).
     let luma = |p: &[u8]| {
@@ -371,7 +392,7 @@ pub fn encode_channels(
             as u8
     };
     let px = img.as_raw().chunks_exact(3);
-    let (bytes, color): (Cow<'_, [u8]>, ExtendedColorType) = match (format, channels.gray, alpha) {
+    let (bytes, color): (Cow<'_, [u8]>, ExtendedColorType) = match (format, gray_output, alpha) {
         // JPEG holds no alpha: flatten onto white, as an image editor does, rather than show
         // whatever colour the transparent pixels happen to hold.
         (Format::Jpeg, _, Some(a)) => {
@@ -456,16 +477,7 @@ pub fn encode_threads(
     quality: u8,
     threads: usize,
 ) -> Result<Vec<u8>> {
-    match format {
-        Format::Jpeg => encode_jpeg(img, Tables::Scaled(quality), threads, None),
-        _ => encode_lossless(
-            format,
-            img.as_raw(),
-            img.dimensions(),
-            ExtendedColorType::Rgb8,
-            None,
-        ),
-    }
+    encode_channels(img, &Channels::default(), format, quality, threads)
 }
 
 impl Tables<'_> {

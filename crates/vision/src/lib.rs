@@ -15,6 +15,7 @@ pub mod imageio;
 pub mod nms;
 pub mod pipeline;
 pub mod stripped;
+pub mod webp;
 pub mod ycbcr;
 
 pub use anonymize::{Style, anonymize};

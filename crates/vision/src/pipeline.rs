@@ -104,7 +104,7 @@ fn decode_detect(
 
 /// The input itself, without its metadata ([`crate::stripped`]), when there is nothing to
 /// anonymise and nothing asked of the output that the input's own data does not already give:
-/// no face, the same format, JPEG at [`Quality::Auto`], pixels stored upright.
+/// no face, the same format, JPEG or WebP at [`Quality::Auto`], pixels stored upright.
 fn unchanged_output(
     bytes: &[u8],
     decoded: &imageio::Decoded,
@@ -113,7 +113,7 @@ fn unchanged_output(
     quality: Quality,
 ) -> Option<Vec<u8>> {
     let same = format == decoded.format
-        && (format != Format::Jpeg || quality == Quality::Auto)
+        && (format == Format::Png || quality == Quality::Auto)
         && !decoded.reoriented;
     if faces > 0 || !same {
         return None;

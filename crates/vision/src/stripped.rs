@@ -146,60 +146,37 @@ pub fn png(b: &[u8]) -> Option<Vec<u8>> {
 /// bitstream (`VP8 ` or `VP8L`), its alpha (`ALPH`), its ICC profile (`ICCP`) and the extended
 /// header (`VP8X`) with the EXIF and XMP flags cleared. Animations are refused.
 pub fn webp(b: &[u8]) -> Option<Vec<u8>> {
-    /// `VP8X` flags: EXIF and XMP metadata present; an animation.
-    const EXIF: u8 = 0x08;
-    const XMP: u8 = 0x04;
-    const ANIMATION: u8 = 0x02;
-    if b.get(..4)? != b"RIFF" || b.get(8..12)? != b"WEBP" {
-        return None;
-    }
-    // The container's own size ends the file: anything after it is not the image.
-    let riff = u32::from_le_bytes(b.get(4..8)?.try_into().ok()?) as usize;
-    let body = b.get(12..riff.checked_add(8)?)?;
-    let mut out = Vec::with_capacity(b.len());
-    out.extend_from_slice(b"RIFF\0\0\0\0WEBP");
-    let (mut pos, mut first, mut images) = (0, true, 0);
-    while pos < body.len() {
-        let kind: [u8; 4] = body.get(pos..pos + 4)?.try_into().ok()?;
-        let len = u32::from_le_bytes(body.get(pos + 4..pos + 8)?.try_into().ok()?) as usize;
-        let data = body.get(pos + 8..(pos + 8).checked_add(len)?)?;
-        // Chunks are padded to an even size (the last one may lack its pad byte in the wild).
-        pos += 8 + len + (len & 1);
-        let mut keep = |data: &[u8]| {
-            out.extend_from_slice(&kind);
-            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            out.extend_from_slice(data);
-            if data.len() & 1 == 1 {
-                out.push(0);
-            }
-        };
+    use crate::webp::{ANIMATION, EXIF, XMP};
+    let mut kept = Vec::new();
+    let mut header = Vec::new();
+    let mut images = 0;
+    for (i, (kind, data)) in crate::webp::chunks(b)?.into_iter().enumerate() {
         match &kind {
-            b"VP8X" if first && data.len() >= 10 => {
+            b"VP8X" if i == 0 && data.len() >= 10 => {
                 if data[0] & ANIMATION != 0 {
                     return None;
                 }
-                let mut header = data.to_vec();
+                header = data.to_vec();
                 header[0] &= !(EXIF | XMP);
-                keep(&header);
             }
             b"VP8 " | b"VP8L" => {
                 images += 1;
-                keep(data);
+                kept.push((kind, data));
             }
-            b"ALPH" | b"ICCP" if images == 0 => keep(data),
+            b"ALPH" | b"ICCP" if images == 0 => kept.push((kind, data)),
             // Frames never looked at; a header out of place.
             b"ANIM" | b"ANMF" | b"VP8X" | b"ALPH" | b"ICCP" => return None,
             // EXIF, XMP and unknown chunks, which readers ignore.
             _ => {}
         }
-        first = false;
     }
     if images != 1 {
         return None;
     }
-    let size = u32::try_from(out.len() - 8).ok()?;
-    out[4..8].copy_from_slice(&size.to_le_bytes());
-    Some(out)
+    if !header.is_empty() {
+        kept.insert(0, (*b"VP8X", &header));
+    }
+    crate::webp::assemble(&kept)
 }
 
 #[cfg(test)]

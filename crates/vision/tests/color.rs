@@ -9,7 +9,7 @@ use std::io::Cursor;
 use common::*;
 use image::ImageDecoder;
 use switchyard_infer::EngineChoice;
-use switchyard_vision::imageio::{self, Format};
+use switchyard_vision::imageio::{self, Format, Quality};
 use switchyard_vision::pipeline::{self, BlurOptions};
 use switchyard_vision::{DetectorKind, DetectorParams};
 
@@ -112,8 +112,9 @@ fn a_profile_for_another_colour_space_is_dropped() {
             .expect("encode");
         assert_eq!(profile_of(&out), None, "{format:?}");
     }
-    // A grayscale input keeps an RGB profile only where its output is RGB (JPEG), and a gray one
-    // only where it stays gray (PNG, WebP).
+    // A grayscale input keeps an RGB profile only where its output is RGB (JPEG, and WebP, which
+    // stores colour whatever the pixels), and a gray one only where it stays gray (PNG). WebP
+    // lossy (libwebp, the profile added to its container) and lossless alike.
     decoded.channels.gray = true;
     let mut gray = rgb.clone();
     gray[16..20].copy_from_slice(b"GRAY");
@@ -121,18 +122,23 @@ fn a_profile_for_another_colour_space_is_dropped() {
         (&rgb, Format::Jpeg, true),
         (&rgb, Format::Png, false),
         (&gray, Format::Png, true),
-        (&gray, Format::Webp, true),
+        (&gray, Format::Webp, false),
+        (&rgb, Format::Webp, true),
         (&gray, Format::Jpeg, false),
     ] {
         decoded.channels.icc_profile = Some(profile.clone());
-        let out = imageio::encode_channels(&decoded.image, &decoded.channels, format, 90, 1)
-            .expect("encode");
-        assert_eq!(
-            profile_of(&out).is_some(),
-            kept,
-            "{format:?} with a {:?} profile",
-            std::str::from_utf8(&profile[16..20])
-        );
+        for (quality, lossy) in [(Quality::Fixed(90), true), (Quality::Auto, false)] {
+            decoded.channels.lossy = lossy;
+            let out =
+                imageio::encode_channels(&decoded.image, &decoded.channels, format, quality, 1)
+                    .expect("encode");
+            assert_eq!(
+                profile_of(&out),
+                kept.then(|| profile.clone()),
+                "{format:?} at {quality:?} (lossy input: {lossy}) with a {:?} profile",
+                std::str::from_utf8(&profile[16..20])
+            );
+        }
     }
     // Garbage in place of a profile is not written, nor a profile cut short.
     decoded.channels.gray = false;

@@ -453,3 +453,95 @@ fn assert_same_faces(a: &[Face], b: &[Face], px: f32, score: f32) {
         );
     }
 }
+
+/// A lossy WebP (libwebp, quality 80) comes back lossy: near its own size, not the lossless file
+/// nine times larger; the faces are blurred and the rest of the picture stays as it was, but for a
+/// second generation of lossy coding.
+#[test]
+fn a_lossy_webp_stays_lossy_near_its_size() {
+    let input = std::fs::read(existing(".cache/reference/jpeg/t1_lossy.webp")).expect("input");
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(existing(".cache/reference/image_codec.json")).expect("json"),
+    )
+    .expect("json");
+    let lossless = reference["webp_inputs"]["t1_lossy.webp"]["lossless_bytes"]
+        .as_u64()
+        .expect("size") as usize;
+    let det = detector(
+        DetectorKind::CenterFace,
+        EngineChoice::Ort,
+        DetectorParams::default(),
+    );
+    let decode = |b: &[u8]| image::load_from_memory(b).expect("decodes").to_rgb8();
+    let before = decode(&input);
+    let mut sizes = Vec::new();
+    for quality in [
+        switchyard_vision::imageio::Quality::Auto,
+        switchyard_vision::imageio::Quality::Fixed(60),
+    ] {
+        let opts = switchyard_vision::pipeline::BlurOptions {
+            quality,
+            ..Default::default()
+        };
+        let (out, format, d) =
+            switchyard_vision::pipeline::blur(&det, &input, 100_000_000, &opts).expect("blur");
+        assert_eq!(format, switchyard_vision::imageio::Format::Webp);
+        assert_eq!(d.faces.len(), 6);
+        assert!(switchyard_vision::webp::is_lossy(&out), "{quality:?}");
+        sizes.push(out.len());
+        let after = decode(&out);
+        // Away from the faces: the same picture, to lossy coding's error.
+        let near_face = |x: u32, y: u32| {
+            d.faces.iter().any(|f| {
+                let [x1, y1, x2, y2] = f.bbox;
+                let (mx, my) = ((x2 - x1) * 0.5, (y2 - y1) * 0.5);
+                (x as f32) > x1 - mx
+                    && (x as f32) < x2 + mx
+                    && (y as f32) > y1 - my
+                    && (y as f32) < y2 + my
+            })
+        };
+        // PSNR between the two pictures over the pixels `inside` says.
+        let psnr = |inside: &dyn Fn(u32, u32) -> bool| {
+            let (mut err, mut n) = (0f64, 0f64);
+            for (x, y, p) in before.enumerate_pixels().filter(|(x, y, _)| inside(*x, *y)) {
+                for (a, b) in p.0.iter().zip(after.get_pixel(x, y).0) {
+                    err += (f64::from(*a) - f64::from(b)).powi(2);
+                    n += 1.0;
+                }
+            }
+            10.0 * (255f64.powi(2) / (err / n)).log10()
+        };
+        let away = psnr(&|x, y| !near_face(x, y));
+        // The middle half of each face box: blurred, so far from what it was.
+        let in_faces = psnr(&|x, y| {
+            d.faces.iter().any(|f| {
+                let [x1, y1, x2, y2] = f.bbox;
+                let (qx, qy) = ((x2 - x1) * 0.25, (y2 - y1) * 0.25);
+                (x as f32) > x1 + qx
+                    && (x as f32) < x2 - qx
+                    && (y as f32) > y1 + qy
+                    && (y as f32) < y2 - qy
+            })
+        });
+        eprintln!(
+            "{quality:?}: {} bytes from {}; {away:.1} dB away from the faces, {in_faces:.1} dB in them",
+            out.len(),
+            input.len()
+        );
+        assert!(away > 30.0, "{quality:?}: {away:.1} dB away from the faces");
+        assert!(
+            in_faces < away - 6.0,
+            "{quality:?}: faces at {in_faces:.1} dB"
+        );
+    }
+    // At quality=auto (90) about the input's size (1.16× here) and far from the lossless one; 60
+    // is smaller.
+    assert!(
+        sizes[0] * 2 < input.len() * 3 && sizes[0] * 4 < lossless,
+        "auto: {} bytes from {} (lossless {lossless})",
+        sizes[0],
+        input.len()
+    );
+    assert!(sizes[1] < sizes[0], "{sizes:?}");
+}
