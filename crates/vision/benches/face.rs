@@ -65,6 +65,10 @@ fn stages(c: &mut Criterion) {
             imageio::encode_threads(&img, Format::Jpeg, 90, switchyard_infer::cores()).unwrap()
         })
     });
+    // WebP output: lossy through libwebp (a lossy input, or a quality given), lossless otherwise.
+    g.bench_function("encode_webp_lossy_q90", |b| {
+        b.iter(|| imageio::encode(&img, Format::Webp, 90).unwrap())
+    });
     g.finish();
 }
 
