@@ -388,10 +388,30 @@ pub struct InputInfo {
 /// Most distinct input shapes a tract model keeps a plan for.
 const TRACT_PLAN_CACHE: usize = 8;
 
+/// What tract may run on this CPU, set once before tract first probes it (its kernel choice is
+/// made then, for the life of the process). tract 0.23.9's AMX int8 matrix kernel (Sapphire Rapids
+/// and later Xeons) brings the process down now and then: SIGSEGV in its `tileloadd`, in 7 of 24
+/// runs of the ASR tests on a 2-vCPU Sapphire Rapids VM, 0 of 24 with the kernel out. It is taken out of tract's kernel pool, as `TRACT_CPU_ISA=-amx-int8` does; the AVX-512
+/// VNNI kernels it would have replaced compute the same integers. A `TRACT_CPU_ISA` in the
+/// environment still wins over this default, for a deployment that wants another set.
+fn tract_defaults() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static DEFAULTS: std::sync::Once = std::sync::Once::new();
+        DEFAULTS.call_once(|| {
+            use tract_onnx::tract_hir::tract_core::knobs;
+            if let Err(e) = knobs::set_config_global("TRACT_CPU_ISA", "-amx-int8") {
+                tracing::warn!(error = %e, "cannot take tract's AMX int8 kernel out");
+            }
+        });
+    }
+}
+
 impl Model {
     /// Loads a model file.
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Model> {
         let started = Instant::now();
+        tract_defaults();
         let load_err = |message: String| Error::Load {
             path: path.display().to_string(),
             message,

@@ -336,3 +336,17 @@ fn integer_products_are_exact_on_every_cpu() {
         }
     }
 }
+
+/// tract's AMX int8 kernel (Sapphire Rapids and later) is out of the kernels tract dispatches to
+/// once a model is loaded: it crashed the ASR suite now and then (SIGSEGV in `tileloadd`).
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn tract_never_runs_its_amx_int8_kernel() {
+    use tract_onnx::tract_hir::tract_core::tract_linalg::{isa, knobs};
+    let got = run_int8(&int8_model(None), EngineChoice::Tract, vec![]);
+    assert_eq!(got, [2_072_640.0; N]);
+    assert_eq!(knobs::TRACT_CPU_ISA.get().as_deref(), Some("-amx-int8"));
+    let native = isa::native();
+    eprintln!("tract dispatches on {native:?}");
+    assert!(!native.has(isa::Isa::X86_64AmxInt8));
+}
