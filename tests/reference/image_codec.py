@@ -18,7 +18,9 @@
   face, with its ICC profile, an EXIF block holding GPS coordinates and an XMP packet: the extended
   format, as a phone app writes it), and the chunks Pillow's writer put in it, in order; and
   `t1_lossy.webp`, insightface's group photo (6 faces) as a plain lossy WebP at quality 80, with the
-  size of the same pixels written losslessly.
+  size of the same pixels written losslessly; and the group photo at other qualities (`t1_q20.webp`
+  …), each entry with the quality Pillow was asked for, which Switchyard reads back from the VP8
+  header to re-encode at.
 
 Nothing here is shared with the Rust code.
 
@@ -100,13 +102,18 @@ def webp_inputs(args) -> dict:
     group.save(args.files / "t1_lossy.webp", "WEBP", quality=80)
     lossless = io.BytesIO()
     group.save(lossless, "WEBP", lossless=True)
-    return {
-        "rocket_lossy.webp": {"chunks": chunks, "bytes": len(data)},
+    out = {
+        "rocket_lossy.webp": {"chunks": chunks, "bytes": len(data), "quality": 80},
         "t1_lossy.webp": {
             "bytes": (args.files / "t1_lossy.webp").stat().st_size,
             "lossless_bytes": len(lossless.getvalue()),
+            "quality": 80,
         },
     }
+    for q in (20, 55, 75, 95):
+        group.save(args.files / f"t1_q{q}.webp", "WEBP", quality=q)
+        out[f"t1_q{q}.webp"] = {"quality": q}
+    return out
 
 
 def main() -> None:

@@ -89,10 +89,11 @@ pub struct Channels {
     /// about the size of the input and re-quantised on the input's own grid (a phone's or a
     /// website's q75 photo is neither inflated to q90 nor degraded).
     pub jpeg_tables: Option<JpegTables>,
-    /// The input was lossy (a JPEG, or a WebP holding a `VP8 ` bitstream): WebP output at
-    /// [`Quality::Auto`] is lossy too, at [`DEFAULT_QUALITY`], not a lossless file several times the
-    /// input's size. A PNG or lossless WebP input stays lossless.
-    pub lossy: bool,
+    /// The input was lossy (a JPEG, or a WebP holding a `VP8 ` bitstream): the quality WebP output
+    /// at [`Quality::Auto`] is written at, not a lossless file several times the input's size. A
+    /// lossy WebP's own quality ([`crate::webp::quality`]), else [`DEFAULT_QUALITY`]. `None`: a PNG
+    /// or lossless WebP input, which stays lossless.
+    pub lossy: Option<u8>,
 }
 
 /// The luma and chroma quantization tables of a JPEG, in natural (row-major) order, 8-bit values.
@@ -113,13 +114,14 @@ pub enum Quality {
     /// libjpeg's scale, 1–100: the standard (Annex K) tables scaled as libjpeg and Pillow scale them.
     Fixed(u8),
     /// The input's own quantization tables when it was a JPEG with 8-bit tables
-    /// ([`Channels::jpeg_tables`]), else [`DEFAULT_QUALITY`]. WebP: lossy at [`DEFAULT_QUALITY`]
-    /// when the input was lossy ([`Channels::lossy`]), else lossless.
+    /// ([`Channels::jpeg_tables`]), else [`DEFAULT_QUALITY`]. WebP: lossy when the input was lossy,
+    /// at a lossy WebP input's own quality, else at [`DEFAULT_QUALITY`] ([`Channels::lossy`]);
+    /// lossless otherwise.
     Auto,
 }
 
 /// The quality of JPEG output when the input's cannot be kept (a PNG or WebP input), and of lossy
-/// WebP output at [`Quality::Auto`].
+/// WebP output at [`Quality::Auto`] when the input's cannot be read (a JPEG input).
 pub const DEFAULT_QUALITY: u8 = 90;
 
 impl From<u8> for Quality {
@@ -289,9 +291,10 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Decoded> {
             None
         },
         lossy: match format {
-            Format::Jpeg => true,
-            Format::Png => false,
-            Format::Webp => crate::webp::is_lossy(bytes),
+            Format::Jpeg => Some(DEFAULT_QUALITY),
+            Format::Png => None,
+            Format::Webp => crate::webp::is_lossy(bytes)
+                .then(|| crate::webp::quality(bytes).unwrap_or(DEFAULT_QUALITY)),
         },
     };
     Ok(Decoded {
@@ -358,7 +361,7 @@ pub fn encode_channels(
     let quality = quality.into();
     let lossy_webp = match quality {
         Quality::Fixed(q) => Some(q),
-        Quality::Auto => channels.lossy.then_some(DEFAULT_QUALITY),
+        Quality::Auto => channels.lossy,
     };
     let quality = match (quality, &channels.jpeg_tables) {
         (Quality::Fixed(q), _) => Tables::Scaled(q),

@@ -58,6 +58,156 @@ pub fn is_lossy(bytes: &[u8]) -> bool {
     chunks(bytes).is_some_and(|c| c.iter().any(|(kind, _)| kind == b"VP8 "))
 }
 
+/// The libwebp quality (0–100, as `cwebp -q`) a lossy WebP was most likely written at, read from
+/// the quantiser indices of its `VP8 ` key-frame header; `None` for a lossless, animated or damaged
+/// file. Lossy WebP output at [`Quality::Auto`](crate::imageio::Quality::Auto) uses it, as JPEG
+/// output uses the input's quantization tables: a q75 phone photo is neither inflated to q90 nor
+/// degraded.
+///
+/// libwebp turns a quality into a quantiser index through its compression curve (`quant_enc.c`:
+/// `c = linear(q)^(1/3)`, `index = 127 (1 − c)`), raised per segment to `1 − amp·alpha` by the
+/// segment's complexity alpha. With its defaults (what `cwebp`, Pillow and browsers write: four
+/// segments, `sns_strength` 50), segment 0 is the least complex one, alpha −127, so its index
+/// gives the quality back to within a point or two; an unsegmented frame carries the curve's own
+/// index. Other settings shift the estimate by a few points, never out of 0–100.
+pub fn quality(bytes: &[u8]) -> Option<u8> {
+    let chunks = chunks(bytes)?;
+    let vp8 = match chunks
+        .iter()
+        .find(|(kind, _)| kind == b"VP8 " || kind == b"ANMF")
+    {
+        Some(([b'V', b'P', b'8', b' '], data)) => *data,
+        _ => return None,
+    };
+    let indices = quantiser_indices(vp8)?;
+    // libwebp: amp = SNS_TO_DQ (0.9) × sns_strength / 100 / 128.
+    let exponent = if indices.len() > 1 {
+        1.0 + 0.9 * 0.5 / 128.0 * 127.0
+    } else {
+        1.0
+    };
+    // libwebp truncates the index; at its lower end the estimate falls on the quality written.
+    let c = (1.0 - f64::from(indices[0]) / 127.0).powf(1.0 / exponent);
+    let linear = c * c * c;
+    let q = if linear < 0.5 {
+        linear * 1.5
+    } else {
+        (linear + 1.0) / 2.0
+    };
+    Some((100.0 * q).round().clamp(0.0, 100.0) as u8)
+}
+
+/// The luma AC quantiser index of each segment of a VP8 key frame (RFC 6386 §9.2–9.6; one value
+/// when the frame is not segmented), from the first partition's header.
+fn quantiser_indices(vp8: &[u8]) -> Option<Vec<u8>> {
+    let tag = u32::from_le_bytes([*vp8.first()?, *vp8.get(1)?, *vp8.get(2)?, 0]);
+    if tag & 1 != 0 || vp8.get(3..6)? != [0x9d, 0x01, 0x2a] {
+        return None; // not a key frame
+    }
+    let first_partition = (tag >> 5) as usize;
+    let mut d = BoolDecoder::new(vp8.get(10..)?.get(..first_partition)?)?;
+    d.literal(2); // colour space, clamping type
+    let mut segments = None;
+    if d.flag() {
+        let update_map = d.flag();
+        if d.flag() {
+            let absolute = d.flag();
+            let quantisers: Vec<Option<i32>> =
+                (0..4).map(|_| d.flag().then(|| d.signed(7))).collect();
+            for _ in 0..4 {
+                if d.flag() {
+                    d.signed(6); // loop filter level
+                }
+            }
+            segments = Some((absolute, quantisers));
+        }
+        if update_map {
+            for _ in 0..3 {
+                if d.flag() {
+                    d.literal(8); // tree probability
+                }
+            }
+        }
+    }
+    d.literal(1 + 6 + 3); // filter type, level, sharpness
+    if d.flag() && d.flag() {
+        for _ in 0..8 {
+            if d.flag() {
+                d.signed(6); // reference frame and mode filter deltas
+            }
+        }
+    }
+    d.literal(2); // DCT partitions
+    let base = d.literal(7) as i32;
+    let index = |v: i32| v.clamp(0, 127) as u8;
+    Some(match segments {
+        Some((true, q)) => q.iter().map(|v| index(v.unwrap_or(0))).collect(),
+        Some((false, q)) => q.iter().map(|v| index(base + v.unwrap_or(0))).collect(),
+        None => vec![index(base)],
+    })
+}
+
+/// VP8's boolean entropy decoder (RFC 6386 §7.3), for the frame header's fixed-probability fields.
+/// Past the end of its data it reads zeros.
+struct BoolDecoder<'a> {
+    data: &'a [u8],
+    pos: usize,
+    value: u32,
+    range: u32,
+    bits: u32,
+}
+
+impl<'a> BoolDecoder<'a> {
+    fn new(data: &'a [u8]) -> Option<Self> {
+        let value = (u32::from(*data.first()?) << 8) | u32::from(*data.get(1)?);
+        Some(Self {
+            data,
+            pos: 2,
+            value,
+            range: 255,
+            bits: 0,
+        })
+    }
+
+    fn bool(&mut self, probability: u32) -> bool {
+        let split = 1 + (((self.range - 1) * probability) >> 8);
+        let big_split = split << 8;
+        let bit = self.value >= big_split;
+        if bit {
+            self.range -= split;
+            self.value -= big_split;
+        } else {
+            self.range = split;
+        }
+        while self.range < 128 {
+            self.value <<= 1;
+            self.range <<= 1;
+            self.bits += 1;
+            if self.bits == 8 {
+                self.bits = 0;
+                self.value |= u32::from(self.data.get(self.pos).copied().unwrap_or(0));
+                self.pos += 1;
+            }
+        }
+        bit
+    }
+
+    fn flag(&mut self) -> bool {
+        self.bool(128)
+    }
+
+    /// An unsigned `n`-bit literal, most significant bit first.
+    fn literal(&mut self, n: u32) -> u32 {
+        (0..n).fold(0, |v, _| (v << 1) | u32::from(self.flag()))
+    }
+
+    /// A magnitude of `n` bits followed by its sign.
+    fn signed(&mut self, n: u32) -> i32 {
+        let v = self.literal(n) as i32;
+        if self.flag() { -v } else { v }
+    }
+}
+
 /// Lossy WebP of `rgb` pixels at `quality` (libwebp's 0–100 scale, as `cwebp -q`), with `alpha`
 /// when given (compressed losslessly: its values come back exactly), tagged with `icc` when given.
 pub fn encode_lossy(

@@ -15,9 +15,7 @@ use switchyard_vision::{DetectorKind, DetectorParams};
 
 /// The profile of a test photo according to the reference, as bytes.
 fn reference_profile(name: &str) -> Vec<u8> {
-    let text =
-        std::fs::read_to_string(existing(".cache/reference/image_codec.json")).expect("reference");
-    let reference: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let reference = codec_reference();
     let hex = reference["icc_profiles"][name]["hex"]
         .as_str()
         .expect("profile");
@@ -127,7 +125,7 @@ fn a_profile_for_another_colour_space_is_dropped() {
         (&gray, Format::Jpeg, false),
     ] {
         decoded.channels.icc_profile = Some(profile.clone());
-        for (quality, lossy) in [(Quality::Fixed(90), true), (Quality::Auto, false)] {
+        for (quality, lossy) in [(Quality::Fixed(90), Some(90)), (Quality::Auto, None)] {
             decoded.channels.lossy = lossy;
             let out =
                 imageio::encode_channels(&decoded.image, &decoded.channels, format, quality, 1)
@@ -135,7 +133,7 @@ fn a_profile_for_another_colour_space_is_dropped() {
             assert_eq!(
                 profile_of(&out),
                 kept.then(|| profile.clone()),
-                "{format:?} at {quality:?} (lossy input: {lossy}) with a {:?} profile",
+                "{format:?} at {quality:?} (lossy input: {lossy:?}) with a {:?} profile",
                 std::str::from_utf8(&profile[16..20])
             );
         }

@@ -17,6 +17,13 @@ pub fn existing(rel: &str) -> PathBuf {
     p
 }
 
+/// The codec reference written by `tests/reference/image_codec.py` (Pillow, libjpeg-turbo, libwebp).
+pub fn codec_reference() -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(existing(".cache/reference/image_codec.json")).expect("reference");
+    serde_json::from_str(&text).expect("json")
+}
+
 pub fn model_file(kind: DetectorKind) -> PathBuf {
     existing(kind.default_model())
 }

@@ -1,4 +1,5 @@
-//! JPEG encoding on several threads against one encoder: real photo, odd sizes.
+//! Codec output against one encoder and against the references: JPEG on several threads, real
+//! photos, odd sizes; libjpeg-turbo's tables and fidelity; the quality of libwebp's files.
 
 mod common;
 
@@ -127,9 +128,7 @@ fn jpeg_output_is_as_faithful_as_libjpeg_at_the_same_quality() {
     // source, per channel, and its size. Chroma is each 2×2 block's average, as libjpeg makes it;
     // point-sampling it instead (jpeg-encoder's default) gives 0.3 dB less at q75 and 0.7 dB less at
     // q90 here (0.8 in blue), in a file 0.5–1.2 % larger, and fails this test.
-    let text =
-        std::fs::read_to_string(existing(".cache/reference/image_codec.json")).expect("reference");
-    let reference: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let reference = codec_reference();
     let reference = &reference["jpeg_quality"];
     let src = photo("astronaut.png");
     for q in [75u8, 90] {
@@ -172,9 +171,7 @@ fn jpeg_output_is_as_faithful_as_libjpeg_at_the_same_quality() {
 #[test]
 fn auto_quality_keeps_the_input_tables_as_libjpeg_keep_does() {
     use switchyard_vision::imageio::{JpegTables, Quality};
-    let text =
-        std::fs::read_to_string(existing(".cache/reference/image_codec.json")).expect("reference");
-    let reference: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let reference = codec_reference();
     let kinds = reference["jpeg_tables"].as_object().expect("jpeg_tables");
     assert_eq!(kinds.len(), 4);
     let table = |v: &serde_json::Value| -> [u16; 64] {
@@ -297,4 +294,70 @@ fn jpeg_tables_of_damaged_headers() {
         }
     }
     assert_eq!(imageio::jpeg_tables(&bytes[..sos + 4]), Some(good));
+}
+
+/// Lossy WebP files Pillow wrote at known qualities (`tests/reference/image_codec.py`): the quality
+/// read from their VP8 headers is the one asked of libwebp, to within a point, and `Quality::Auto`
+/// WebP output is written at it, so it comes back about the input's size. A lossless WebP, a JPEG
+/// and a damaged header have none.
+#[test]
+fn a_lossy_webp_is_reencoded_at_the_quality_it_was_written_at() {
+    use switchyard_vision::imageio::Quality;
+    use switchyard_vision::webp;
+    let reference = codec_reference();
+    let inputs = reference["webp_inputs"].as_object().expect("webp_inputs");
+    let mut checked = 0;
+    for (name, r) in inputs {
+        let Some(asked) = r["quality"].as_u64() else {
+            continue;
+        };
+        let bytes = std::fs::read(existing(&format!(".cache/reference/jpeg/{name}"))).expect(name);
+        let read = webp::quality(&bytes).expect(name);
+        assert!(
+            u64::from(read).abs_diff(asked) <= 1,
+            "{name}: written at {asked}, read {read}"
+        );
+        let input = imageio::decode(&bytes, 100_000_000).expect("decode");
+        assert_eq!(input.channels.lossy, Some(read), "{name}");
+        let out = imageio::encode_channels(
+            &input.image,
+            &input.channels,
+            Format::Webp,
+            Quality::Auto,
+            1,
+        )
+        .expect("encode");
+        // A second generation at the same quality: about the same size (within 15 %).
+        let ratio = out.len() as f64 / bytes.len() as f64;
+        println!(
+            "{name}: q{asked} read as {read}, {} → {} bytes ({ratio:.2}×)",
+            bytes.len(),
+            out.len()
+        );
+        assert!(
+            (0.85..1.15).contains(&ratio),
+            "{name}: {ratio:.2}× the input's size"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 6);
+    let png = std::fs::read(existing(".cache/testdata/astronaut.png")).expect("png");
+    let img = imageio::decode(&png, 100_000_000).expect("decode");
+    assert_eq!(img.channels.lossy, None);
+    let lossless =
+        imageio::encode_channels(&img.image, &img.channels, Format::Webp, Quality::Auto, 1)
+            .expect("encode");
+    assert!(!webp::is_lossy(&lossless));
+    assert_eq!(webp::quality(&lossless), None);
+    let jpeg = std::fs::read(existing(".cache/testdata/t1.jpg")).expect("jpeg");
+    assert_eq!(webp::quality(&jpeg), None);
+    let lossy = std::fs::read(existing(".cache/reference/jpeg/t1_q75.webp")).expect("webp");
+    // Cut short inside the VP8 data, the chunk and RIFF sizes made to match: no header to read.
+    assert_eq!(&lossy[12..16], b"VP8 ");
+    for cut in [22, 24, 31, 40] {
+        let mut damaged = lossy[..cut].to_vec();
+        damaged[4..8].copy_from_slice(&u32::try_from(cut - 8).expect("size").to_le_bytes());
+        damaged[16..20].copy_from_slice(&u32::try_from(cut - 20).expect("size").to_le_bytes());
+        assert_eq!(webp::quality(&damaged), None, "cut at {cut}");
+    }
 }
