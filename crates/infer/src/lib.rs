@@ -532,6 +532,10 @@ impl Model {
                 )
             }
             EngineKind::Tract => {
+                tracing::debug!(
+                    isa = ?tract_onnx::tract_hir::tract_core::tract_linalg::isa::native(),
+                    "tract's instruction sets"
+                );
                 if opts.device != Device::Cpu && !opts.device_fallback {
                     return Err(load_err(format!(
                         "tract runs on the CPU only, not {}",
