@@ -391,9 +391,10 @@ const TRACT_PLAN_CACHE: usize = 8;
 /// What tract may run on this CPU, set once before tract first probes it (its kernel choice is
 /// made then, for the life of the process). tract 0.23.9's AMX int8 matrix kernel (Sapphire Rapids
 /// and later Xeons) brings the process down now and then: SIGSEGV in its `tileloadd`, in 7 of 24
-/// runs of the ASR tests on a 2-vCPU Sapphire Rapids VM, 0 of 24 with the kernel out. It is taken out of tract's kernel pool, as `TRACT_CPU_ISA=-amx-int8` does; the AVX-512
-/// VNNI kernels it would have replaced compute the same integers. A `TRACT_CPU_ISA` in the
-/// environment still wins over this default, for a deployment that wants another set.
+/// runs of the ASR tests on a 2-vCPU Sapphire Rapids VM, 0 of 24 with the kernel out. It is taken
+/// out of tract's kernel pool, as `TRACT_CPU_ISA=-amx-int8` does; the AVX-512 VNNI kernels it would
+/// have replaced compute the same integers. A `TRACT_CPU_ISA` in the environment still wins over
+/// this default, for a deployment that wants another set.
 fn tract_defaults() {
     #[cfg(target_arch = "x86_64")]
     {

@@ -293,8 +293,7 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Decoded> {
         lossy: match format {
             Format::Jpeg => Some(DEFAULT_QUALITY),
             Format::Png => None,
-            Format::Webp => crate::webp::is_lossy(bytes)
-                .then(|| crate::webp::quality(bytes).unwrap_or(DEFAULT_QUALITY)),
+            Format::Webp => crate::webp::lossy_quality(bytes, DEFAULT_QUALITY),
         },
     };
     Ok(Decoded {

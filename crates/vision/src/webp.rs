@@ -53,9 +53,23 @@ pub(crate) fn assemble(chunks: &[Chunk<'_>]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// A still WebP's lossy (`VP8 `) bitstream; `None` for a lossless (`VP8L`) or animated one (its
+/// frames sit inside `ANMF` chunks) or a damaged container.
+fn lossy_bitstream(bytes: &[u8]) -> Option<&[u8]> {
+    chunks(bytes)?
+        .into_iter()
+        .find_map(|(kind, data)| (&kind == b"VP8 ").then_some(data))
+}
+
 /// Whether a WebP holds a lossy (`VP8 `) bitstream rather than a lossless (`VP8L`) one.
 pub fn is_lossy(bytes: &[u8]) -> bool {
-    chunks(bytes).is_some_and(|c| c.iter().any(|(kind, _)| kind == b"VP8 "))
+    lossy_bitstream(bytes).is_some()
+}
+
+/// For a lossy WebP, the quality lossy output keeps: its own ([`quality`]), or `fallback` when its
+/// header cannot be read; `None` for a lossless one. One walk over the container.
+pub(crate) fn lossy_quality(bytes: &[u8], fallback: u8) -> Option<u8> {
+    lossy_bitstream(bytes).map(|vp8| vp8_quality(vp8).unwrap_or(fallback))
 }
 
 /// The libwebp quality (0–100, as `cwebp -q`) a lossy WebP was most likely written at, read from
@@ -71,14 +85,11 @@ pub fn is_lossy(bytes: &[u8]) -> bool {
 /// gives the quality back to within a point or two; an unsegmented frame carries the curve's own
 /// index. Other settings shift the estimate by a few points, never out of 0–100.
 pub fn quality(bytes: &[u8]) -> Option<u8> {
-    let chunks = chunks(bytes)?;
-    let vp8 = match chunks
-        .iter()
-        .find(|(kind, _)| kind == b"VP8 " || kind == b"ANMF")
-    {
-        Some(([b'V', b'P', b'8', b' '], data)) => *data,
-        _ => return None,
-    };
+    vp8_quality(lossy_bitstream(bytes)?)
+}
+
+/// [`quality`] of a `VP8 ` chunk's payload.
+fn vp8_quality(vp8: &[u8]) -> Option<u8> {
     let indices = quantiser_indices(vp8)?;
     // libwebp: amp = SNS_TO_DQ (0.9) × sns_strength / 100 / 128.
     let exponent = if indices.len() > 1 {

@@ -455,8 +455,8 @@ fn assert_same_faces(a: &[Face], b: &[Face], px: f32, score: f32) {
 }
 
 /// A lossy WebP (libwebp, quality 80) comes back lossy at its own quality: near its own size, not
-/// the lossless file nine times larger; the faces are blurred and the rest of the picture stays as it was, but for a
-/// second generation of lossy coding.
+/// the lossless file nine times larger; the faces are blurred and the rest of the picture stays as
+/// it was, but for a second generation of lossy coding.
 #[test]
 fn a_lossy_webp_stays_lossy_near_its_size() {
     let input = std::fs::read(existing(".cache/reference/jpeg/t1_lossy.webp")).expect("input");
