@@ -8,6 +8,7 @@
 mod asr;
 mod face;
 mod fixed;
+mod h1;
 mod upstream;
 
 use std::future::Future;

@@ -4,21 +4,20 @@
 //! headers are removed and `X-Forwarded-*`/`Forwarded` set; WebSocket (HTTP/1.1 `Upgrade`) is passed
 //! through. Upstream unreachable → 502, no response headers within `timeout_ms` → 504.
 
-use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use switchyard_config::SlotSpec;
 
-use super::{RequestContext, Slot, SlotFuture};
+use super::{RequestContext, Slot, SlotFuture, h1};
 use crate::body::client_body_error;
 use crate::error::ApiError;
 
@@ -50,70 +49,12 @@ pub struct UpstreamSlot {
     preserve_host: bool,
     connect_timeout: Duration,
     pool_max_idle: usize,
-    /// Plain-HTTP keep-alive connections, one pool per data-plane worker thread: a request never
-    /// crosses threads to reach its upstream connection, and no pool lock or dispatch task is shared.
-    idle: Arc<thread_local::ThreadLocal<RefCell<Vec<Sender>>>>,
-    /// HTTPS and protocol upgrades go through hyper-util's pooled client, also one per thread.
+    /// Plain-HTTP requests without a body (most of a proxy's traffic): this slot's own HTTP/1.1
+    /// keep-alive connections, one pool per data-plane worker thread (`h1`).
+    pool: Arc<h1::Pool>,
+    /// HTTPS, requests with a body and protocol upgrades go through hyper-util's pooled client, one
+    /// per thread: a request never crosses threads to reach its upstream connection.
     clients: thread_local::ThreadLocal<Client<HttpsConnector<HttpConnector>, Body>>,
-}
-
-type Sender = hyper::client::conn::http1::SendRequest<Body>;
-
-/// An upstream response body that gives its connection back to the thread's pool once fully read.
-struct PooledBody {
-    inner: hyper::body::Incoming,
-    sender: Option<Sender>,
-    idle: Arc<thread_local::ThreadLocal<RefCell<Vec<Sender>>>>,
-    max_idle: usize,
-}
-
-impl PooledBody {
-    /// Gives the connection back once the response has been read to its end. (A server writing a
-    /// body of known length stops polling after the last byte, so the end is seen through
-    /// `is_end_stream`, not only through a final `None`.)
-    fn release_if_done(&mut self) {
-        if http_body::Body::is_end_stream(&self.inner)
-            && let Some(sender) = self.sender.take()
-        {
-            let mut idle = self.idle.get_or(Default::default).borrow_mut();
-            if idle.len() < self.max_idle {
-                idle.push(sender);
-            }
-        }
-    }
-}
-
-impl http_body::Body for PooledBody {
-    type Data = bytes::Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let res = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
-        if matches!(res, std::task::Poll::Ready(None | Some(Ok(_)))) {
-            this.release_if_done();
-        }
-        res
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        // Read to the end but the last poll came before the end was known: still reusable. A body
-        // dropped half-read takes its connection down with it.
-        self.release_if_done();
-    }
 }
 
 impl UpstreamSlot {
@@ -140,28 +81,12 @@ impl UpstreamSlot {
             preserve_host: spec.preserve_host.unwrap_or(false),
             connect_timeout: Duration::from_millis(spec.connect_timeout_ms.unwrap_or(2_000)),
             pool_max_idle: spec.pool_max_idle.unwrap_or(256),
-            idle: Arc::new(thread_local::ThreadLocal::new()),
+            pool: Arc::new(h1::Pool::new(spec.pool_max_idle.unwrap_or(256))),
             clients: thread_local::ThreadLocal::new(),
         })
     }
 
-    /// An idle connection of this thread that is ready for a request, or a new one.
-    async fn checkout(&self) -> Result<Sender, ApiError> {
-        loop {
-            let candidate = self.idle.get_or(Default::default).borrow_mut().pop();
-            match candidate {
-                Some(mut s) if !s.is_closed() => {
-                    if s.ready().await.is_ok() {
-                        return Ok(s);
-                    }
-                }
-                Some(_) => continue,
-                None => return self.connect().await,
-            }
-        }
-    }
-
-    async fn connect(&self) -> Result<Sender, ApiError> {
+    async fn connect(&self) -> Result<h1::Conn, ApiError> {
         let unavailable = |e: String| {
             tracing::warn!(upstream = %self.url, error = %e, "upstream connect failed");
             ApiError::new(
@@ -174,8 +99,7 @@ impl UpstreamSlot {
             .authority
             .host()
             .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
+            .trim_end_matches(']');
         let port = self.authority.port_u16().unwrap_or(80);
         let stream = tokio::time::timeout(
             self.connect_timeout,
@@ -185,62 +109,41 @@ impl UpstreamSlot {
         .map_err(|_| unavailable("connect timed out".into()))?
         .map_err(|e| unavailable(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+        Ok(h1::Conn::new(stream))
     }
 
-    /// Plain HTTP without upgrade: this thread's own keep-alive connections.
-    async fn send_pooled(
-        &self,
-        mut req: Request<Body>,
-        ctx: &RequestContext,
-    ) -> Result<Response<Body>, ApiError> {
-        // hyper's connection-level client writes the URI as given: origin form, Host set here.
-        let pq = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        *req.uri_mut() = Uri::from(pq);
-        if !req.headers().contains_key(header::HOST) {
-            req.headers_mut().insert(
-                header::HOST,
-                HeaderValue::from_str(self.authority.as_str()).map_err(|_| {
-                    ApiError::new(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_error",
-                        "bad upstream authority",
-                    )
-                })?,
-            );
-        }
-        let mut attempt = 0;
-        let resp = loop {
-            let mut sender = self.checkout().await?;
-            match sender.try_send_request(req).await {
-                Ok(resp) => break (resp, sender),
-                Err(mut e) => {
-                    // The connection closed before the request went out (an idle keep-alive connection
-                    // the upstream dropped): the request comes back untouched; retry once on a new one.
-                    if attempt == 0
-                        && let Some(r) = e.take_message()
-                    {
-                        attempt += 1;
-                        req = r;
-                        continue;
-                    }
-                    let err = e.into_error();
-                    if let Some(client_err) = client_body_error(&err, ctx.max_body_bytes) {
-                        return Err(client_err);
-                    }
-                    tracing::warn!(upstream = %self.url, error = %error_chain(&err), "upstream request failed");
+    /// Plain HTTP, no body, no upgrade: on this thread's own keep-alive connections (`h1`).
+    async fn send_bodiless(&self, req: Request<Body>) -> Result<Response<Body>, ApiError> {
+        let (head, _) = req.into_parts();
+        // An idle connection the upstream closed just as the request went out fails before any
+        // response byte; a request that may be repeated (RFC 9110 §9.2.2) is, once, on a new one.
+        let idempotent = matches!(
+            head.method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::TRACE
+                | Method::PUT
+                | Method::DELETE
+        );
+        let mut fresh_only = false;
+        loop {
+            let conn = match (fresh_only, self.pool.checkout()) {
+                (false, Some(conn)) => conn,
+                _ => self.connect().await?,
+            };
+            let reused = conn.is_reused();
+            match conn.send(&head, self.authority.as_str(), &self.pool).await {
+                Ok((mut parts, body)) => {
+                    strip_hop_by_hop(&mut parts.headers);
+                    return Ok(Response::from_parts(parts, Body::new(body)));
+                }
+                Err(h1::SendError::Closed(_)) if reused && idempotent && !fresh_only => {
+                    fresh_only = true;
+                }
+                Err(e) => {
+                    let e = e.into_io();
+                    tracing::warn!(upstream = %self.url, error = %e, "upstream request failed");
                     return Err(ApiError::new(
                         StatusCode::BAD_GATEWAY,
                         "upstream_error",
@@ -248,17 +151,7 @@ impl UpstreamSlot {
                     ));
                 }
             }
-        };
-        let (resp, sender) = resp;
-        let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        let body = PooledBody {
-            inner: body,
-            sender: Some(sender),
-            idle: self.idle.clone(),
-            max_idle: self.pool_max_idle,
-        };
-        Ok(Response::from_parts(parts, Body::new(body)))
+        }
     }
 
     fn client(&self) -> &Client<HttpsConnector<HttpConnector>, Body> {
@@ -340,8 +233,11 @@ impl UpstreamSlot {
         self.set_forwarding_headers(&mut parts.headers, ctx);
 
         let out = Request::from_parts(parts, body);
-        if upgrade.is_none() && self.scheme == Scheme::HTTP {
-            return match tokio::time::timeout(self.timeout, self.send_pooled(out, ctx)).await {
+        if upgrade.is_none()
+            && self.scheme == Scheme::HTTP
+            && http_body::Body::is_end_stream(out.body())
+        {
+            return match tokio::time::timeout(self.timeout, self.send_bodiless(out)).await {
                 Ok(r) => r,
                 Err(_) => Err(self.timeout_error()),
             };
@@ -571,6 +467,52 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["x-kept"]);
+    }
+
+    #[tokio::test]
+    async fn a_keep_alive_connection_closed_under_a_request_is_retried_once_on_a_new_one() {
+        use std::sync::atomic::Ordering;
+        // The second request arrives on the kept-alive connection, which the upstream then closes
+        // without answering (its idle timeout firing as the request came in).
+        let up = super::h1::tests::scripted(&[
+            ("HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\na", false),
+            ("", true),
+            ("HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nb", false),
+            ("", true),
+        ])
+        .await;
+        let spec: SlotSpec = toml::from_str(&format!(
+            "name='u'\nkind='upstream'\nurl='http://{}'",
+            up.addr
+        ))
+        .unwrap();
+        let slot = UpstreamSlot::new(&spec).unwrap();
+        let req = |m: Method| {
+            Request::builder()
+                .method(m)
+                .uri("/")
+                .body(Body::empty())
+                .unwrap()
+        };
+        let body = |r: Response<Body>| async move {
+            http_body_util::BodyExt::collect(r.into_body())
+                .await
+                .unwrap()
+                .to_bytes()
+        };
+        assert_eq!(
+            body(slot.send_bodiless(req(Method::GET)).await.unwrap()).await,
+            "a"
+        );
+        assert_eq!(
+            body(slot.send_bodiless(req(Method::GET)).await.unwrap()).await,
+            "b"
+        );
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+        // A request that may not be repeated is not: 502.
+        let err = slot.send_bodiless(req(Method::POST)).await.unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(up.heads.lock().unwrap().len(), 4, "the POST went out once");
     }
 
     #[test]

@@ -1,0 +1,880 @@
+//! A lean HTTP/1.1 client connection for the proxy's common case: a request without a body to a
+//! plain-HTTP upstream (GET, HEAD, DELETE…).
+//!
+//! hyper's client runs every upstream connection as a task of its own, reached through a channel:
+//! per request, the request crosses a channel to that task, the response head comes back through a
+//! oneshot and the body through another channel, each a task wake-up. Here the request's own task
+//! writes the head on the socket, reads and parses the response head (`httparse`, as hyper does)
+//! and hands the connection to the response body, which reads the socket directly as the client
+//! connection pulls it, and gives the connection back to its thread's pool at the body's end.
+//! Measured: 6 % less CPU and 4–5 % more requests/s per proxied request than hyper's client on a
+//! 2-core machine (README, proxy benchmark). HTTPS, bodies and upgrades stay on hyper's client.
+//!
+//! Message framing follows RFC 9112 §6.3: no body after `HEAD`, 1xx, 204 and 304; `chunked`
+//! (trailers passed on); `Content-Length` (conflicting values refused); otherwise the body runs to
+//! the connection's close. A connection is reused only when the response said nothing against it
+//! and its body was read exactly to its end.
+
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version, request, response};
+use http_body::{Frame, SizeHint};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Largest response head (status line and headers) or trailer section accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields in a response head (hyper's default too).
+const MAX_HEADERS: usize = 100;
+/// Longest chunk-size line (size, extensions) of a chunked body.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Smallest free space offered to one read.
+const READ_SIZE: usize = 8 * 1024;
+/// Largest read buffer grown for one body read.
+const MAX_READ: usize = 64 * 1024;
+
+/// One keep-alive connection to an upstream.
+pub(crate) struct Conn {
+    io: TcpStream,
+    /// Bytes read from the socket and not yet consumed.
+    buf: BytesMut,
+    /// The request head being written (kept to reuse its allocation).
+    out: Vec<u8>,
+    /// Whether this connection already carried a response.
+    reused: bool,
+}
+
+/// Why a request on a connection failed.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// The connection closed or reset before any byte of a response: on a reused connection this
+    /// is the upstream closing an idle keep-alive connection as the request went out.
+    Closed(io::Error),
+    /// Any other failure: I/O error after the response began, or a response that is not HTTP/1.x.
+    Failed(io::Error),
+}
+
+impl SendError {
+    pub(crate) fn into_io(self) -> io::Error {
+        match self {
+            SendError::Closed(e) | SendError::Failed(e) => e,
+        }
+    }
+}
+
+fn invalid(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+impl Conn {
+    pub(crate) fn new(io: TcpStream) -> Self {
+        Self {
+            io,
+            buf: BytesMut::new(),
+            out: Vec::new(),
+            reused: false,
+        }
+    }
+
+    /// Whether this idle connection can take a request: the upstream has neither closed it nor sent
+    /// anything unasked. (Only the reactor's last word on the socket is looked at, no system call
+    /// unless the socket was reported readable.)
+    pub(crate) fn is_usable(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Whether this connection carried a response before.
+    pub(crate) fn is_reused(&self) -> bool {
+        self.reused
+    }
+
+    /// Sends a request without a body (`head.uri` in origin form or absolute: only its path and
+    /// query are written; `Host` is `authority` unless the head has one) and reads the response
+    /// head. The response body reads from the connection, then gives it to `pool`.
+    pub(crate) async fn send(
+        mut self,
+        head: &request::Parts,
+        authority: &str,
+        pool: &Arc<Pool>,
+    ) -> Result<(response::Parts, ResponseBody), SendError> {
+        self.write_head(head, authority);
+        if let Err(e) = self.io.write_all(&self.out).await {
+            return Err(SendError::Closed(e));
+        }
+        let (parts, framing, keep_alive) = loop {
+            let (parts, framing, keep_alive) = self.read_head(&head.method).await?;
+            // Interim responses (100 Continue, 103 Early Hints) are not forwarded; 101 was not
+            // asked for (upgrades do not come this way).
+            if parts.status.is_informational() {
+                if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                    return Err(SendError::Failed(invalid(
+                        "upstream switched protocols without being asked to",
+                    )));
+                }
+                continue;
+            }
+            break (parts, framing, keep_alive);
+        };
+        self.reused = true;
+        let body = ResponseBody {
+            conn: Some(self),
+            state: framing,
+            keep_alive,
+            pool: pool.clone(),
+        };
+        Ok((parts, body))
+    }
+
+    fn write_head(&mut self, head: &request::Parts, authority: &str) {
+        let out = &mut self.out;
+        out.clear();
+        out.extend_from_slice(head.method.as_str().as_bytes());
+        out.push(b' ');
+        let pq = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        out.extend_from_slice(if pq.is_empty() { b"/" } else { pq.as_bytes() });
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        if !head.headers.contains_key(header::HOST) {
+            out.extend_from_slice(b"host: ");
+            out.extend_from_slice(authority.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        for (name, value) in &head.headers {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        // A method whose requests normally carry a body says it has none (as hyper does).
+        if matches!(head.method, Method::POST | Method::PUT | Method::PATCH)
+            && !head.headers.contains_key(header::CONTENT_LENGTH)
+        {
+            out.extend_from_slice(b"content-length: 0\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// Reads until `buf` holds more data; `Ok(0)` at the end of the stream.
+    async fn fill(&mut self) -> io::Result<usize> {
+        use tokio::io::AsyncReadExt;
+        if self.buf.capacity() - self.buf.len() < READ_SIZE {
+            self.buf.reserve(READ_SIZE);
+        }
+        self.io.read_buf(&mut self.buf).await
+    }
+
+    async fn read_head(
+        &mut self,
+        method: &Method,
+    ) -> Result<(response::Parts, Framing, bool), SendError> {
+        let mut received = !self.buf.is_empty();
+        loop {
+            if !self.buf.is_empty() {
+                if let Some(parsed) =
+                    parse_head(&mut self.buf, method).map_err(SendError::Failed)?
+                {
+                    return Ok(parsed);
+                }
+                if self.buf.len() >= MAX_HEAD {
+                    return Err(SendError::Failed(invalid("response head too large")));
+                }
+            }
+            match self.fill().await {
+                Ok(0) if !received => {
+                    return Err(SendError::Closed(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed before a response",
+                    )));
+                }
+                Ok(0) => {
+                    return Err(SendError::Failed(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed in the response head",
+                    )));
+                }
+                Ok(_) => received = true,
+                Err(e) if !received => return Err(SendError::Closed(e)),
+                Err(e) => return Err(SendError::Failed(e)),
+            }
+        }
+    }
+}
+
+/// How a response body ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Framing {
+    /// This many bytes are left.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked(Chunk),
+    /// Until the upstream closes the connection.
+    Close,
+    /// Read to its end.
+    Done,
+}
+
+/// Where a chunked body's reader is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk, this many bytes left.
+    Data(u64),
+    /// After a chunk's data, expecting CRLF.
+    DataEnd,
+    /// After the last chunk, expecting trailer fields and the final CRLF.
+    Trailers,
+}
+
+/// Parses a complete response head at the start of `buf` (consuming it), or `None` when `buf`
+/// does not hold one yet.
+fn parse_head(
+    buf: &mut BytesMut,
+    method: &Method,
+) -> io::Result<Option<(response::Parts, Framing, bool)>> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut fields);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(invalid("too many response headers")),
+        Err(_) => return Err(invalid("malformed response head")),
+    };
+    let version = match resp.version {
+        Some(1) => Version::HTTP_11,
+        _ => Version::HTTP_10,
+    };
+    let status = resp
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| invalid("bad response status"))?;
+    // Header values become slices of the head's bytes, as in hyper (no copy per value).
+    let base = buf.as_ptr() as usize;
+    let mut spans = Vec::with_capacity(resp.headers.len());
+    for f in resp.headers.iter() {
+        let name = HeaderName::from_bytes(f.name.as_bytes())
+            .map_err(|_| invalid("bad response header name"))?;
+        let start = f.value.as_ptr() as usize - base;
+        spans.push((name, start, start + f.value.len()));
+    }
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for (name, start, end) in spans {
+        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+            .map_err(|_| invalid("bad response header value"))?;
+        headers.append(name, value);
+    }
+    let (framing, keep_alive) = framing(method, status, version, &mut headers)?;
+    let mut parts = response::Response::new(()).into_parts().0;
+    parts.status = status;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some((parts, framing, keep_alive)))
+}
+
+/// The body framing (RFC 9112 §6.3) and whether the connection may carry another request.
+fn framing(
+    method: &Method,
+    status: StatusCode,
+    version: Version,
+    headers: &mut HeaderMap,
+) -> io::Result<(Framing, bool)> {
+    let has_token = |h: &HeaderMap, name: HeaderName, token: &str| {
+        h.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    let mut keep_alive = if version == Version::HTTP_11 {
+        !has_token(headers, header::CONNECTION, "close")
+    } else {
+        has_token(headers, header::CONNECTION, "keep-alive")
+    };
+    if *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((Framing::Done, keep_alive));
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        // Content-Length beside Transfer-Encoding is ignored, and the connection not reused (§6.3).
+        if headers.remove(header::CONTENT_LENGTH).is_some() {
+            keep_alive = false;
+        }
+        let last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .rfind(|t| !t.is_empty());
+        return Ok(match last {
+            Some(t) if t.eq_ignore_ascii_case("chunked") => {
+                (Framing::Chunked(Chunk::Size), keep_alive)
+            }
+            _ => (Framing::Close, false),
+        });
+    }
+    let mut length: Option<u64> = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        for part in v
+            .to_str()
+            .map_err(|_| invalid("bad Content-Length"))?
+            .split(',')
+        {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid("bad Content-Length"));
+            }
+            let n: u64 = part.parse().map_err(|_| invalid("bad Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(invalid("conflicting Content-Length values"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => (Framing::Done, keep_alive),
+        Some(n) => (Framing::Length(n), keep_alive),
+        None => (Framing::Close, false),
+    })
+}
+
+/// Idle keep-alive connections of one upstream, one list per thread: a request never takes a
+/// connection another thread's reactor drives, and no lock is shared.
+pub(crate) struct Pool {
+    idle: thread_local::ThreadLocal<RefCell<Vec<Conn>>>,
+    max_idle: usize,
+}
+
+impl Pool {
+    pub(crate) fn new(max_idle: usize) -> Self {
+        Self {
+            idle: thread_local::ThreadLocal::new(),
+            max_idle,
+        }
+    }
+
+    /// The most recently used idle connection of this thread that can take a request.
+    pub(crate) fn checkout(&self) -> Option<Conn> {
+        let mut idle = self.idle.get_or(Default::default).borrow_mut();
+        while let Some(conn) = idle.pop() {
+            if conn.is_usable() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn put(&self, conn: Conn) {
+        let mut idle = self.idle.get_or(Default::default).borrow_mut();
+        if idle.len() < self.max_idle {
+            idle.push(conn);
+        }
+    }
+}
+
+/// An upstream response body read straight from its connection.
+pub(crate) struct ResponseBody {
+    conn: Option<Conn>,
+    state: Framing,
+    keep_alive: bool,
+    pool: Arc<Pool>,
+}
+
+impl ResponseBody {
+    /// At the body's end: the connection goes back to the pool if nothing speaks against it.
+    fn finish(&mut self) {
+        self.state = Framing::Done;
+        if let Some(conn) = self.conn.take()
+            && self.keep_alive
+            && conn.buf.is_empty()
+        {
+            self.pool.put(conn);
+        }
+    }
+
+    /// Reads more into the connection's buffer; an error at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: u64) -> Poll<io::Result<usize>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(Err(invalid("response body read after its end")));
+        };
+        let room = (want.clamp(READ_SIZE as u64, MAX_READ as u64)) as usize;
+        if conn.buf.capacity() - conn.buf.len() < room {
+            conn.buf.reserve(room);
+        }
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut conn.io),
+            cx,
+            &mut conn.buf
+        ))?;
+        Poll::Ready(Ok(n))
+    }
+
+    /// The first `n` buffered bytes (all of them for `None`).
+    fn take(&mut self, n: Option<usize>) -> Bytes {
+        match self.conn.as_mut() {
+            Some(c) => match n {
+                Some(n) => c.buf.split_to(n).freeze(),
+                None => c.buf.split().freeze(),
+            },
+            None => Bytes::new(),
+        }
+    }
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        loop {
+            match this.state {
+                Framing::Done => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) => {
+                    let buffered = this.conn.as_ref().map_or(0, |c| c.buf.len());
+                    if buffered == 0 {
+                        if ready!(this.poll_fill(cx, left))? == 0 {
+                            this.conn = None;
+                            return Poll::Ready(Some(Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "upstream closed the connection inside a response body",
+                            ))));
+                        }
+                        continue;
+                    }
+                    let take = (buffered as u64).min(left);
+                    let data = this.take(Some(take as usize));
+                    let left = left - take;
+                    this.state = match this.state {
+                        Framing::Length(_) if left == 0 => Framing::Done,
+                        Framing::Length(_) => Framing::Length(left),
+                        _ if left == 0 => Framing::Chunked(Chunk::DataEnd),
+                        _ => Framing::Chunked(Chunk::Data(left)),
+                    };
+                    if this.state == Framing::Done {
+                        // A server writing a body of known length stops polling after its last
+                        // byte: the connection goes back now, not at a final `None`.
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::Close => {
+                    let buffered = this.conn.as_ref().map_or(0, |c| c.buf.len());
+                    if buffered > 0 {
+                        let data = this.take(None);
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    if ready!(this.poll_fill(cx, MAX_READ as u64))? == 0 {
+                        this.state = Framing::Done;
+                        this.conn = None;
+                        return Poll::Ready(None);
+                    }
+                }
+                Framing::Chunked(chunk) => {
+                    let Some(conn) = this.conn.as_mut() else {
+                        return Poll::Ready(Some(Err(invalid("response body read after its end"))));
+                    };
+                    match step_chunked(&mut conn.buf, chunk)? {
+                        Some(Step::Next(next)) => this.state = Framing::Chunked(next),
+                        Some(Step::End(trailers)) => {
+                            this.state = Framing::Done;
+                            this.finish();
+                            if let Some(t) = trailers {
+                                return Poll::Ready(Some(Ok(Frame::trailers(t))));
+                            }
+                            return Poll::Ready(None);
+                        }
+                        None => {
+                            if ready!(this.poll_fill(cx, READ_SIZE as u64))? == 0 {
+                                this.conn = None;
+                                return Poll::Ready(Some(Err(io::Error::new(
+                                    io::ErrorKind::UnexpectedEof,
+                                    "upstream closed the connection inside a chunked body",
+                                ))));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.state == Framing::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // Read to its end but the last poll came before the end was known: still reusable. A body
+        // dropped half-read takes its connection down with it.
+        if self.state == Framing::Done {
+            self.finish();
+        }
+    }
+}
+
+/// What one step of the chunked decoder found.
+enum Step {
+    Next(Chunk),
+    End(Option<HeaderMap>),
+}
+
+/// Advances a chunked body's reader over what `buf` holds (not chunk data: the caller takes that);
+/// `None` when more bytes are needed.
+fn step_chunked(buf: &mut BytesMut, at: Chunk) -> io::Result<Option<Step>> {
+    match at {
+        Chunk::Size => {
+            let Some(eol) = buf.iter().position(|&b| b == b'\n') else {
+                if buf.len() > MAX_CHUNK_LINE {
+                    return Err(invalid("chunk-size line too long"));
+                }
+                return Ok(None);
+            };
+            if eol > MAX_CHUNK_LINE {
+                return Err(invalid("chunk-size line too long"));
+            }
+            let line = &buf[..eol];
+            let line = line
+                .strip_suffix(b"\r")
+                .ok_or_else(|| invalid("bad chunk-size line"))?;
+            let digits = line
+                .iter()
+                .position(|b| !b.is_ascii_hexdigit())
+                .unwrap_or(line.len());
+            let rest = &line[digits..];
+            if digits == 0
+                || digits > 16
+                || !(rest.is_empty() || matches!(rest[0], b';' | b' ' | b'\t'))
+            {
+                return Err(invalid("bad chunk size"));
+            }
+            let size = line[..digits]
+                .iter()
+                .try_fold(0u64, |acc, &b| {
+                    let d = (b as char).to_digit(16)? as u64;
+                    acc.checked_mul(16)?.checked_add(d)
+                })
+                .ok_or_else(|| invalid("bad chunk size"))?;
+            buf.advance(eol + 1);
+            Ok(Some(Step::Next(if size == 0 {
+                Chunk::Trailers
+            } else {
+                Chunk::Data(size)
+            })))
+        }
+        Chunk::DataEnd => {
+            if buf.len() < 2 {
+                return Ok(None);
+            }
+            if &buf[..2] != b"\r\n" {
+                return Err(invalid("chunk data longer than its size"));
+            }
+            buf.advance(2);
+            Ok(Some(Step::Next(Chunk::Size)))
+        }
+        Chunk::Trailers => {
+            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            match httparse::parse_headers(buf, &mut fields) {
+                Ok(httparse::Status::Complete((len, fields))) => {
+                    let mut trailers = HeaderMap::new();
+                    for f in fields.iter() {
+                        if let (Ok(name), Ok(value)) = (
+                            HeaderName::from_bytes(f.name.as_bytes()),
+                            HeaderValue::from_bytes(f.value),
+                        ) {
+                            trailers.append(name, value);
+                        }
+                    }
+                    buf.advance(len);
+                    Ok(Some(Step::End((!trailers.is_empty()).then_some(trailers))))
+                }
+                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Ok(None),
+                Ok(httparse::Status::Partial) => Err(invalid("trailer section too large")),
+                Err(_) => Err(invalid("malformed trailer section")),
+            }
+        }
+        Chunk::Data(_) => Ok(Some(Step::Next(at))),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::VecDeque;
+    use std::net::SocketAddr;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A loopback HTTP/1.1 server that answers each request it reads with the next scripted bytes,
+    /// closing the connection after a reply marked so. It records the request heads and counts
+    /// connections.
+    pub(crate) struct Scripted {
+        pub(crate) addr: SocketAddr,
+        pub(crate) accepted: Arc<AtomicUsize>,
+        pub(crate) heads: Arc<Mutex<Vec<String>>>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for Scripted {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    /// (An empty reply closes the connection without answering.)
+    pub(crate) async fn scripted(replies: &[(&'static str, bool)]) -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let queue = Arc::new(Mutex::new(replies.iter().copied().collect::<VecDeque<_>>()));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let (a, h) = (accepted.clone(), heads.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                a.fetch_add(1, Ordering::SeqCst);
+                let (queue, heads) = (queue.clone(), h.clone());
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    loop {
+                        let end = loop {
+                            if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            let mut b = [0u8; 4096];
+                            match s.read(&mut b).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => got.extend_from_slice(&b[..n]),
+                            }
+                        };
+                        let head: Vec<u8> = got.drain(..end).collect();
+                        heads.lock().unwrap().push(String::from_utf8(head).unwrap());
+                        let Some((reply, close)) = queue.lock().unwrap().pop_front() else {
+                            return;
+                        };
+                        if s.write_all(reply.as_bytes()).await.is_err() || close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Scripted {
+            addr,
+            accepted,
+            heads,
+            task,
+        }
+    }
+
+    fn get(method: Method, path: &str) -> request::Parts {
+        http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("x-test", "1")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    /// One request on a pooled connection (or a new one): status, headers, body, trailers.
+    async fn call(
+        pool: &Arc<Pool>,
+        addr: SocketAddr,
+        head: &request::Parts,
+    ) -> io::Result<(response::Parts, Bytes, Option<HeaderMap>)> {
+        let conn = match pool.checkout() {
+            Some(c) => c,
+            None => Conn::new(TcpStream::connect(addr).await?),
+        };
+        let (parts, body) = conn
+            .send(head, "upstream.test", pool)
+            .await
+            .map_err(SendError::into_io)?;
+        let collected = body.collect().await?;
+        let trailers = collected.trailers().cloned();
+        Ok((parts, collected.to_bytes(), trailers))
+    }
+
+    #[tokio::test]
+    async fn content_length_bodies_reuse_one_connection_and_the_head_is_written_as_sent() {
+        let reply = (
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: 1\r\nx-a: 2\r\n\r\nhello",
+            false,
+        );
+        let up = scripted(&[reply, reply, reply]).await;
+        let pool = Arc::new(Pool::new(4));
+        for _ in 0..3 {
+            let (parts, body, _) = call(&pool, up.addr, &get(Method::GET, "/p?q=1"))
+                .await
+                .unwrap();
+            assert_eq!(parts.status, 200);
+            assert_eq!(body, "hello");
+            let xa: Vec<_> = parts.headers.get_all("x-a").iter().collect();
+            assert_eq!(xa, ["1", "2"]);
+        }
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            up.heads.lock().unwrap()[0],
+            "GET /p?q=1 HTTP/1.1\r\nhost: upstream.test\r\nx-test: 1\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bodiless_post_says_content_length_zero() {
+        let up = scripted(&[("HTTP/1.1 204 No Content\r\n\r\n", false)]).await;
+        let pool = Arc::new(Pool::new(4));
+        let (parts, body, _) = call(&pool, up.addr, &get(Method::POST, "/")).await.unwrap();
+        assert_eq!((parts.status.as_u16(), body.len()), (204, 0));
+        assert!(up.heads.lock().unwrap()[0].ends_with("content-length: 0\r\n\r\n"));
+    }
+
+    #[tokio::test]
+    async fn chunked_bodies_with_extensions_and_trailers_are_decoded() {
+        let reply = (
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+             5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-sum: 31\r\n\r\n",
+            false,
+        );
+        let up = scripted(&[
+            reply,
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+                false,
+            ),
+        ])
+        .await;
+        let pool = Arc::new(Pool::new(4));
+        let (_, body, trailers) = call(&pool, up.addr, &get(Method::GET, "/")).await.unwrap();
+        assert_eq!(body, "helloabcdefghijklmnopqrstuvwxyz");
+        assert_eq!(trailers.unwrap()["x-sum"], "31");
+        let (_, body, trailers) = call(&pool, up.addr, &get(Method::GET, "/")).await.unwrap();
+        assert!(body.is_empty() && trailers.is_none());
+        assert_eq!(
+            up.accepted.load(Ordering::SeqCst),
+            1,
+            "the connection is reused"
+        );
+    }
+
+    #[tokio::test]
+    async fn head_204_304_and_interim_responses_have_no_body() {
+        let up = scripted(&[
+            ("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n", false),
+            ("HTTP/1.1 304 Not Modified\r\ncontent-length: 100\r\n\r\n", false),
+            ("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false),
+        ])
+        .await;
+        let pool = Arc::new(Pool::new(4));
+        let (parts, body, _) = call(&pool, up.addr, &get(Method::HEAD, "/")).await.unwrap();
+        assert_eq!((parts.status.as_u16(), body.len()), (200, 0));
+        assert_eq!(parts.headers["content-length"], "100");
+        let (parts, body, _) = call(&pool, up.addr, &get(Method::GET, "/")).await.unwrap();
+        assert_eq!((parts.status.as_u16(), body.len()), (304, 0));
+        let (parts, body, _) = call(&pool, up.addr, &get(Method::GET, "/")).await.unwrap();
+        assert_eq!((parts.status.as_u16(), &body[..]), (200, &b"ok"[..]));
+        assert!(
+            parts.headers.get("link").is_none(),
+            "no interim header leaks"
+        );
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_until_close_and_connection_close_are_not_reused() {
+        let up = scripted(&[
+            ("HTTP/1.0 200 OK\r\n\r\nall of it", true),
+            (
+                "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok",
+                true,
+            ),
+            ("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false),
+        ])
+        .await;
+        let pool = Arc::new(Pool::new(4));
+        let (_, body, _) = call(&pool, up.addr, &get(Method::GET, "/")).await.unwrap();
+        assert_eq!(body, "all of it");
+        assert!(pool.checkout().is_none());
+        let (_, body, _) = call(&pool, up.addr, &get(Method::GET, "/")).await.unwrap();
+        assert_eq!(body, "ok");
+        assert!(pool.checkout().is_none());
+        call(&pool, up.addr, &get(Method::GET, "/")).await.unwrap();
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn malformed_conflicting_and_truncated_responses_are_errors() {
+        for bad in [
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok",
+            "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nab",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "SMTP ready\r\n\r\n",
+        ] {
+            let up = scripted(&[(bad, true)]).await;
+            let pool = Arc::new(Pool::new(4));
+            let got = call(&pool, up.addr, &get(Method::GET, "/")).await;
+            assert!(got.is_err(), "{bad:?} gave {got:?}");
+            assert!(pool.checkout().is_none(), "{bad:?}: connection pooled");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_upstream_closed_is_not_taken_from_the_pool() {
+        // The upstream closes the connection after its first answer, without saying so.
+        let up = scripted(&[
+            ("HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\na", true),
+            ("HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nb", false),
+        ])
+        .await;
+        let pool = Arc::new(Pool::new(4));
+        let (_, body, _) = call(&pool, up.addr, &get(Method::GET, "/")).await.unwrap();
+        assert_eq!(body, "a");
+        // Let the reactor see the close.
+        for _ in 0..100 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            let idle = pool.idle.get_or(Default::default).borrow();
+            if idle.first().is_some_and(|c| !c.is_usable()) {
+                break;
+            }
+        }
+        assert!(pool.checkout().is_none());
+        let (_, body, _) = call(&pool, up.addr, &get(Method::GET, "/")).await.unwrap();
+        assert_eq!(body, "b");
+    }
+}
