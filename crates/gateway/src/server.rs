@@ -206,7 +206,9 @@ async fn serve_conn<I, H, F>(
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         act.inflight.fetch_add(1, Ordering::Relaxed);
         let guard = InflightGuard(act.clone());
-        let fut = handler(info.clone(), req);
+        // Boxed once here: the request's future (routing, the slot call) is large, and hyper moves
+        // the service future into its dispatcher; a pointer moves instead of the whole state.
+        let fut = Box::pin(handler(info.clone(), req));
         async move {
             let resp = fut.await;
             drop(guard);
