@@ -7,6 +7,9 @@
 # (nginx worker_processes 2, Switchyard workers = 2) with access logs off, upstream keep-alive on.
 #
 # Usage: benches/proxy/run.sh     (env: DURATION=10s CONNECTIONS=50 THREADS=2 ROUNDS=3)
+#   COMPARE=path/to/other/switchyard adds a target "compare": that binary on the same config, measured
+#   in the same rounds (before/after a change: build the old commit, copy its binary aside, pass it
+#   here). Within each round the two Switchyard binaries swap places every other round.
 # The targets are measured in interleaved rounds (upstream, nginx, switchyard, upstream, …) and the
 # median of the rounds is reported, since one run on a shared 2-core machine varies by ±5 %.
 # Prints requests/s and p50/p99 latency for each, and the Switchyard/nginx ratios.
@@ -17,6 +20,8 @@ CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-3}
 UP_PORT=18081 NGINX_PORT=18082 SY_PORT=18083 SY_ADMIN=18084 AP_PORT=18087 AP_ADMIN=18088
+CMP_PORT=18089 CMP_ADMIN=18090
+COMPARE=${COMPARE:-}
 
 need=()
 command -v nginx >/dev/null || need+=(nginx-light)
@@ -114,7 +119,15 @@ nginx -p "$work/proxy" -c "$work/proxy/nginx.conf" & pids+=($!)
 SY_PID=$!
 ./target/release/switchyard serve --config "$work/autopilot.toml" >"$work/autopilot.log" 2>&1 & pids+=($!)
 AP_PID=$!
-for port in $UP_PORT $NGINX_PORT $SY_PORT $AP_PORT; do
+CMP_PID=""
+targets=(upstream nginx switchyard autopilot)
+if [ -n "$COMPARE" ]; then
+  sed -e "s/$SY_PORT/$CMP_PORT/; s/$SY_ADMIN/$CMP_ADMIN/" "$work/switchyard.toml" > "$work/compare.toml"
+  "$COMPARE" serve --config "$work/compare.toml" >"$work/compare.log" 2>&1 & pids+=($!)
+  CMP_PID=$!
+  targets+=(compare)
+fi
+for port in $UP_PORT $NGINX_PORT $SY_PORT $AP_PORT ${COMPARE:+$CMP_PORT}; do
   for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
 done
 
@@ -136,6 +149,7 @@ cpu_of() {
     nginx) pids=$(cat "$work/proxy/nginx.pid"; pgrep -P "$(cat "$work/proxy/nginx.pid")") ;;
     switchyard) pids=$SY_PID ;;
     autopilot) pids=$AP_PID ;;
+    compare) pids=$CMP_PID ;;
   esac
   local user=0 sys=0
   for p in $pids; do
@@ -161,13 +175,15 @@ run() {
   P50[$name]+=" $(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")"
   P99[$name]+=" $(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")"
 }
-for port in $UP_PORT $NGINX_PORT $SY_PORT $AP_PORT; do   # warm-up: connections, pools, caches
+for port in $UP_PORT $NGINX_PORT $SY_PORT $AP_PORT ${COMPARE:+$CMP_PORT}; do   # warm-up: connections, pools, caches
   wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$work/users.lua" "http://127.0.0.1:$port/" >/dev/null
 done
 for round in $(seq "$ROUNDS"); do
   run upstream $UP_PORT
   run nginx $NGINX_PORT
+  if [ -n "$COMPARE" ] && [ $((round % 2)) -eq 0 ]; then run compare $CMP_PORT; fi
   run switchyard $SY_PORT
+  if [ -n "$COMPARE" ] && [ $((round % 2)) -eq 1 ]; then run compare $CMP_PORT; fi
   run autopilot $AP_PORT
 done
 
@@ -175,7 +191,7 @@ echo
 echo "pass-through proxy, 1 KiB responses, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, median of $ROUNDS interleaved rounds, $(nproc) cores"
 printf "%-12s %12s %10s %10s %12s %12s   %s\n" target "requests/s" "p50 ms" "p99 ms" "CPU us/req" "of it user" "requests/s per round"
 declare -A M_RPS M_P50 M_P99 M_CPU M_USR
-for t in upstream nginx switchyard autopilot; do
+for t in "${targets[@]}"; do
   M_RPS[$t]=$(echo "${RPS[$t]}" | median); M_P50[$t]=$(echo "${P50[$t]}" | median)
   M_P99[$t]=$(echo "${P99[$t]}" | median); M_CPU[$t]=$(echo "${CPU[$t]}" | median)
   M_USR[$t]=$(echo "${USR[$t]}" | median)
@@ -188,3 +204,7 @@ awk -v a="${M_RPS[autopilot]}" -v b="${M_RPS[switchyard]}" -v c="${M_P99[autopil
   'BEGIN { printf "autopilot on/off (fallback + breaker + shadow 0%%): throughput %.3fx, p99 %.2fx\n", a/b, c/d }'
 canary=$(curl -s "http://127.0.0.1:$SY_ADMIN/metrics" | awk -F' ' '/^switchyard_requests_total\{route="bench",slot="canary"/ {s+=$2} /^switchyard_requests_total\{route="bench"/ {t+=$2} END { if (t) printf "%.1f", 100*s/t }')
 echo "switchyard canary share during the run: ${canary}% (weight 20)"
+if [ -n "$COMPARE" ]; then
+  awk -v a="${M_RPS[switchyard]}" -v b="${M_RPS[compare]}" -v c="${M_CPU[switchyard]}" -v d="${M_CPU[compare]}" -v e="${M_P99[switchyard]}" -v f="${M_P99[compare]}" \
+    'BEGIN { printf "switchyard/compare: throughput %.3fx, CPU per request %.3fx, p99 %.2fx\n", a/b, c/d, e/f }'
+fi
