@@ -6,16 +6,18 @@
 # The upstream is nginx serving a 1 KiB static body on loopback. Both proxies run 2 workers
 # (nginx worker_processes 2, Switchyard workers = 2) with access logs off, upstream keep-alive on.
 #
-# Usage: benches/proxy/run.sh     (env: DURATION=10s CONNECTIONS=50 THREADS=2 ROUNDS=3)
+# Usage: benches/proxy/run.sh     (env: DURATION=10s SETTLE=2s CONNECTIONS=50 THREADS=2 ROUNDS=3)
 #   COMPARE=path/to/other/switchyard adds a target "compare": that binary on the same config, measured
 #   in the same rounds (before/after a change: build the old commit, copy its binary aside, pass it
-#   here). Within each round the two Switchyard binaries swap places every other round.
-# The targets are measured in interleaved rounds (upstream, nginx, switchyard, upstream, …) and the
+#   here).
+# The upstream alone is measured once; the proxies in interleaved rounds, their order turned by one
+# place each round (nginx, switchyard, autopilot; then switchyard, autopilot, nginx; …), and the
 # median of the rounds is reported, since one run on a shared 2-core machine varies by ±5 %.
 # Prints requests/s and p50/p99 latency for each, and the Switchyard/nginx ratios.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-10s}
+SETTLE=${SETTLE:-2s}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-3}
@@ -162,6 +164,8 @@ to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v/100
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 run() {
   local name=$1 port=$2
+  # An unmeasured lead-in on the same target first (connections, pools, caches).
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$SETTLE" -s "$work/users.lua" "http://127.0.0.1:$port/" >/dev/null
   local c0; c0=$(cpu_of "$name")
   local out; out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$work/users.lua" "http://127.0.0.1:$port/")
   local c1; c1=$(cpu_of "$name")
@@ -178,13 +182,20 @@ run() {
 for port in $UP_PORT $NGINX_PORT $SY_PORT $AP_PORT ${COMPARE:+$CMP_PORT}; do   # warm-up: connections, pools, caches
   wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$work/users.lua" "http://127.0.0.1:$port/" >/dev/null
 done
+declare -A PORT=([upstream]=$UP_PORT [nginx]=$NGINX_PORT [switchyard]=$SY_PORT [autopilot]=$AP_PORT [compare]=$CMP_PORT)
+# The upstream alone is measured once, before the proxies: right after it was driven flat out, the
+# next target measured 5–10 % slower than its own speed for over 10 s on this kind of machine,
+# whichever target that was. The proxies' order turns by one place every round, since the place in
+# a round still moves a run by a few % (ROUNDS = the number of proxies, or a multiple, gives every
+# place the same weight).
+run upstream $UP_PORT
+proxies=("${targets[@]:1}")
 for round in $(seq "$ROUNDS"); do
-  run upstream $UP_PORT
-  run nginx $NGINX_PORT
-  if [ -n "$COMPARE" ] && [ $((round % 2)) -eq 0 ]; then run compare $CMP_PORT; fi
-  run switchyard $SY_PORT
-  if [ -n "$COMPARE" ] && [ $((round % 2)) -eq 1 ]; then run compare $CMP_PORT; fi
-  run autopilot $AP_PORT
+  n=${#proxies[@]}
+  for i in $(seq 0 $((n - 1))); do
+    t=${proxies[$(( (i + round - 1) % n ))]}
+    run "$t" "${PORT[$t]}"
+  done
 done
 
 echo

@@ -414,11 +414,22 @@ fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
 
 /// Removes hop-by-hop headers, including those named in `Connection`, and `Upgrade`.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Usually none is present: one pass over the names instead of a hashed removal per candidate.
-    if !h
-        .keys()
-        .any(|k| *k == header::UPGRADE || HOP_BY_HOP.contains(k))
-    {
+    // Usually none is present: one pass over the names (a match on the name, no comparison with
+    // each candidate in turn) instead of a hashed removal per candidate.
+    if !h.keys().any(|k| {
+        matches!(
+            k.as_str(),
+            "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "proxy-authenticate"
+                | "proxy-authorization"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "upgrade"
+        )
+    }) {
         return;
     }
     let named: Vec<HeaderName> = h
@@ -467,6 +478,16 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["x-kept"]);
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_removed() {
+        for name in HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
+            let mut h = HeaderMap::new();
+            h.insert(name.clone(), HeaderValue::from_static("x"));
+            strip_hop_by_hop(&mut h);
+            assert!(h.is_empty(), "{name} was forwarded");
+        }
     }
 
     #[tokio::test]
