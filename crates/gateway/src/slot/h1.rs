@@ -20,6 +20,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -38,6 +39,10 @@ const MAX_CHUNK_LINE: usize = 4096;
 const READ_SIZE: usize = 8 * 1024;
 /// Largest read buffer grown for one body read.
 const MAX_READ: usize = 64 * 1024;
+/// An idle connection older than this is closed rather than reused (as hyper's pooled client does
+/// for this slot's other requests): a NAT or load balancer on the way may have dropped it without
+/// a word, and a request sent on it would only end at the slot's timeout.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One keep-alive connection to an upstream.
 pub(crate) struct Conn {
@@ -48,6 +53,8 @@ pub(crate) struct Conn {
     out: Vec<u8>,
     /// Whether this connection already carried a response.
     reused: bool,
+    /// When it went back to the pool.
+    idle_since: Instant,
 }
 
 /// Why a request on a connection failed.
@@ -79,6 +86,7 @@ impl Conn {
             buf: BytesMut::new(),
             out: Vec::new(),
             reused: false,
+            idle_since: Instant::now(),
         }
     }
 
@@ -352,6 +360,7 @@ fn framing(
 pub(crate) struct Pool {
     idle: thread_local::ThreadLocal<RefCell<Vec<Conn>>>,
     max_idle: usize,
+    idle_timeout: Duration,
 }
 
 impl Pool {
@@ -359,6 +368,7 @@ impl Pool {
         Self {
             idle: thread_local::ThreadLocal::new(),
             max_idle,
+            idle_timeout: IDLE_TIMEOUT,
         }
     }
 
@@ -366,6 +376,11 @@ impl Pool {
     pub(crate) fn checkout(&self) -> Option<Conn> {
         let mut idle = self.idle.get_or(Default::default).borrow_mut();
         while let Some(conn) = idle.pop() {
+            if conn.idle_since.elapsed() > self.idle_timeout {
+                // The rest went back to the pool before this one: all too old.
+                idle.clear();
+                return None;
+            }
             if conn.is_usable() {
                 return Some(conn);
             }
@@ -373,9 +388,10 @@ impl Pool {
         None
     }
 
-    fn put(&self, conn: Conn) {
+    fn put(&self, mut conn: Conn) {
         let mut idle = self.idle.get_or(Default::default).borrow_mut();
         if idle.len() < self.max_idle {
+            conn.idle_since = Instant::now();
             idle.push(conn);
         }
     }
@@ -852,6 +868,26 @@ pub(crate) mod tests {
             assert!(got.is_err(), "{bad:?} gave {got:?}");
             assert!(pool.checkout().is_none(), "{bad:?}: connection pooled");
         }
+    }
+
+    #[tokio::test]
+    async fn connections_idle_past_the_timeout_are_closed_not_reused() {
+        let reply = ("HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\na", false);
+        let up = scripted(&[reply, reply, reply]).await;
+        let mut pool = Pool::new(4);
+        pool.idle_timeout = std::time::Duration::from_millis(100);
+        let pool = Arc::new(pool);
+        call(&pool, up.addr, &get(Method::GET, "/")).await.unwrap();
+        call(&pool, up.addr, &get(Method::GET, "/")).await.unwrap();
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 1, "reused while fresh");
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        assert!(pool.checkout().is_none());
+        call(&pool, up.addr, &get(Method::GET, "/")).await.unwrap();
+        assert_eq!(
+            up.accepted.load(Ordering::SeqCst),
+            2,
+            "a new one after the idle timeout"
+        );
     }
 
     #[tokio::test]
