@@ -179,9 +179,6 @@ run() {
   P50[$name]+=" $(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")"
   P99[$name]+=" $(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")"
 }
-for port in $UP_PORT $NGINX_PORT $SY_PORT $AP_PORT ${COMPARE:+$CMP_PORT}; do   # warm-up: connections, pools, caches
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$work/users.lua" "http://127.0.0.1:$port/" >/dev/null
-done
 declare -A PORT=([upstream]=$UP_PORT [nginx]=$NGINX_PORT [switchyard]=$SY_PORT [autopilot]=$AP_PORT [compare]=$CMP_PORT)
 # The upstream alone is measured once, before the proxies: right after it was driven flat out, the
 # next target measured 5–10 % slower than its own speed for over 10 s on this kind of machine,

@@ -621,14 +621,9 @@ impl AsrSlot {
         ctx: &RequestContext,
     ) -> Result<Response<Body>, ApiError> {
         let h = req.headers();
-        let has_token = |name: header::HeaderName, token: &str| {
-            h.get_all(name).iter().any(|v| {
-                v.to_str()
-                    .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-                    .unwrap_or(false)
-            })
-        };
-        if !(has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")) {
+        if !(super::has_token(h, header::CONNECTION, "upgrade")
+            && super::has_token(h, header::UPGRADE, "websocket"))
+        {
             return Err(ApiError::new(
                 StatusCode::UPGRADE_REQUIRED,
                 "websocket_required",

@@ -29,6 +29,8 @@ use http_body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::has_token;
+
 /// Largest response head (status line and headers) or trailer section accepted.
 const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in a response head (hyper's default too).
@@ -293,12 +295,6 @@ fn framing(
     version: Version,
     headers: &mut HeaderMap,
 ) -> io::Result<(Framing, bool)> {
-    let has_token = |h: &HeaderMap, name: HeaderName, token: &str| {
-        h.get_all(name).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        })
-    };
     let mut keep_alive = if version == Version::HTTP_11 {
         !has_token(headers, header::CONNECTION, "close")
     } else {

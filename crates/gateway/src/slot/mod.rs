@@ -58,6 +58,14 @@ pub(crate) fn endpoint(path: &str) -> &str {
     path.trim_end_matches('/').rsplit('/').next().unwrap_or("")
 }
 
+/// Whether a comma-separated header (`Connection`, `Upgrade`…) lists `token`, in any case.
+pub(crate) fn has_token(headers: &http::HeaderMap, name: http::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
 /// A boxed future of a hot-load's result.
 pub type LoadFuture<'a> =
     Pin<Box<dyn Future<Output = Result<serde_json::Value, ApiError>> + Send + 'a>>;

@@ -399,13 +399,7 @@ fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
     if req.version() != Version::HTTP_11 {
         return None;
     }
-    let wants = req.headers().get_all(header::CONNECTION).iter().any(|v| {
-        v.to_str().is_ok_and(|s| {
-            s.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-        })
-    });
-    if wants {
+    if super::has_token(req.headers(), header::CONNECTION, "upgrade") {
         req.headers().get(header::UPGRADE).cloned()
     } else {
         None
