@@ -71,6 +71,7 @@ impl UpstreamSlot {
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("`{url}` has no host"))?;
         let base_path = uri.path().trim_end_matches('/').to_string();
+        let pool_max_idle = spec.pool_max_idle.unwrap_or(256);
 
         Ok(Self {
             url,
@@ -80,8 +81,8 @@ impl UpstreamSlot {
             timeout: Duration::from_millis(spec.timeout_ms.unwrap_or(30_000)),
             preserve_host: spec.preserve_host.unwrap_or(false),
             connect_timeout: Duration::from_millis(spec.connect_timeout_ms.unwrap_or(2_000)),
-            pool_max_idle: spec.pool_max_idle.unwrap_or(256),
-            pool: Arc::new(h1::Pool::new(spec.pool_max_idle.unwrap_or(256))),
+            pool_max_idle,
+            pool: Arc::new(h1::Pool::new(pool_max_idle)),
             clients: thread_local::ThreadLocal::new(),
         })
     }
@@ -409,7 +410,8 @@ fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
 /// Removes hop-by-hop headers, including those named in `Connection`, and `Upgrade`.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
     // Usually none is present: one pass over the names (a match on the name, no comparison with
-    // each candidate in turn) instead of a hashed removal per candidate.
+    // each candidate in turn) instead of a hashed removal per candidate. The names are
+    // `HOP_BY_HOP`'s and `Upgrade`; `each_hop_by_hop_header_alone_is_removed` keeps them in step.
     if !h.keys().any(|k| {
         matches!(
             k.as_str(),
