@@ -9,7 +9,6 @@ use axum::Router;
 use axum::body::Body;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Limited;
-use hyper::body::Incoming;
 use serde_json::json;
 
 use crate::dataplane::ConnInfo;
@@ -38,7 +37,7 @@ pub async fn handle(
     gw: Arc<Gateway>,
     console: Arc<Console>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    req: Request<Body>,
 ) -> Response<Body> {
     let path = req.uri().path();
     let ours = (path == "/ui" || path.starts_with("/ui/")) && gw.snapshot().config.server.console;
@@ -67,7 +66,7 @@ pub async fn handle(
     resp
 }
 
-async fn serve(gw: &Gateway, console: &Console, req: Request<Incoming>) -> Response<Body> {
+async fn serve(gw: &Gateway, console: &Console, req: Request<Body>) -> Response<Body> {
     let path = req.uri().path().to_string();
     if let Some(rest) = path.strip_prefix("/ui/api/admin/") {
         return operator(gw, console, req, rest).await;
@@ -209,7 +208,7 @@ fn operator_refusal(gw: &Gateway) -> Option<&'static str> {
 async fn operator(
     gw: &Gateway,
     console: &Console,
-    req: Request<Incoming>,
+    req: Request<Body>,
     rest: &str,
 ) -> Response<Body> {
     if let Some(why) = operator_refusal(gw) {

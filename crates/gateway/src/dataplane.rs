@@ -14,7 +14,6 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response};
 use http_body::Body as _;
 use http_body_util::Limited;
-use hyper::body::Incoming;
 use switchyard_routing::{Choice, RequestView, strip_route_prefix};
 
 use crate::autopilot::Admit;
@@ -69,19 +68,19 @@ impl ConnInfo {
 
 /// A view of the request for the splitter.
 struct View<'a> {
-    req: &'a Request<Incoming>,
+    headers: &'a http::HeaderMap,
+    uri: &'a http::Uri,
     conn: &'a ConnInfo,
     claims: Option<&'a crate::auth::Claims>,
 }
 
 impl RequestView for View<'_> {
     fn header(&self, name: &str) -> Option<&str> {
-        self.req.headers().get(name).and_then(|v| v.to_str().ok())
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     fn cookie(&self, name: &str) -> Option<Cow<'_, str>> {
-        self.req
-            .headers()
+        self.headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -92,7 +91,7 @@ impl RequestView for View<'_> {
     }
 
     fn query(&self, name: &str) -> Option<Cow<'_, str>> {
-        let q = self.req.uri().query()?;
+        let q = self.uri.query()?;
         form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == name)
             .map(|(_, v)| v)
@@ -137,7 +136,7 @@ fn parse_traceparent(v: &str) -> Option<(&str, &str, &str)> {
 
 /// The `traceparent` this gateway passes on and echoes: the client's trace (a new one if it sent
 /// none or an invalid one) with this hop as the parent span.
-fn traceparent(req: &Request<Incoming>) -> (HeaderValue, Option<RequestSpan>) {
+fn traceparent(req: &Request<Body>) -> (HeaderValue, Option<RequestSpan>) {
     let incoming = req
         .headers()
         .get(&TRACEPARENT)
@@ -184,7 +183,7 @@ type RequestSpan = crate::otlp::RequestSpan;
 type RequestSpan = std::convert::Infallible;
 
 /// The client's `X-Request-Id` when it is sane (1–128 visible ASCII characters), else a new UUID.
-fn request_id(req: &Request<Incoming>) -> HeaderValue {
+fn request_id(req: &Request<Body>) -> HeaderValue {
     match req.headers().get(&X_REQUEST_ID) {
         Some(id)
             if !id.is_empty()
@@ -201,7 +200,7 @@ fn request_id(req: &Request<Incoming>) -> HeaderValue {
     }
 }
 
-fn header_bytes(req: &Request<Incoming>) -> usize {
+fn header_bytes(req: &Request<Body>) -> usize {
     req.headers()
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
@@ -270,20 +269,12 @@ impl Drop for Finish<'_> {
 }
 
 /// Serves one data-plane request. Never fails: every problem becomes a JSON error response.
-pub async fn handle(
-    gw: Arc<Gateway>,
-    conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
-) -> Response<Body> {
+pub async fn handle(gw: Arc<Gateway>, conn: Arc<ConnInfo>, req: Request<Body>) -> Response<Body> {
     let snap = gw.snapshot();
     serve(&snap, &conn, req).await
 }
 
-async fn serve(
-    snap: &Snapshot,
-    conn: &Arc<ConnInfo>,
-    mut req: Request<Incoming>,
-) -> Response<Body> {
+async fn serve(snap: &Snapshot, conn: &Arc<ConnInfo>, mut req: Request<Body>) -> Response<Body> {
     let start = Instant::now();
     let request_id = request_id(&req);
     let (trace, span) = traceparent(&req);
@@ -339,7 +330,7 @@ async fn serve(
 async fn route_and_call<'s>(
     snap: &'s Snapshot,
     conn: &Arc<ConnInfo>,
-    req: Request<Incoming>,
+    req: Request<Body>,
     fin: &mut Finish<'s>,
 ) -> Result<Response<Body>, ApiError> {
     let server = &snap.config.server;
@@ -380,8 +371,10 @@ async fn route_and_call<'s>(
             }
         },
     };
+    // Headers and URI, not the request: its body is not `Sync`, and the view is held across awaits.
     let view = View {
-        req: &req,
+        headers: req.headers(),
+        uri: req.uri(),
         conn,
         claims: claims.as_ref(),
     };

@@ -323,7 +323,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
             let router = admin_router.clone();
             async move {
                 use tower::ServiceExt;
-                match router.oneshot(req.map(axum::body::Body::new)).await {
+                match router.oneshot(req).await {
                     Ok(resp) => resp,
                     Err(never) => match never {},
                 }

@@ -1,5 +1,13 @@
 //! Listeners: accept TCP (optionally TLS), serve HTTP/1.1 and HTTP/2 (h2c by preface, or ALPN over
-//! TLS) with hyper, close idle connections, and drain gracefully on shutdown.
+//! TLS), close idle connections, and drain gracefully on shutdown.
+//!
+//! Each connection starts on [`fast`], a hand-written HTTP/1.1 path for requests without a body;
+//! the first request it does not take (a body, an upgrade, HTTP/2, anything malformed) hands the
+//! connection, with the bytes already read, to hyper for the rest of its life.
+
+mod fast;
+
+pub use fast::Rewind;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -127,7 +135,7 @@ pub async fn serve<H, F>(
     mut shutdown: watch::Receiver<bool>,
     tracker: TaskTracker,
 ) where
-    H: Fn(Arc<ConnInfo>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Arc<ConnInfo>, Request<Body>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -173,7 +181,13 @@ pub async fn serve<H, F>(
                     match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
                             let info = Arc::new(ConnInfo::new(peer, true));
-                            serve_conn(builder, tls_stream, info, limits, handler, shutdown).await;
+                            if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                                // HTTP/2 negotiated: straight to hyper.
+                                let io = Rewind::new(bytes::Bytes::new(), tls_stream);
+                                serve_hyper(builder, io, info, limits, handler, shutdown).await;
+                            } else {
+                                serve_conn(builder, tls_stream, info, limits, handler, shutdown).await;
+                            }
                         }
                         Ok(Err(e)) => tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(listener = name, %peer, "TLS handshake timed out"),
@@ -185,6 +199,8 @@ pub async fn serve<H, F>(
     tracing::info!(listener = name, "stopped accepting connections");
 }
 
+/// Serves one connection: simple requests on the fast path, then (if it hands the connection
+/// over) everything else on hyper.
 async fn serve_conn<I, H, F>(
     builder: auto::Builder<TokioExecutor>,
     io: I,
@@ -194,7 +210,25 @@ async fn serve_conn<I, H, F>(
     mut shutdown: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    H: Fn(Arc<ConnInfo>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Arc<ConnInfo>, Request<Body>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    if let Some(io) = fast::serve(io, info.clone(), limits, &handler, &mut shutdown).await {
+        serve_hyper(builder, io, info, limits, handler, shutdown).await;
+    }
+}
+
+/// Serves a connection with hyper (HTTP/1.1 with bodies and upgrades, HTTP/2).
+async fn serve_hyper<I, H, F>(
+    builder: auto::Builder<TokioExecutor>,
+    io: Rewind<I>,
+    info: Arc<ConnInfo>,
+    limits: ConnLimits,
+    handler: H,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Arc<ConnInfo>, Request<Body>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let activity = Arc::new(Activity {
@@ -208,7 +242,7 @@ async fn serve_conn<I, H, F>(
         let guard = InflightGuard(act.clone());
         // Boxed once here: the request's future (routing, the slot call) is large, and hyper moves
         // the service future into its dispatcher; a pointer moves instead of the whole state.
-        let fut = Box::pin(handler(info.clone(), req));
+        let fut = Box::pin(handler(info.clone(), req.map(Body::new)));
         async move {
             let resp = fut.await;
             drop(guard);

@@ -1,0 +1,549 @@
+//! A hand-written HTTP/1.1 server path for the common request: HTTP/1.1 with no body and no
+//! upgrade (most `GET`s). It parses the head with `httparse`, calls the handler in the connection's
+//! own task and writes the response itself, without hyper's dispatcher, and hands everything else
+//! to hyper.
+//!
+//! Whatever is not plainly simple is not interpreted here: a request with `Content-Length`,
+//! `Transfer-Encoding`, `Expect` or `Upgrade`, a `HEAD` or `CONNECT`, HTTP/1.0, the HTTP/2 preface,
+//! any parse error, a head over the header buffer or over 100 fields. The connection is then given
+//! to hyper with every byte read so far replayed first ([`Rewind`]), and hyper serves it to its end
+//! exactly as it would have from the first byte: its framing rules, errors (400, 431…), bodies,
+//! upgrades and HTTP/2. So no request body is ever framed by this code (no smuggling surface), and
+//! malformed input gets hyper's answers.
+//!
+//! What this path does itself, as hyper does: keep-alive and pipelining, `Connection: close` from
+//! either side, `Date`, `Content-Length` from the body's exact size or else chunked encoding, no
+//! body for 1xx/204/304, and dropping the request (the client went away: logged as 499) when the
+//! client closes its side while a request is in flight. Its timeouts are the documented ones: a
+//! connection waiting for a new request is closed after `idle_timeout`, one whose request head has
+//! started but not finished after `header_read_timeout` (slow loris), both checked on one coarse
+//! per-connection tick rather than a timer per request.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::FutureExt;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
+
+use super::ConnLimits;
+use crate::dataplane::ConnInfo;
+
+/// Most header fields a request may have (hyper's limit too).
+const MAX_HEADERS: usize = 100;
+/// Read buffer to start with; it grows to the header limit for larger heads.
+const INITIAL_BUF: usize = 8 * 1024;
+/// Response bytes gathered before a write; larger body chunks are written as they are.
+const WRITE_BUF: usize = 16 * 1024;
+
+/// What a buffered request head turned out to be.
+#[derive(Debug)]
+// Returned and taken apart at once: boxing the request would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Parsed {
+    /// A simple request, its head removed from the buffer; `close` when it asked for the
+    /// connection to be closed after it.
+    Simple { req: Request<Body>, close: bool },
+    /// Not complete yet.
+    Partial,
+    /// Anything else: hyper's to serve.
+    Other,
+}
+
+/// Parses the request head at the start of `buf`. On [`Parsed::Simple`] the head is taken out of
+/// `buf`; otherwise `buf` is left as it was.
+pub(super) fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let head_len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n <= max_head => n,
+        Ok(httparse::Status::Partial) if buf.len() < max_head => return Parsed::Partial,
+        _ => return Parsed::Other,
+    };
+    if parsed.version != Some(1) {
+        return Parsed::Other;
+    }
+    let Some(Ok(method)) = parsed.method.map(|m| Method::from_bytes(m.as_bytes())) else {
+        return Parsed::Other;
+    };
+    if method == Method::HEAD || method == Method::CONNECT {
+        return Parsed::Other;
+    }
+    let mut close = false;
+    // Where each piece lies in the head, so that the values can share the buffer once it is cut.
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        start..start + s.len()
+    };
+    let target = span(parsed.path.unwrap_or("").as_bytes());
+    let mut fields: Vec<(HeaderName, std::ops::Range<usize>)> =
+        Vec::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
+            return Parsed::Other;
+        };
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::EXPECT
+            || name == header::UPGRADE
+        {
+            return Parsed::Other;
+        }
+        if name == header::CONNECTION {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    return Parsed::Other;
+                }
+            }
+        }
+        fields.push((name, span(h.value)));
+    }
+    let head = buf.split_to(head_len).freeze();
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(target)) else {
+        buf_restore(buf, head);
+        return Parsed::Other;
+    };
+    let mut map = HeaderMap::with_capacity(fields.len());
+    for (name, range) in fields {
+        match HeaderValue::from_maybe_shared(head.slice(range)) {
+            Ok(value) => {
+                map.append(name, value);
+            }
+            Err(_) => {
+                buf_restore(buf, head);
+                return Parsed::Other;
+            }
+        }
+    }
+    let mut req = Request::new(Body::empty());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = map;
+    Parsed::Simple { req, close }
+}
+
+/// Puts a head taken out of `buf` back in front of it (only on the rare way to [`Parsed::Other`]
+/// after the head was cut).
+fn buf_restore(buf: &mut BytesMut, head: Bytes) {
+    let mut whole = BytesMut::with_capacity(head.len() + buf.len());
+    whole.extend_from_slice(&head);
+    whole.extend_from_slice(buf);
+    *buf = whole;
+}
+
+/// How a response body is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// No body (1xx, 204, 304).
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+}
+
+/// Writes the status line and header fields of `parts` into `out` and says how the body is framed.
+/// `close` adds `Connection: close`; a `Connection: close` already in the response sets `*close`.
+pub(super) fn encode_head(
+    out: &mut Vec<u8>,
+    parts: &http::response::Parts,
+    body_hint: Option<u64>,
+    close: &mut bool,
+) -> Framing {
+    let status = parts.status;
+    let bodyless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let declared = single_length(&parts.headers);
+    let framing = if bodyless {
+        Framing::None
+    } else if let Some(n) = declared.or(body_hint) {
+        Framing::Length(n)
+    } else {
+        Framing::Chunked
+    };
+    if parts
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| has_token(v.as_bytes(), b"close"))
+    {
+        *close = true;
+    }
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let keep_length =
+        declared.is_some() && status != StatusCode::NO_CONTENT && !status.is_informational();
+    for (name, value) in &parts.headers {
+        if name == header::TRANSFER_ENCODING || (name == header::CONTENT_LENGTH && !keep_length) {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length(n) if declared.is_none() => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa_u64(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        date::push(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    if *close && !parts.headers.contains_key(header::CONNECTION) {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    framing
+}
+
+/// The value of the one `Content-Length` field, when there is exactly one and it is a number.
+fn single_length(headers: &HeaderMap) -> Option<u64> {
+    let mut all = headers.get_all(header::CONTENT_LENGTH).iter();
+    let first = all.next()?;
+    if all.next().is_some() {
+        return None;
+    }
+    let s = first.to_str().ok()?;
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Decimal digits of `n` (no allocation).
+struct Digits {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Digits {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+fn itoa_u64(mut n: u64) -> Digits {
+    let mut d = Digits {
+        buf: [0; 20],
+        start: 20,
+    };
+    loop {
+        d.start -= 1;
+        d.buf[d.start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return d;
+        }
+    }
+}
+
+/// The `Date` header, formatted once a second per thread (as hyper does).
+mod date {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    thread_local! {
+        static CACHE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+    }
+
+    /// Appends the current time as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+    pub(super) fn push(out: &mut Vec<u8>) {
+        let now = SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        CACHE.with_borrow_mut(|(at, text)| {
+            if *at != secs {
+                let formatted = httpdate::fmt_http_date(now);
+                if formatted.len() == text.len() {
+                    text.copy_from_slice(formatted.as_bytes());
+                    *at = secs;
+                } else {
+                    out.extend_from_slice(formatted.as_bytes());
+                    return;
+                }
+            }
+            out.extend_from_slice(text);
+        });
+    }
+}
+
+/// An I/O stream that first yields bytes already read from it: how a connection this path
+/// declined reaches hyper intact.
+pub struct Rewind<I> {
+    pre: Bytes,
+    inner: I,
+}
+
+impl<I> Rewind<I> {
+    /// `inner`, with `pre` to be read before anything more from it.
+    pub fn new(pre: Bytes, inner: I) -> Self {
+        Self { pre, inner }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(buf.remaining());
+            buf.put_slice(&self.pre[..n]);
+            self.pre.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Serves simple requests on `io` until the connection ends (`None`) or a request this path does
+/// not take arrives: then the connection, with every byte read so far, is returned for hyper.
+pub(super) async fn serve<I, H, F>(
+    mut io: I,
+    info: Arc<ConnInfo>,
+    limits: ConnLimits,
+    handler: &H,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Rewind<I>>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    H: Fn(Arc<ConnInfo>, Request<Body>) -> F,
+    F: Future<Output = Response<Body>>,
+{
+    if *shutdown.borrow() {
+        return None;
+    }
+    let max_head = limits.max_header_buffer;
+    let check =
+        (limits.idle_timeout.min(limits.header_read_timeout) / 4).max(Duration::from_millis(50));
+    let ticks_for = |d: Duration| d.as_nanos().div_ceil(check.as_nanos()) as u32;
+    let (idle_ticks, head_ticks) = (
+        ticks_for(limits.idle_timeout),
+        ticks_for(limits.header_read_timeout),
+    );
+    let tick = tokio::time::sleep(check);
+    tokio::pin!(tick);
+    let stop = shutdown.changed();
+    tokio::pin!(stop);
+    // Ticks since the connection last made progress (a response written, a request head begun).
+    let mut ticks = 0u32;
+    let mut closing = false;
+    let mut buf = BytesMut::with_capacity(INITIAL_BUF);
+    let mut out: Vec<u8> = Vec::with_capacity(WRITE_BUF);
+    loop {
+        while !buf.is_empty() {
+            let (req, asked_close) = match parse(&mut buf, max_head) {
+                Parsed::Partial => break,
+                Parsed::Other => return Some(Rewind::new(buf.freeze(), io)),
+                Parsed::Simple { req, close } => (req, close),
+            };
+            let fut = handler(info.clone(), req);
+            tokio::pin!(fut);
+            // While the handler runs, keep reading: a client that closes its side has gone away
+            // (as with hyper, no half-close) and its request is dropped; a pipelined request waits
+            // in the buffer.
+            let resp = loop {
+                tokio::select! {
+                    biased;
+                    resp = &mut fut => break resp,
+                    r = io.read_buf(&mut buf), if buf.len() < max_head => match r {
+                        Ok(0) | Err(_) => return None,
+                        Ok(_) => {}
+                    },
+                }
+            };
+            let mut close = asked_close || closing;
+            match write_response(&mut io, &mut out, resp, &mut close).await {
+                Ok(()) if !close => {}
+                _ => return None,
+            }
+            ticks = 0;
+        }
+        if closing && buf.is_empty() {
+            return None;
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(INITIAL_BUF);
+        }
+        let was_empty = buf.is_empty();
+        tokio::select! {
+            biased;
+            _ = &mut stop, if !closing => {
+                closing = true;
+            }
+            r = io.read_buf(&mut buf) => match r {
+                Ok(0) | Err(_) => return None,
+                Ok(_) if was_empty => ticks = 0,
+                Ok(_) => {}
+            },
+            _ = &mut tick => {
+                ticks += 1;
+                let limit = if buf.is_empty() { idle_ticks } else { head_ticks };
+                if ticks > limit {
+                    tracing::debug!(peer = %info.peer, partial_head = !buf.is_empty(), "closing a connection: timed out waiting for a request");
+                    return None;
+                }
+                tick.as_mut().reset(tokio::time::Instant::now() + check);
+            }
+        }
+    }
+}
+
+/// Writes `resp`: head and body gathered into `out` and written in as few writes as the body
+/// allows. An error, or a body that breaks its own length, ends the connection (`Err`, or `close`
+/// set).
+async fn write_response<I>(
+    io: &mut I,
+    out: &mut Vec<u8>,
+    resp: Response<Body>,
+    close: &mut bool,
+) -> io::Result<()>
+where
+    I: AsyncWrite + Unpin,
+{
+    let (parts, mut body) = resp.into_parts();
+    out.clear();
+    let framing = encode_head(out, &parts, body.size_hint().exact(), close);
+    drop(parts);
+    let mut left = match framing {
+        Framing::None => {
+            io.write_all(out).await?;
+            return io.flush().await;
+        }
+        Framing::Length(n) => n,
+        Framing::Chunked => u64::MAX,
+    };
+    loop {
+        // Take what the body has ready; write what is gathered before waiting for more.
+        let frame = match body.frame().now_or_never() {
+            Some(frame) => frame,
+            None => {
+                if !out.is_empty() {
+                    io.write_all(out).await?;
+                    io.flush().await?;
+                    out.clear();
+                }
+                body.frame().await
+            }
+        };
+        let data = match frame {
+            None => break,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "response body failed: closing the connection");
+                *close = true;
+                break;
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue, // trailers are not sent on this path
+            },
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if framing == Framing::Chunked {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        } else if data.len() as u64 > left {
+            tracing::debug!("response body longer than its Content-Length: closing the connection");
+            *close = true;
+            break;
+        } else {
+            left -= data.len() as u64;
+        }
+        if data.len() >= WRITE_BUF {
+            io.write_all(out).await?;
+            out.clear();
+            io.write_all(&data).await?;
+        } else {
+            out.extend_from_slice(&data);
+        }
+        if framing == Framing::Chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+        if out.len() >= WRITE_BUF {
+            io.write_all(out).await?;
+            out.clear();
+        }
+    }
+    match framing {
+        Framing::Chunked if !*close => out.extend_from_slice(b"0\r\n\r\n"),
+        Framing::Length(n) if left != 0 => {
+            tracing::debug!(
+                expected = n,
+                missing = left,
+                "response body shorter than its Content-Length: closing the connection"
+            );
+            *close = true;
+        }
+        _ => {}
+    }
+    if !out.is_empty() {
+        io.write_all(out).await?;
+    }
+    io.flush().await
+}
+
+#[cfg(test)]
+mod tests;
