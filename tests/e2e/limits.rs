@@ -108,12 +108,24 @@ async fn oversized_headers_get_431_json() {
 
 #[tokio::test]
 async fn slow_body_gets_408_and_idle_connections_are_closed() {
+    slow_body_and_idle_connections("").await;
+}
+
+/// The same with every connection on hyper (the fast path off).
+#[tokio::test]
+async fn slow_body_gets_408_and_idle_connections_are_closed_on_hyper_alone() {
+    slow_body_and_idle_connections("http1_fast_path = false").await;
+}
+
+async fn slow_body_and_idle_connections(extra: &str) {
     let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
     let gw = Gateway::start(&canary_config(
         &v1,
         &v2,
         0.0,
-        "request_timeout_ms = 600\nidle_timeout_ms = 700\nheader_read_timeout_ms = 800",
+        &format!(
+            "request_timeout_ms = 600\nidle_timeout_ms = 700\nheader_read_timeout_ms = 800\n{extra}"
+        ),
     ));
     let addr = gw.data;
     tokio::task::spawn_blocking(move || {

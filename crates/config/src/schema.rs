@@ -72,6 +72,9 @@ pub struct ServerConfig {
     pub watch_config: bool,
     /// Serve the web console at `/ui/` (public pages; operator pages need the admin token).
     pub console: bool,
+    /// Serve HTTP/1.1 requests without a body on the hand-written fast path (hyper serves the
+    /// rest); `false` puts every connection on hyper. Takes effect on restart.
+    pub http1_fast_path: bool,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +91,7 @@ impl Default for ServerConfig {
             tls: None,
             watch_config: false,
             console: true,
+            http1_fast_path: true,
         }
     }
 }

@@ -29,6 +29,7 @@ fn limits(cfg: &Config) -> ConnLimits {
         // hyper refuses (bare 431/400) only far over the configured limit; the data plane answers
         // the configured limit itself with a JSON 431.
         max_header_buffer: (cfg.server.max_header_bytes * 2).max(16 * 1024),
+        fast_path: cfg.server.http1_fast_path,
     }
 }
 
@@ -111,6 +112,13 @@ fn reload(gw: &Gateway, tls: &TlsSlot) -> Result<serde_json::Value, ReloadError>
             {
                 tracing::warn!(
                     "listen addresses or admin TLS changed in the file; they take effect on restart"
+                );
+            }
+            if limits(&old.config) != limits(&cfg) {
+                tracing::warn!(
+                    "connection settings changed in the file (header_read_timeout_ms, \
+                     idle_timeout_ms, max_header_bytes, http1_fast_path): the listeners keep \
+                     the old ones until restart"
                 );
             }
             if old.config.server.tls.is_some() != cfg.server.tls.is_some() {

@@ -33,7 +33,7 @@ use tokio_util::task::TaskTracker;
 use crate::dataplane::ConnInfo;
 
 /// Connection-level limits.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnLimits {
     /// Time to receive request headers (and the TLS handshake).
     pub header_read_timeout: Duration,
@@ -41,6 +41,8 @@ pub struct ConnLimits {
     pub idle_timeout: Duration,
     /// hyper's read buffer / HTTP/2 header list limit; requests over it are refused by hyper itself.
     pub max_header_buffer: usize,
+    /// Start connections on the hand-written HTTP/1.1 path ([`fast`]); `false`: hyper only.
+    pub fast_path: bool,
 }
 
 /// A TLS acceptor that can be replaced while serving (certificate rotation).
@@ -213,6 +215,10 @@ async fn serve_conn<I, H, F>(
     H: Fn(Arc<ConnInfo>, Request<Body>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
+    if !limits.fast_path {
+        let io = Rewind::new(bytes::Bytes::new(), io);
+        return serve_hyper(builder, io, info, limits, handler, shutdown).await;
+    }
     if let Some(io) = fast::serve(io, info.clone(), limits, &handler, &mut shutdown).await {
         serve_hyper(builder, io, info, limits, handler, shutdown).await;
     }

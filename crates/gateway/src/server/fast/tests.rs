@@ -23,6 +23,7 @@ const LIMITS: ConnLimits = ConnLimits {
     header_read_timeout: Duration::from_secs(5),
     idle_timeout: Duration::from_secs(5),
     max_header_buffer: 16 * 1024,
+    fast_path: true,
 };
 
 /// Sets its flag when dropped: shows a handler's future was dropped.
