@@ -231,7 +231,8 @@ struct Finish<'s> {
 
 impl Drop for Finish<'_> {
     fn drop(&mut self) {
-        let elapsed = self.start.elapsed().as_secs_f64();
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.start).as_secs_f64();
         #[cfg(feature = "otlp")]
         if let Some(span) = self.span.take() {
             span.finish(
@@ -245,7 +246,7 @@ impl Drop for Finish<'_> {
         if let Some(slot) = self.slot {
             let inflight = slot.stats.add_inflight(-1);
             slot.inflight_gauge.set(inflight as f64);
-            slot.stats.record(elapsed, self.status >= 500);
+            slot.stats.record(now, elapsed, self.status >= 500);
             if let Some(m) = self.route.and_then(|r| r.metrics.get(&slot.name)) {
                 m.record(self.status, elapsed, slot.slot.version().as_deref());
             }

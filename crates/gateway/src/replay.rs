@@ -233,7 +233,7 @@ pub async fn canary_with_fallback(
             // answer is stable's (and counted there); the canary's attempt is counted here.
             let ok = reason == Reason::Hedge;
             control.record_canary(elapsed, ok, probe);
-            canary.stats.record(elapsed, !ok);
+            canary.stats.record(Instant::now(), elapsed, !ok);
             metrics::counter!("switchyard_fallbacks_total",
                 "route" => control.route.to_string(), "from" => canary.name.to_string(),
                 "to" => stable.name.to_string(), "reason" => reason.as_str())

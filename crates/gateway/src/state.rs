@@ -27,8 +27,11 @@ use crate::telemetry;
 pub const STATS_WINDOW_S: usize = 60;
 
 /// Live counters of one slot, kept across reloads while the slot name exists.
+///
+/// The window is kept per thread (each data-plane worker records into its own, uncontended) and
+/// summed when read: one lock shared by every worker cost a cache-line transfer per request.
 pub struct SlotStats {
-    window: Mutex<SlidingWindow>,
+    windows: thread_local::ThreadLocal<Mutex<SlidingWindow>>,
     inflight: AtomicI64,
     epoch: Instant,
 }
@@ -36,31 +39,32 @@ pub struct SlotStats {
 impl SlotStats {
     fn new(epoch: Instant) -> Self {
         Self {
-            window: Mutex::new(SlidingWindow::new(STATS_WINDOW_S)),
+            windows: thread_local::ThreadLocal::new(),
             inflight: AtomicI64::new(0),
             epoch,
         }
     }
 
-    fn now_s(&self) -> u64 {
-        self.epoch.elapsed().as_secs()
+    fn seconds_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_secs()
     }
 
-    /// Records a finished request.
-    pub fn record(&self, latency_s: f64, error: bool) {
-        let now = self.now_s();
-        if let Ok(mut w) = self.window.lock() {
+    /// Records a request that finished at `at` (the caller's clock reading, to read it once).
+    pub fn record(&self, at: Instant, latency_s: f64, error: bool) {
+        let now = self.seconds_at(at);
+        let window = self
+            .windows
+            .get_or(|| Mutex::new(SlidingWindow::new(STATS_WINDOW_S)));
+        if let Ok(mut w) = window.lock() {
             w.record(now, latency_s, error);
         }
     }
 
     /// The last minute.
     pub fn snapshot(&self) -> WindowSnapshot {
-        let now = self.now_s();
-        self.window
-            .lock()
-            .map(|w| w.snapshot(now))
-            .unwrap_or_default()
+        let now = self.seconds_at(Instant::now());
+        let guards: Vec<_> = self.windows.iter().filter_map(|w| w.lock().ok()).collect();
+        SlidingWindow::snapshot_merged(guards.iter().map(|g| &**g), now)
     }
 
     /// Adds `delta` to the in-flight count and returns the new value.

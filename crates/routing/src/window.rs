@@ -96,10 +96,23 @@ impl SlidingWindow {
 
     /// Summarises the seconds in `(now_s - seconds, now_s]`.
     pub fn snapshot(&self, now_s: u64) -> WindowSnapshot {
-        let n = self.seconds.len() as u64;
+        Self::snapshot_merged([self], now_s)
+    }
+
+    /// Summarises several windows as one (say, one per thread): the seconds in
+    /// `(now_s - seconds, now_s]` of each, with the first window's length. Default with none.
+    pub fn snapshot_merged<'a>(
+        windows: impl IntoIterator<Item = &'a SlidingWindow>,
+        now_s: u64,
+    ) -> WindowSnapshot {
+        let mut windows = windows.into_iter().peekable();
+        let Some(first) = windows.peek() else {
+            return WindowSnapshot::default();
+        };
+        let n = first.seconds.len() as u64;
         let mut hist = [0u64; LAT_BUCKETS];
         let (mut requests, mut errors) = (0u64, 0u64);
-        for s in &self.seconds {
+        for s in windows.flat_map(|w| w.seconds.iter()) {
             if s.at <= now_s && now_s - s.at < n {
                 requests += s.requests;
                 errors += s.errors;
@@ -135,6 +148,28 @@ impl SlidingWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merged_windows_summarise_as_one() {
+        let (mut one, mut a, mut b) = (
+            SlidingWindow::new(10),
+            SlidingWindow::new(10),
+            SlidingWindow::new(10),
+        );
+        for i in 0..400u64 {
+            let (now, lat, err) = (100 + i % 7, 0.001 * (1 + i % 50) as f64, i % 9 == 0);
+            one.record(now, lat, err);
+            if i % 3 == 0 { &mut a } else { &mut b }.record(now, lat, err);
+        }
+        let merged = SlidingWindow::snapshot_merged([&a, &b], 106);
+        assert_eq!(merged, one.snapshot(106));
+        assert_eq!(merged.requests, 400);
+        assert_ne!(a.snapshot(106), merged);
+        assert_eq!(
+            SlidingWindow::snapshot_merged(std::iter::empty(), 106),
+            WindowSnapshot::default()
+        );
+    }
 
     #[test]
     fn quantiles_within_ten_percent() {

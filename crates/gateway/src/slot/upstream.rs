@@ -292,7 +292,6 @@ impl UpstreamSlot {
 
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        parts.headers.remove(header::UPGRADE);
         Ok(Response::from_parts(parts, Body::new(body)))
     }
 
@@ -409,36 +408,57 @@ fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
 
 /// Removes hop-by-hop headers, including those named in `Connection`, and `Upgrade`.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Usually none is present: one pass over the names (a match on the name, no comparison with
-    // each candidate in turn) instead of a hashed removal per candidate. The names are
-    // `HOP_BY_HOP`'s and `Upgrade`; `each_hop_by_hop_header_alone_is_removed` keeps them in step.
-    if !h.keys().any(|k| {
-        matches!(
-            k.as_str(),
-            "connection"
-                | "keep-alive"
-                | "proxy-connection"
-                | "proxy-authenticate"
-                | "proxy-authorization"
-                | "te"
-                | "trailer"
-                | "transfer-encoding"
-                | "upgrade"
-        )
-    }) {
+    // One pass over the names (a match on each, no hashing) finds the hop-by-hop fields present:
+    // usually none, or an upstream's `Connection: keep-alive`. Only those, and the fields
+    // `Connection` names, are removed (a hashed removal each). The names are `HOP_BY_HOP`'s and
+    // `Upgrade`; `each_hop_by_hop_header_alone_is_removed` keeps them in step.
+    let mut present: Vec<HeaderName> = Vec::new();
+    for k in h.keys() {
+        if is_hop_by_hop(k.as_str()) {
+            present.push(k.clone());
+        }
+    }
+    if present.is_empty() {
         return;
     }
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    for value in h.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim) {
+            // `close` and `keep-alive` are options, not other fields; hop-by-hop names are
+            // already in `present` when they are there at all.
+            if token.is_empty()
+                || token.eq_ignore_ascii_case("close")
+                || HOP_BY_HOP
+                    .iter()
+                    .chain([&header::UPGRADE])
+                    .any(|n| n.as_str().eq_ignore_ascii_case(token))
+            {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                present.push(name);
+            }
+        }
+    }
+    for name in &present {
         h.remove(name);
     }
-    h.remove(header::UPGRADE);
+}
+
+/// Whether a lower-case field name is hop-by-hop (`HOP_BY_HOP` or `Upgrade`).
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -461,7 +481,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret"),
+            HeaderValue::from_static("Keep-Alive, close, X-Secret"),
         );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
