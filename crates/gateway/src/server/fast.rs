@@ -385,6 +385,10 @@ where
     );
     let tick = tokio::time::sleep(check);
     tokio::pin!(tick);
+    // A shutdown is seen two ways: `stop` wakes a connection waiting for a request (polled only
+    // once the socket has nothing to read: polling a waiting `Notified` takes a lock), and `probe`,
+    // an atomic load, is checked after each response on a connection that never waits.
+    let probe = shutdown.clone();
     let stop = shutdown.changed();
     tokio::pin!(stop);
     // Ticks since the connection last made progress (a response written, a request head begun).
@@ -414,6 +418,7 @@ where
                     },
                 }
             };
+            closing |= probe.has_changed().unwrap_or(true);
             let mut close = asked_close || closing;
             match write_response(&mut io, &mut out, resp, &mut close).await {
                 Ok(()) if !close => {}
@@ -430,14 +435,14 @@ where
         let was_empty = buf.is_empty();
         tokio::select! {
             biased;
-            _ = &mut stop, if !closing => {
-                closing = true;
-            }
             r = io.read_buf(&mut buf) => match r {
                 Ok(0) | Err(_) => return None,
                 Ok(_) if was_empty => ticks = 0,
                 Ok(_) => {}
             },
+            _ = &mut stop, if !closing => {
+                closing = true;
+            }
             _ = &mut tick => {
                 ticks += 1;
                 let limit = if buf.is_empty() { idle_ticks } else { head_ticks };

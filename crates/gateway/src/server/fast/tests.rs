@@ -115,6 +115,10 @@ async fn answer(req: Request<Body>, flag: Arc<AtomicBool>) -> Response<Body> {
             );
             r
         }
+        "/wait" => {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            text("waited".into())
+        }
         "/hang" => {
             let _guard = DropFlag(flag);
             std::future::pending::<()>().await;
@@ -401,6 +405,32 @@ async fn a_body_shorter_than_its_length_closes_the_connection() {
 }
 
 #[tokio::test]
+async fn shutdown_closes_idle_connections_and_ends_busy_ones_after_their_response() {
+    let server = Server::start().await;
+    let mut idle = server.connect().await;
+    idle.write_all(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut idle_buf = BytesMut::new();
+    read_response(&mut idle, &mut idle_buf, false)
+        .await
+        .unwrap();
+    let mut busy = server.connect().await;
+    busy.write_all(b"GET /wait HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.stop.send(true).unwrap();
+    // The idle one is closed at once; the busy one gets its answer, marked as the last.
+    assert!(closed(&mut idle, &mut idle_buf).await);
+    let mut buf = BytesMut::new();
+    let r = read_response(&mut busy, &mut buf, false).await.unwrap();
+    assert_eq!(r.text(), "waited");
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(closed(&mut busy, &mut buf).await);
+}
+
+#[tokio::test]
 async fn a_client_that_goes_away_drops_its_request() {
     let server = Server::start().await;
     let mut s = server.connect().await;
@@ -500,4 +530,44 @@ async fn rewind_replays_its_bytes_before_the_stream() {
     let mut all = Vec::new();
     r.read_to_end(&mut all).await.unwrap();
     assert_eq!(all, b"hello world");
+}
+
+proptest::proptest! {
+    /// Any bytes: no panic; a request taken is a prefix of the input with no body framing, and
+    /// what is left is exactly the rest of the input.
+    #[test]
+    fn parse_never_panics_and_takes_only_whole_plain_heads(
+        head in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        lines in proptest::collection::vec(
+            proptest::sample::select(vec![
+                "host: x", "content-length: 3", "Transfer-Encoding: chunked", "x-a: b",
+                "connection: close", "expect: 100-continue", "upgrade: h2c", " folded",
+                "bad name: 1", "x-u: \u{e9}",
+            ]),
+            0..6,
+        ),
+        method in proptest::sample::select(vec!["GET", "POST", "HEAD", "PRI", "get", ""]),
+        tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+    ) {
+        for input in [
+            head.clone(),
+            format!("{method} /p HTTP/1.1\r\n{}\r\n\r\n", lines.join("\r\n"))
+                .into_bytes()
+                .into_iter()
+                .chain(tail.iter().copied())
+                .collect::<Vec<u8>>(),
+        ] {
+            let mut buf = BytesMut::from(&input[..]);
+            match parse(&mut buf, 8192) {
+                Parsed::Simple { req, .. } => {
+                    proptest::prop_assert!(input.ends_with(&buf));
+                    for name in ["content-length", "transfer-encoding", "expect", "upgrade"] {
+                        proptest::prop_assert!(!req.headers().contains_key(name));
+                    }
+                    proptest::prop_assert!(req.method() != http::Method::HEAD);
+                }
+                Parsed::Partial | Parsed::Other => proptest::prop_assert_eq!(&buf[..], &input[..]),
+            }
+        }
+    }
 }
