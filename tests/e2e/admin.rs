@@ -323,6 +323,20 @@ async fn metrics_have_the_documented_names_and_labels() {
     ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
+    // A request in flight is counted when scraped (the gauge is set from the slot's count then).
+    let slow = tokio::spawn({
+        let (c, url) = (c.clone(), gw.url("/api/slow?ms=1500"));
+        async move { c.get(url).send().await.unwrap().status() }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = metrics_text(&c, &gw).await;
+    assert!(
+        text.contains("switchyard_inflight_requests{slot=\"v1\"} 1"),
+        "the slow request is not counted in\n{text}"
+    );
+    assert_eq!(slow.await.unwrap(), 200);
+    let text = metrics_text(&c, &gw).await;
+    assert!(text.contains("switchyard_inflight_requests{slot=\"v1\"} 0"));
     let access = gw.wait_log("access log", |l| {
         l["target"] == "access" && l["status"] == 503
     });

@@ -100,9 +100,11 @@ async fn require_token(State(st): State<AdminState>, req: Request, next: Next) -
 }
 
 async fn metrics(State(st): State<AdminState>) -> Response {
-    // Model memory and cache sizes are read when scraped, not on the request path.
+    // In-flight counts, model memory and cache sizes are read when scraped, not on the request
+    // path (a gauge update per request was a write to memory shared by every worker).
     let snap = st.gw.snapshot();
     for h in snap.slots.values() {
+        h.inflight_gauge.set(h.stats.inflight() as f64);
         if let Some((device, m)) = h.slot.memory() {
             crate::telemetry::set_model_memory(&h.name, &device, m);
         }

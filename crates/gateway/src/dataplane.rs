@@ -244,8 +244,7 @@ impl Drop for Finish<'_> {
             );
         }
         if let Some(slot) = self.slot {
-            let inflight = slot.stats.add_inflight(-1);
-            slot.inflight_gauge.set(inflight as f64);
+            slot.stats.add_inflight(-1);
             slot.stats.record(now, elapsed, self.status >= 500);
             if let Some(m) = self.route.and_then(|r| r.metrics.get(&slot.name)) {
                 m.record(self.status, elapsed, slot.slot.version().as_deref());
@@ -451,7 +450,8 @@ async fn route_and_call<'s>(
             format!("slot `{slot_name}` is not loaded"),
         )
     })?;
-    slot.inflight_gauge.set(slot.stats.add_inflight(1) as f64);
+    // The `switchyard_inflight_requests` gauge is set from this count when scraped.
+    slot.stats.add_inflight(1);
     fin.slot = Some(slot);
 
     let limit = route.max_body_bytes;
@@ -604,10 +604,8 @@ async fn dispatch<'s>(
             return out.answer;
         };
         // Stable answered: it is the slot of record for this request.
-        slot.inflight_gauge.set(slot.stats.add_inflight(-1) as f64);
-        stable
-            .inflight_gauge
-            .set(stable.stats.add_inflight(1) as f64);
+        slot.stats.add_inflight(-1);
+        stable.stats.add_inflight(1);
         fin.slot = Some(stable);
         let mut resp = match out.answer {
             Ok(r) => r,

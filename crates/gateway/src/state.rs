@@ -93,7 +93,7 @@ pub struct SlotHandle {
     pub loaded_at: std::time::SystemTime,
     /// `X-Switchyard-Slot` value, prepared once.
     pub header: http::HeaderValue,
-    /// `switchyard_inflight_requests{slot}`, registered once.
+    /// `switchyard_inflight_requests{slot}`, registered once, set from `stats` when scraped.
     pub inflight_gauge: metrics::Gauge,
 }
 
