@@ -183,13 +183,10 @@ pub async fn serve<H, F>(
                     match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
                             let info = Arc::new(ConnInfo::new(peer, true));
-                            if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                                // HTTP/2 negotiated: straight to hyper.
-                                let io = Rewind::new(bytes::Bytes::new(), tls_stream);
-                                serve_hyper(builder, io, info, limits, handler, shutdown).await;
-                            } else {
-                                serve_conn(builder, tls_stream, info, limits, handler, shutdown).await;
-                            }
+                            // HTTP/2 negotiated: straight to hyper.
+                            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            let limits = ConnLimits { fast_path: limits.fast_path && !h2, ..limits };
+                            serve_conn(builder, tls_stream, info, limits, handler, shutdown).await;
                         }
                         Ok(Err(e)) => tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(listener = name, %peer, "TLS handshake timed out"),
@@ -202,7 +199,8 @@ pub async fn serve<H, F>(
 }
 
 /// Serves one connection: simple requests on the fast path, then (if it hands the connection
-/// over) everything else on hyper.
+/// over, or with the fast path off) everything else on hyper: HTTP/1.1 with bodies and upgrades,
+/// HTTP/2.
 async fn serve_conn<I, H, F>(
     builder: auto::Builder<TokioExecutor>,
     io: I,
@@ -215,28 +213,14 @@ async fn serve_conn<I, H, F>(
     H: Fn(Arc<ConnInfo>, Request<Body>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    if !limits.fast_path {
-        let io = Rewind::new(bytes::Bytes::new(), io);
-        return serve_hyper(builder, io, info, limits, handler, shutdown).await;
-    }
-    if let Some(io) = fast::serve(io, info.clone(), limits, &handler, &mut shutdown).await {
-        serve_hyper(builder, io, info, limits, handler, shutdown).await;
-    }
-}
-
-/// Serves a connection with hyper (HTTP/1.1 with bodies and upgrades, HTTP/2).
-async fn serve_hyper<I, H, F>(
-    builder: auto::Builder<TokioExecutor>,
-    io: Rewind<I>,
-    info: Arc<ConnInfo>,
-    limits: ConnLimits,
-    handler: H,
-    mut shutdown: watch::Receiver<bool>,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    H: Fn(Arc<ConnInfo>, Request<Body>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
-{
+    let io = if limits.fast_path {
+        match fast::serve(io, info.clone(), limits, &handler, &mut shutdown).await {
+            Some(rest) => rest,
+            None => return,
+        }
+    } else {
+        Rewind::new(bytes::Bytes::new(), io)
+    };
     let activity = Arc::new(Activity {
         inflight: AtomicUsize::new(0),
         last_ms: AtomicU64::new(0),
