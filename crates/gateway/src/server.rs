@@ -1,7 +1,7 @@
 //! Listeners: accept TCP (optionally TLS), serve HTTP/1.1 and HTTP/2 (h2c by preface, or ALPN over
 //! TLS), close idle connections, and drain gracefully on shutdown.
 //!
-//! Each connection starts on [`fast`], a hand-written HTTP/1.1 path for requests without a body;
+//! Each connection starts on `server/fast.rs`, a hand-written HTTP/1.1 path for requests without a body;
 //! the first request it does not take (a body, an upgrade, HTTP/2, anything malformed) hands the
 //! connection, with the bytes already read, to hyper for the rest of its life.
 
@@ -41,7 +41,7 @@ pub struct ConnLimits {
     pub idle_timeout: Duration,
     /// hyper's read buffer / HTTP/2 header list limit; requests over it are refused by hyper itself.
     pub max_header_buffer: usize,
-    /// Start connections on the hand-written HTTP/1.1 path ([`fast`]); `false`: hyper only.
+    /// Start connections on the hand-written HTTP/1.1 path (`server/fast.rs`); `false`: hyper only.
     pub fast_path: bool,
 }
 
