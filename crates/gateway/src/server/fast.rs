@@ -480,6 +480,7 @@ where
         Framing::Length(n) => n,
         Framing::Chunked => u64::MAX,
     };
+    let mut failed = false;
     loop {
         // Take what the body has ready; write what is gathered before waiting for more.
         let frame = match body.frame().now_or_never() {
@@ -497,7 +498,7 @@ where
             None => break,
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "response body failed: closing the connection");
-                *close = true;
+                failed = true;
                 break;
             }
             Some(Ok(frame)) => match frame.into_data() {
@@ -512,7 +513,7 @@ where
             out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
         } else if data.len() as u64 > left {
             tracing::debug!("response body longer than its Content-Length: closing the connection");
-            *close = true;
+            failed = true;
             break;
         } else {
             left -= data.len() as u64;
@@ -532,8 +533,11 @@ where
             out.clear();
         }
     }
+    // A body that failed or broke its length is cut off: no last chunk, and the connection ends,
+    // so the client sees it incomplete rather than a shorter whole.
     match framing {
-        Framing::Chunked if !*close => out.extend_from_slice(b"0\r\n\r\n"),
+        _ if failed => *close = true,
+        Framing::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
         Framing::Length(n) if left != 0 => {
             tracing::debug!(
                 expected = n,

@@ -45,6 +45,10 @@ struct Server {
 
 impl Server {
     async fn start() -> Self {
+        Self::start_with(LIMITS).await
+    }
+
+    async fn start_with(limits: ConnLimits) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, rx) = watch::channel(false);
@@ -59,7 +63,7 @@ impl Server {
             "test",
             listener,
             None,
-            LIMITS,
+            limits,
             handler,
             rx,
             tracker.clone(),
@@ -428,6 +432,72 @@ async fn shutdown_closes_idle_connections_and_ends_busy_ones_after_their_respons
     assert_eq!(r.text(), "waited");
     assert_eq!(r.header("connection"), Some("close"));
     assert!(closed(&mut busy, &mut buf).await);
+}
+
+/// The fast path answers as hyper does: the same requests to a server with it and one without
+/// (hyper alone) get the same status, fields (but `Date`), body and connection ending.
+#[tokio::test]
+async fn the_fast_path_answers_as_hyper_does() {
+    let fast = Server::start().await;
+    let hyper = Server::start_with(ConnLimits {
+        fast_path: false,
+        ..LIMITS
+    })
+    .await;
+    let methods = ["GET", "DELETE", "OPTIONS", "POST"];
+    let targets = [
+        "/a",
+        "/a/b?x=1&y=%20",
+        "/chunked",
+        "/nocontent",
+        "/close",
+        "*",
+    ];
+    let extras: [&[&str]; 4] = [
+        &[],
+        &["x-a: one"],
+        &["connection: keep-alive", "cookie: k=v; j=w"],
+        &["Connection: close", "X-A: two", "x-a: three"],
+    ];
+    let mut compared = 0;
+    for method in methods {
+        for target in targets {
+            for extra in extras {
+                let mut raw = format!("{method} {target} HTTP/1.1\r\nhost: x\r\n");
+                for line in extra {
+                    raw.push_str(line);
+                    raw.push_str("\r\n");
+                }
+                raw.push_str("\r\n");
+                // A second request behind it shows whether the connection stayed open.
+                let probe = "GET /next HTTP/1.1\r\nhost: x\r\n\r\n";
+                let mut answers = Vec::new();
+                for server in [&fast, &hyper] {
+                    let mut s = server.connect().await;
+                    s.write_all(format!("{raw}{probe}").as_bytes())
+                        .await
+                        .unwrap();
+                    let mut buf = BytesMut::new();
+                    let Some(mut r) = read_response(&mut s, &mut buf, false).await else {
+                        panic!(
+                            "{raw:?}: no answer from the server with fast_path = {}",
+                            std::ptr::eq(server, &fast)
+                        );
+                    };
+                    r.headers.retain(|(n, _)| n != "date");
+                    r.headers.sort();
+                    let next = read_response(&mut s, &mut buf, false)
+                        .await
+                        .map(|r| r.text());
+                    let text = r.text();
+                    answers.push((r.status, r.headers, text, next));
+                }
+                assert_eq!(answers[0], answers[1], "{raw:?}: fast path, then hyper");
+                compared += 1;
+            }
+        }
+    }
+    assert_eq!(compared, 96);
 }
 
 #[tokio::test]
