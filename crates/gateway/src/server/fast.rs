@@ -395,7 +395,8 @@ where
     let mut ticks = 0u32;
     let mut closing = false;
     let mut buf = BytesMut::with_capacity(INITIAL_BUF);
-    let mut out: Vec<u8> = Vec::with_capacity(WRITE_BUF);
+    // Allocated by the first response: a connection that never sends a request holds no more.
+    let mut out: Vec<u8> = Vec::new();
     loop {
         while !buf.is_empty() {
             let (req, asked_close) = match parse(&mut buf, max_head) {
