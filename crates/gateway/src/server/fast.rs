@@ -4,7 +4,7 @@
 //! to hyper.
 //!
 //! Whatever is not plainly simple is not interpreted here: a request with `Content-Length`,
-//! `Transfer-Encoding`, `Expect` or `Upgrade`, a `HEAD` or `CONNECT`, HTTP/1.0, the HTTP/2 preface,
+//! `Transfer-Encoding`, `Expect` or `Upgrade`, or `TE: trailers`, a `HEAD` or `CONNECT`, HTTP/1.0, the HTTP/2 preface,
 //! any parse error, a head over the header buffer or over 100 fields. The connection is then given
 //! to hyper with every byte read so far replayed first ([`Rewind`]), and hyper serves it to its end
 //! exactly as it would have from the first byte: its framing rules, errors (400, 431…), bodies,
@@ -109,6 +109,14 @@ pub(super) fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
                     return Parsed::Other;
                 }
             }
+        }
+        // A client that takes trailers: hyper sends them, this path does not.
+        if name == header::TE
+            && h.value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+        {
+            return Parsed::Other;
         }
         fields.push((name, span(h.value)));
     }

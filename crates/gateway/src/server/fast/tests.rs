@@ -540,6 +540,7 @@ fn parse_takes_only_plain_bodiless_http11_requests() {
     other(b"GET /ws HTTP/1.1\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n");
     other(b"GET / HTTP/1.1\r\nconnection: keep-alive, upgrade\r\n\r\n");
     other(b"HEAD / HTTP/1.1\r\n\r\n");
+    other(b"GET / HTTP/1.1\r\nte: gzip, Trailers\r\n\r\n");
     other(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n");
     other(b"GET / HTTP/1.0\r\n\r\n");
     other(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
