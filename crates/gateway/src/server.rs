@@ -7,7 +7,7 @@
 
 mod fast;
 
-pub use fast::Rewind;
+pub(crate) use fast::Rewind;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -20,7 +20,7 @@
 //! per-connection tick rather than a timer per request.
 
 use std::future::Future;
-use std::io;
+use std::io::{self, Write as _};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -38,6 +38,7 @@ use tokio::sync::watch;
 
 use super::ConnLimits;
 use crate::dataplane::ConnInfo;
+use crate::slot::has_token;
 
 /// Most header fields a request may have (hyper's limit too).
 const MAX_HEADERS: usize = 100;
@@ -101,21 +102,13 @@ pub(super) fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
             return Parsed::Other;
         }
         if name == header::CONNECTION {
-            for token in h.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    return Parsed::Other;
-                }
+            if raw_has_token(h.value, b"upgrade") {
+                return Parsed::Other;
             }
+            close |= raw_has_token(h.value, b"close");
         }
         // A client that takes trailers: hyper sends them, this path does not.
-        if name == header::TE
-            && h.value
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
-        {
+        if name == header::TE && raw_has_token(h.value, b"trailers") {
             return Parsed::Other;
         }
         fields.push((name, span(h.value)));
@@ -185,12 +178,7 @@ pub(super) fn encode_head(
     } else {
         Framing::Chunked
     };
-    if parts
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|v| has_token(v.as_bytes(), b"close"))
-    {
+    if has_token(&parts.headers, header::CONNECTION, "close") {
         *close = true;
     }
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -212,7 +200,7 @@ pub(super) fn encode_head(
     match framing {
         Framing::Length(n) if declared.is_none() => {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa_u64(n).as_bytes());
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -244,37 +232,11 @@ fn single_length(headers: &HeaderMap) -> Option<u64> {
     s.parse().ok()
 }
 
-fn has_token(value: &[u8], token: &[u8]) -> bool {
+/// Whether a raw comma-separated field value (as `httparse` gives it) lists `token`.
+fn raw_has_token(value: &[u8], token: &[u8]) -> bool {
     value
         .split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
-/// Decimal digits of `n` (no allocation).
-struct Digits {
-    buf: [u8; 20],
-    start: usize,
-}
-
-impl Digits {
-    fn as_bytes(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-}
-
-fn itoa_u64(mut n: u64) -> Digits {
-    let mut d = Digits {
-        buf: [0; 20],
-        start: 20,
-    };
-    loop {
-        d.start -= 1;
-        d.buf[d.start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return d;
-        }
-    }
 }
 
 /// The `Date` header, formatted once a second per thread (as hyper does).
@@ -519,7 +481,8 @@ where
             continue;
         }
         if framing == Framing::Chunked {
-            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            // Writing to a `Vec` cannot fail.
+            let _ = write!(out, "{:x}\r\n", data.len());
         } else if data.len() as u64 > left {
             tracing::debug!("response body longer than its Content-Length: closing the connection");
             failed = true;

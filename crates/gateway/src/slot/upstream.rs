@@ -21,8 +21,8 @@ use super::{RequestContext, Slot, SlotFuture, h1};
 use crate::body::client_body_error;
 use crate::error::ApiError;
 
-/// Headers that apply to one connection only (RFC 9110 §7.6.1) and are never forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Headers that apply to one connection only (RFC 9110 §7.6.1), and `Upgrade`: never forwarded.
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -31,6 +31,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -408,31 +409,23 @@ fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
 
 /// Removes hop-by-hop headers, including those named in `Connection`, and `Upgrade`.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // One pass over the names (a match on each, no hashing) finds the hop-by-hop fields present:
-    // usually none, or an upstream's `Connection: keep-alive`. Only those, and the fields
-    // `Connection` names, are removed (a hashed removal each). The names are `HOP_BY_HOP`'s and
-    // `Upgrade`; `each_hop_by_hop_header_alone_is_removed` keeps them in step.
-    let mut present: Vec<HeaderName> = Vec::new();
-    for k in h.keys() {
-        if is_hop_by_hop(k.as_str()) {
-            present.push(k.clone());
-        }
-    }
+    // One pass over the names finds the hop-by-hop fields present: usually none, or an upstream's
+    // `Connection: keep-alive`. Only those, and the fields `Connection` names, are removed (a
+    // hashed removal each, instead of one per candidate name).
+    let mut present: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| is_hop_by_hop(k.as_str()))
+        .cloned()
+        .collect();
     if present.is_empty() {
         return;
     }
     for value in h.get_all(header::CONNECTION) {
         let Ok(value) = value.to_str() else { continue };
         for token in value.split(',').map(str::trim) {
-            // `close` and `keep-alive` are options, not other fields; hop-by-hop names are
-            // already in `present` when they are there at all.
-            if token.is_empty()
-                || token.eq_ignore_ascii_case("close")
-                || HOP_BY_HOP
-                    .iter()
-                    .chain([&header::UPGRADE])
-                    .any(|n| n.as_str().eq_ignore_ascii_case(token))
-            {
+            // `close` is an option, not a field; hop-by-hop names are already in `present` when
+            // they are there at all.
+            if token.is_empty() || token.eq_ignore_ascii_case("close") || is_hop_by_hop(token) {
                 continue;
             }
             if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
@@ -445,20 +438,11 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// Whether a lower-case field name is hop-by-hop (`HOP_BY_HOP` or `Upgrade`).
+/// Whether a field name, in any case, is one of `HOP_BY_HOP`.
 fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+    HOP_BY_HOP
+        .iter()
+        .any(|n| n.as_str().eq_ignore_ascii_case(name))
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -498,7 +482,7 @@ mod tests {
 
     #[test]
     fn each_hop_by_hop_header_alone_is_removed() {
-        for name in HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
+        for name in &HOP_BY_HOP {
             let mut h = HeaderMap::new();
             h.insert(name.clone(), HeaderValue::from_static("x"));
             strip_hop_by_hop(&mut h);

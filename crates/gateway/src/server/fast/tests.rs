@@ -79,6 +79,13 @@ impl Server {
     async fn connect(&self) -> TcpStream {
         TcpStream::connect(self.addr).await.unwrap()
     }
+
+    /// A new connection with `raw` written on it, and an empty buffer to read answers into.
+    async fn send(&self, raw: &[u8]) -> (TcpStream, BytesMut) {
+        let mut s = self.connect().await;
+        s.write_all(raw).await.unwrap();
+        (s, BytesMut::new())
+    }
 }
 
 impl Drop for Server {
@@ -247,13 +254,7 @@ async fn closed(s: &mut TcpStream, buf: &mut BytesMut) -> bool {
 #[tokio::test]
 async fn pipelined_simple_requests_are_answered_in_order_with_length_and_date() {
     let server = Server::start().await;
-    let mut s = server.connect().await;
-    s.write_all(
-        b"GET /a?q=1 HTTP/1.1\r\nhost: x\r\nx-a: one\r\n\r\nDELETE /b HTTP/1.1\r\nhost: x\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut buf = BytesMut::new();
+    let (mut s, mut buf) = server.send(b"GET /a?q=1 HTTP/1.1\r\nhost: x\r\nx-a: one\r\n\r\nDELETE /b HTTP/1.1\r\nhost: x\r\n\r\n").await;
     let first = read_response(&mut s, &mut buf, false).await.unwrap();
     assert_eq!(first.status, 200);
     assert_eq!(first.text(), "GET /a?q=1 HTTP/1.1 a=one body=0");
@@ -297,13 +298,7 @@ async fn a_request_with_a_body_hands_the_connection_to_hyper_with_nothing_lost()
         ]
     );
     // Chunked request bodies too (on a new connection, as its first request).
-    let mut s = server.connect().await;
-    s.write_all(
-        b"PUT /d HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut buf = BytesMut::new();
+    let (mut s, mut buf) = server.send(b"PUT /d HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n").await;
     let r = read_response(&mut s, &mut buf, false).await.unwrap();
     assert_eq!(r.text(), "PUT /d HTTP/1.1 a=- body=3");
 }
@@ -312,27 +307,21 @@ async fn a_request_with_a_body_hands_the_connection_to_hyper_with_nothing_lost()
 async fn head_http10_and_malformed_requests_get_hypers_answers() {
     let server = Server::start().await;
     // HEAD: hyper's head, no body, and the connection goes on.
-    let mut s = server.connect().await;
-    s.write_all(b"HEAD /a HTTP/1.1\r\nhost: x\r\n\r\nGET /b HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = BytesMut::new();
+    let (mut s, mut buf) = server
+        .send(b"HEAD /a HTTP/1.1\r\nhost: x\r\n\r\nGET /b HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
     let head = read_response(&mut s, &mut buf, true).await.unwrap();
     assert_eq!(head.status, 200);
     let next = read_response(&mut s, &mut buf, false).await.unwrap();
     assert_eq!(next.text(), "GET /b HTTP/1.1 a=- body=0");
     // HTTP/1.0.
-    let mut s = server.connect().await;
-    s.write_all(b"GET /e HTTP/1.0\r\n\r\n").await.unwrap();
-    let mut buf = BytesMut::new();
+    let (mut s, mut buf) = server.send(b"GET /e HTTP/1.0\r\n\r\n").await;
     let r = read_response(&mut s, &mut buf, false).await.unwrap();
     assert_eq!(r.text(), "GET /e HTTP/1.0 a=- body=0");
     // A malformed header line: hyper's 400.
-    let mut s = server.connect().await;
-    s.write_all(b"GET /a HTTP/1.1\r\nhost: x\r\nno colon here\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = BytesMut::new();
+    let (mut s, mut buf) = server
+        .send(b"GET /a HTTP/1.1\r\nhost: x\r\nno colon here\r\n\r\n")
+        .await;
     let r = read_response(&mut s, &mut buf, false).await.unwrap();
     assert_eq!(r.status, 400);
     // A head over the header buffer: hyper's 431.
@@ -350,13 +339,7 @@ async fn head_http10_and_malformed_requests_get_hypers_answers() {
 #[tokio::test]
 async fn unknown_length_is_chunked_and_204_has_no_body() {
     let server = Server::start().await;
-    let mut s = server.connect().await;
-    s.write_all(
-        b"GET /chunked HTTP/1.1\r\nhost: x\r\n\r\nGET /nocontent HTTP/1.1\r\nhost: x\r\n\r\nGET /z HTTP/1.1\r\nhost: x\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut buf = BytesMut::new();
+    let (mut s, mut buf) = server.send(b"GET /chunked HTTP/1.1\r\nhost: x\r\n\r\nGET /nocontent HTTP/1.1\r\nhost: x\r\n\r\nGET /z HTTP/1.1\r\nhost: x\r\n\r\n").await;
     let chunked = read_response(&mut s, &mut buf, false).await.unwrap();
     assert_eq!(chunked.header("transfer-encoding"), Some("chunked"));
     assert_eq!(chunked.header("content-length"), None);
@@ -373,11 +356,9 @@ async fn unknown_length_is_chunked_and_204_has_no_body() {
 #[tokio::test]
 async fn connection_close_from_either_side_ends_the_connection() {
     let server = Server::start().await;
-    let mut s = server.connect().await;
-    s.write_all(b"GET /a HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\nGET /b HTTP/1.1\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = BytesMut::new();
+    let (mut s, mut buf) = server
+        .send(b"GET /a HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\nGET /b HTTP/1.1\r\n\r\n")
+        .await;
     let r = read_response(&mut s, &mut buf, false).await.unwrap();
     assert_eq!(r.header("connection"), Some("close"));
     assert!(
@@ -385,11 +366,7 @@ async fn connection_close_from_either_side_ends_the_connection() {
         "the request after `close` was served"
     );
 
-    let mut s = server.connect().await;
-    s.write_all(b"GET /close HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = BytesMut::new();
+    let (mut s, mut buf) = server.send(b"GET /close HTTP/1.1\r\nhost: x\r\n\r\n").await;
     let r = read_response(&mut s, &mut buf, false).await.unwrap();
     assert_eq!(r.text(), "bye");
     assert!(closed(&mut s, &mut buf).await);
@@ -398,11 +375,7 @@ async fn connection_close_from_either_side_ends_the_connection() {
 #[tokio::test]
 async fn a_body_shorter_than_its_length_closes_the_connection() {
     let server = Server::start().await;
-    let mut s = server.connect().await;
-    s.write_all(b"GET /short HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = BytesMut::new();
+    let (mut s, mut buf) = server.send(b"GET /short HTTP/1.1\r\nhost: x\r\n\r\n").await;
     // The head says 10 bytes; 3 come, then the end of the connection.
     assert!(read_response(&mut s, &mut buf, false).await.is_none());
     assert!(buf.ends_with(b"abc"), "{buf:?}");
@@ -411,23 +384,15 @@ async fn a_body_shorter_than_its_length_closes_the_connection() {
 #[tokio::test]
 async fn shutdown_closes_idle_connections_and_ends_busy_ones_after_their_response() {
     let server = Server::start().await;
-    let mut idle = server.connect().await;
-    idle.write_all(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut idle_buf = BytesMut::new();
+    let (mut idle, mut idle_buf) = server.send(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n").await;
     read_response(&mut idle, &mut idle_buf, false)
         .await
         .unwrap();
-    let mut busy = server.connect().await;
-    busy.write_all(b"GET /wait HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let (mut busy, mut buf) = server.send(b"GET /wait HTTP/1.1\r\nhost: x\r\n\r\n").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     server.stop.send(true).unwrap();
     // The idle one is closed at once; the busy one gets its answer, marked as the last.
     assert!(closed(&mut idle, &mut idle_buf).await);
-    let mut buf = BytesMut::new();
     let r = read_response(&mut busy, &mut buf, false).await.unwrap();
     assert_eq!(r.text(), "waited");
     assert_eq!(r.header("connection"), Some("close"));
@@ -473,11 +438,7 @@ async fn the_fast_path_answers_as_hyper_does() {
                 let probe = "GET /next HTTP/1.1\r\nhost: x\r\n\r\n";
                 let mut answers = Vec::new();
                 for server in [&fast, &hyper] {
-                    let mut s = server.connect().await;
-                    s.write_all(format!("{raw}{probe}").as_bytes())
-                        .await
-                        .unwrap();
-                    let mut buf = BytesMut::new();
+                    let (mut s, mut buf) = server.send(format!("{raw}{probe}").as_bytes()).await;
                     let Some(mut r) = read_response(&mut s, &mut buf, false).await else {
                         panic!(
                             "{raw:?}: no answer from the server with fast_path = {}",
