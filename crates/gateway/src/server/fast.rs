@@ -42,6 +42,9 @@ use crate::slot::has_token;
 
 /// Most header fields a request may have (hyper's limit too).
 const MAX_HEADERS: usize = 100;
+/// Fields the gateway may add to a request on its way to a slot (`traceparent`, `X-Request-Id`,
+/// `X-Forwarded-For`/`-Proto`/`-Host`, `Forwarded`), room kept for them in its header map.
+const ADDED_FIELDS: usize = 8;
 /// Read buffer to start with; it grows to the header limit for larger heads.
 const INITIAL_BUF: usize = 8 * 1024;
 /// Response bytes gathered before a write; larger body chunks are written as they are.
@@ -85,42 +88,48 @@ pub(super) fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     let base = buf.as_ptr() as usize;
     let span = |s: &[u8]| {
         let start = s.as_ptr() as usize - base;
-        start..start + s.len()
+        (start, start + s.len())
     };
-    let target = span(parsed.path.unwrap_or("").as_bytes());
-    let mut fields: Vec<(HeaderName, std::ops::Range<usize>)> =
-        Vec::with_capacity(parsed.headers.len());
-    for h in parsed.headers.iter() {
-        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
-            return Parsed::Other;
-        };
-        if name == header::CONTENT_LENGTH
-            || name == header::TRANSFER_ENCODING
-            || name == header::EXPECT
-            || name == header::UPGRADE
+    let (t0, t1) = span(parsed.path.unwrap_or("").as_bytes());
+    // Where each field's name and value lie (plain offsets on the stack, no allocation).
+    let mut fields = [((0, 0), (0, 0)); MAX_HEADERS];
+    let count = parsed.headers.len();
+    for (h, field) in parsed.headers.iter().zip(fields.iter_mut()) {
+        let name = h.name.as_bytes();
+        let is = |other: &HeaderName| name.eq_ignore_ascii_case(other.as_str().as_bytes());
+        if is(&header::CONTENT_LENGTH)
+            || is(&header::TRANSFER_ENCODING)
+            || is(&header::EXPECT)
+            || is(&header::UPGRADE)
         {
             return Parsed::Other;
         }
-        if name == header::CONNECTION {
+        if is(&header::CONNECTION) {
             if raw_has_token(h.value, b"upgrade") {
                 return Parsed::Other;
             }
             close |= raw_has_token(h.value, b"close");
         }
         // A client that takes trailers: hyper sends them, this path does not.
-        if name == header::TE && raw_has_token(h.value, b"trailers") {
+        if is(&header::TE) && raw_has_token(h.value, b"trailers") {
             return Parsed::Other;
         }
-        fields.push((name, span(h.value)));
+        *field = (span(name), span(h.value));
     }
     let head = buf.split_to(head_len).freeze();
-    let Ok(uri) = Uri::from_maybe_shared(head.slice(target)) else {
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(t0..t1)) else {
         buf_restore(buf, head);
         return Parsed::Other;
     };
-    let mut map = HeaderMap::with_capacity(fields.len());
-    for (name, range) in fields {
-        match HeaderValue::from_maybe_shared(head.slice(range)) {
+    // Room for the fields the gateway adds on the way (trace context, request id, forwarding
+    // fields) without the map growing and rehashing.
+    let mut map = HeaderMap::with_capacity(count + ADDED_FIELDS);
+    for &((n0, n1), (v0, v1)) in &fields[..count] {
+        let Ok(name) = HeaderName::from_bytes(&head[n0..n1]) else {
+            buf_restore(buf, head);
+            return Parsed::Other;
+        };
+        match HeaderValue::from_maybe_shared(head.slice(v0..v1)) {
             Ok(value) => {
                 map.append(name, value);
             }

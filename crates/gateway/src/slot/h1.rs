@@ -264,19 +264,25 @@ fn parse_head(
         .code
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or_else(|| invalid("bad response status"))?;
-    // Header values become slices of the head's bytes, as in hyper (no copy per value).
+    // Header values become slices of the head's bytes, as in hyper (no copy per value); where each
+    // name and value lies is kept as plain offsets on the stack.
     let base = buf.as_ptr() as usize;
-    let mut spans = Vec::with_capacity(resp.headers.len());
-    for f in resp.headers.iter() {
-        let name = HeaderName::from_bytes(f.name.as_bytes())
-            .map_err(|_| invalid("bad response header name"))?;
-        let start = f.value.as_ptr() as usize - base;
-        spans.push((name, start, start + f.value.len()));
+    let span = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        (start, start + s.len())
+    };
+    let mut fields = [((0, 0), (0, 0)); MAX_HEADERS];
+    let count = resp.headers.len();
+    for (f, field) in resp.headers.iter().zip(fields.iter_mut()) {
+        *field = (span(f.name.as_bytes()), span(f.value));
     }
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for (name, start, end) in spans {
-        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+    // Room for the fields the gateway adds to every response (slot, request id, trace context).
+    let mut headers = HeaderMap::with_capacity(count + 4);
+    for &((n0, n1), (v0, v1)) in &fields[..count] {
+        let name = HeaderName::from_bytes(&head[n0..n1])
+            .map_err(|_| invalid("bad response header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
             .map_err(|_| invalid("bad response header value"))?;
         headers.append(name, value);
     }
