@@ -29,7 +29,7 @@ use http_body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::has_token;
+use super::is_hop_by_hop;
 
 /// Largest response head (status line and headers) or trailer section accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -243,7 +243,9 @@ enum Chunk {
 }
 
 /// Parses a complete response head at the start of `buf` (consuming it), or `None` when `buf`
-/// does not hold one yet.
+/// does not hold one yet. The head's fields come back without the hop-by-hop ones (RFC 9110 §7.6.1:
+/// `Connection`, those it names, `Keep-Alive`, `Transfer-Encoding`, `Upgrade`…), which are read here
+/// for the framing and the connection's reuse and never reach the map.
 fn parse_head(
     buf: &mut BytesMut,
     method: &Method,
@@ -264,6 +266,12 @@ fn parse_head(
         .code
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or_else(|| invalid("bad response status"))?;
+    let Delimited {
+        framing,
+        keep_alive,
+        named,
+        length_ignored,
+    } = framing(method, status, version, resp.headers)?;
     // Header values become slices of the head's bytes, as in hyper (no copy per value); where each
     // name and value lies is kept as plain offsets on the stack.
     let base = buf.as_ptr() as usize;
@@ -271,22 +279,29 @@ fn parse_head(
         let start = s.as_ptr() as usize - base;
         (start, start + s.len())
     };
-    let mut fields = [((0, 0), (0, 0)); MAX_HEADERS];
-    let count = resp.headers.len();
-    for (f, field) in resp.headers.iter().zip(fields.iter_mut()) {
-        *field = (span(f.name.as_bytes()), span(f.value));
+    let mut kept = [((0, 0), (0, 0)); MAX_HEADERS];
+    let mut count = 0;
+    for f in resp.headers.iter() {
+        let hop = is_hop_by_hop(f.name)
+            || named
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(f.name.as_bytes()))
+            || (length_ignored && f.name.eq_ignore_ascii_case("content-length"));
+        if !hop {
+            kept[count] = (span(f.name.as_bytes()), span(f.value));
+            count += 1;
+        }
     }
     let head = buf.split_to(len).freeze();
     // Room for the fields the gateway adds to every response (slot, request id, trace context).
     let mut headers = HeaderMap::with_capacity(count + 4);
-    for &((n0, n1), (v0, v1)) in &fields[..count] {
+    for &((n0, n1), (v0, v1)) in &kept[..count] {
         let name = HeaderName::from_bytes(&head[n0..n1])
             .map_err(|_| invalid("bad response header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
             .map_err(|_| invalid("bad response header value"))?;
         headers.append(name, value);
     }
-    let (framing, keep_alive) = framing(method, status, version, &mut headers)?;
     let mut parts = response::Response::new(()).into_parts().0;
     parts.status = status;
     parts.version = version;
@@ -294,66 +309,114 @@ fn parse_head(
     Ok(Some((parts, framing, keep_alive)))
 }
 
-/// The body framing (RFC 9112 §6.3) and whether the connection may carry another request.
-fn framing(
+/// What the raw fields of a response head say about its body and its connection.
+struct Delimited<'h> {
+    /// The body framing (RFC 9112 §6.3).
+    framing: Framing,
+    /// Whether the connection may carry another request.
+    keep_alive: bool,
+    /// The other field names `Connection` lists (hop-by-hop too).
+    named: Vec<&'h [u8]>,
+    /// A `Content-Length` beside `Transfer-Encoding`: it does not apply and is not passed on.
+    length_ignored: bool,
+}
+
+/// Reads the framing and the connection's fate from the raw fields of a response head.
+fn framing<'h>(
     method: &Method,
     status: StatusCode,
     version: Version,
-    headers: &mut HeaderMap,
-) -> io::Result<(Framing, bool)> {
-    let mut keep_alive = if version == Version::HTTP_11 {
-        !has_token(headers, header::CONNECTION, "close")
+    fields: &[httparse::Header<'h>],
+) -> io::Result<Delimited<'h>> {
+    let mut close = false;
+    let mut keep_alive_token = false;
+    let mut named = Vec::new();
+    let mut has_transfer_encoding = false;
+    let mut transfer_coding: Option<&[u8]> = None;
+    let mut length: Option<u64> = None;
+    let mut bad_length = None;
+    for f in fields {
+        let name = f.name;
+        if name.eq_ignore_ascii_case("connection") {
+            for token in f.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive_token = true;
+                } else if !token.is_empty() {
+                    named.push(token);
+                }
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            has_transfer_encoding = true;
+            // The last coding of all `Transfer-Encoding` fields decides.
+            if let Some(last) = f
+                .value
+                .split(|&b| b == b',')
+                .map(<[u8]>::trim_ascii)
+                .rfind(|t| !t.is_empty())
+            {
+                transfer_coding = Some(last);
+            }
+        } else if name.eq_ignore_ascii_case("content-length") {
+            for part in f.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                let n = (!part.is_empty() && part.iter().all(u8::is_ascii_digit))
+                    .then(|| std::str::from_utf8(part).ok()?.parse::<u64>().ok())
+                    .flatten();
+                match n {
+                    None => bad_length = Some("bad Content-Length"),
+                    Some(n) if length.is_some_and(|l| l != n) => {
+                        bad_length = Some("conflicting Content-Length values")
+                    }
+                    Some(n) => length = Some(n),
+                }
+            }
+        }
+    }
+    let keep_alive = if version == Version::HTTP_11 {
+        !close
     } else {
-        has_token(headers, header::CONNECTION, "keep-alive")
+        keep_alive_token
     };
     if *method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
-        return Ok((Framing::Done, keep_alive));
-    }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        // Content-Length beside Transfer-Encoding is ignored, and the connection not reused (§6.3).
-        if headers.remove(header::CONTENT_LENGTH).is_some() {
-            keep_alive = false;
-        }
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|s| s.split(','))
-            .map(str::trim)
-            .rfind(|t| !t.is_empty());
-        return Ok(match last {
-            Some(t) if t.eq_ignore_ascii_case("chunked") => {
-                (Framing::Chunked(Chunk::Size), keep_alive)
-            }
-            _ => (Framing::Close, false),
+        return Ok(Delimited {
+            framing: Framing::Done,
+            keep_alive,
+            named,
+            length_ignored: false,
         });
     }
-    let mut length: Option<u64> = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        for part in v
-            .to_str()
-            .map_err(|_| invalid("bad Content-Length"))?
-            .split(',')
-        {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(invalid("bad Content-Length"));
-            }
-            let n: u64 = part.parse().map_err(|_| invalid("bad Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(invalid("conflicting Content-Length values"));
-            }
-            length = Some(n);
-        }
+    if has_transfer_encoding {
+        // Content-Length beside Transfer-Encoding is ignored, and the connection not reused (§6.3).
+        let length_ignored = length.is_some() || bad_length.is_some();
+        let framing = match transfer_coding {
+            Some(t) if t.eq_ignore_ascii_case(b"chunked") => Framing::Chunked(Chunk::Size),
+            _ => Framing::Close,
+        };
+        return Ok(Delimited {
+            keep_alive: keep_alive && !length_ignored && framing != Framing::Close,
+            framing,
+            named,
+            length_ignored,
+        });
     }
-    Ok(match length {
-        Some(0) => (Framing::Done, keep_alive),
-        Some(n) => (Framing::Length(n), keep_alive),
-        None => (Framing::Close, false),
+    if let Some(what) = bad_length {
+        return Err(invalid(what));
+    }
+    let framing = match length {
+        Some(0) => Framing::Done,
+        Some(n) => Framing::Length(n),
+        None => Framing::Close,
+    };
+    Ok(Delimited {
+        keep_alive: keep_alive && framing != Framing::Close,
+        framing,
+        named,
+        length_ignored: false,
     })
 }
 
@@ -767,6 +830,55 @@ pub(crate) mod tests {
         assert_eq!(
             up.heads.lock().unwrap()[0],
             "GET /p?q=1 HTTP/1.1\r\nhost: upstream.test\r\nx-test: 1\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn hop_by_hop_fields_are_read_for_framing_and_left_out_of_the_head() {
+        let up = scripted(&[
+            (
+                "HTTP/1.1 200 OK\r\nConnection: Keep-Alive, X-Secret\r\nKeep-Alive: timeout=5\r\n\
+                 X-Secret: 1\r\nX-Kept: 2\r\nUpgrade: h2c\r\nProxy-Authenticate: Basic\r\n\
+                 Trailer: x-sum\r\ncontent-length: 2\r\n\r\nok",
+                false,
+            ),
+            // HTTP/1.0 with keep-alive asked for: reused; a Content-Length beside chunked coding
+            // is not passed on and the connection is not reused (RFC 9112 §6.3).
+            (
+                "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok",
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 99\r\ntransfer-encoding: chunked\r\n\r\n\
+                 2\r\nok\r\n0\r\n\r\n",
+                false,
+            ),
+            ("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false),
+        ])
+        .await;
+        let pool = Arc::new(Pool::new(4));
+        let (parts, body, _) = call(&pool, up.addr, &get(Method::GET, "/")).await.unwrap();
+        assert_eq!(body, "ok");
+        let mut names: Vec<_> = parts.headers.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-length", "x-kept"]);
+        let (parts, body, _) = call(&pool, up.addr, &get(Method::GET, "/")).await.unwrap();
+        assert_eq!(body, "ok");
+        assert!(parts.headers.get("connection").is_none());
+        assert_eq!(
+            up.accepted.load(Ordering::SeqCst),
+            1,
+            "HTTP/1.0 keep-alive is reused"
+        );
+        let (parts, body, _) = call(&pool, up.addr, &get(Method::GET, "/")).await.unwrap();
+        assert_eq!(body, "ok");
+        assert_eq!(parts.headers.len(), 0, "{:?}", parts.headers);
+        let (_, body, _) = call(&pool, up.addr, &get(Method::GET, "/")).await.unwrap();
+        assert_eq!(body, "ok");
+        assert_eq!(
+            up.accepted.load(Ordering::SeqCst),
+            2,
+            "length beside chunked: not reused"
         );
     }
 

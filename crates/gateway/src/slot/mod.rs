@@ -16,6 +16,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::body::Body;
+use http::header::{self, HeaderName};
 use http::{Request, Response};
 use switchyard_config::{Config, SlotKind, SlotSpec};
 
@@ -56,6 +57,26 @@ pub(crate) async fn injected_latency(ms: Option<u64>) {
 /// The last segment of a slot path (`/v1/face/blur/` → `blur`): the endpoint of a model slot.
 pub(crate) fn endpoint(path: &str) -> &str {
     path.trim_end_matches('/').rsplit('/').next().unwrap_or("")
+}
+
+/// Headers that apply to one connection only (RFC 9110 §7.6.1), and `Upgrade`: never forwarded.
+pub(crate) const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Whether a field name, in any case, is one of [`HOP_BY_HOP`].
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|n| n.as_str().eq_ignore_ascii_case(name))
 }
 
 /// Whether a comma-separated header (`Connection`, `Upgrade`…) lists `token`, in any case.

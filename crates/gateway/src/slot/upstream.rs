@@ -17,22 +17,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use switchyard_config::SlotSpec;
 
-use super::{RequestContext, Slot, SlotFuture, h1};
+use super::{RequestContext, Slot, SlotFuture, h1, is_hop_by_hop};
 use crate::body::client_body_error;
 use crate::error::ApiError;
-
-/// Headers that apply to one connection only (RFC 9110 §7.6.1), and `Upgrade`: never forwarded.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -136,8 +123,8 @@ impl UpstreamSlot {
             };
             let reused = conn.is_reused();
             match conn.send(&head, self.authority.as_str(), &self.pool).await {
-                Ok((mut parts, body)) => {
-                    strip_hop_by_hop(&mut parts.headers);
+                // `h1` leaves the hop-by-hop fields out of the head it returns.
+                Ok((parts, body)) => {
                     return Ok(Response::from_parts(parts, Body::new(body)));
                 }
                 Err(h1::SendError::Closed(_)) if reused && idempotent && !fresh_only => {
@@ -438,13 +425,6 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// Whether a field name, in any case, is one of `HOP_BY_HOP`.
-fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP
-        .iter()
-        .any(|n| n.as_str().eq_ignore_ascii_case(name))
-}
-
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -459,6 +439,7 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::slot::HOP_BY_HOP;
 
     #[test]
     fn hop_by_hop_headers_and_connection_tokens_are_removed() {
