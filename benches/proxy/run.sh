@@ -10,6 +10,9 @@
 #   COMPARE=path/to/other/switchyard adds a target "compare": that binary on the same config, measured
 #   in the same rounds (before/after a change: build the old commit, copy its binary aside, pass it
 #   here).
+#   FLOOR=1 adds a target "floor": benches/proxy/floor, the bare transport of a tokio proxy (parse,
+#   forward, answer; no routing, ids, metrics or timeouts) with the same workers, for how much of
+#   the gap to nginx is the runtime and how much is the gateway's work per request.
 # The upstream alone is measured once; the proxies in interleaved rounds, their order turned by one
 # place each round (nginx, switchyard, autopilot; then switchyard, autopilot, nginx; …), and the
 # median of the rounds is reported, since one run on a shared 2-core machine varies by ±5 %.
@@ -22,8 +25,9 @@ CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-3}
 UP_PORT=18081 NGINX_PORT=18082 SY_PORT=18083 SY_ADMIN=18084 AP_PORT=18087 AP_ADMIN=18088
-CMP_PORT=18089 CMP_ADMIN=18090
+CMP_PORT=18089 CMP_ADMIN=18090 FLOOR_PORT=18091
 COMPARE=${COMPARE:-}
+FLOOR=${FLOOR:-}
 
 need=()
 command -v nginx >/dev/null || need+=(nginx-light)
@@ -32,6 +36,9 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 cargo build --release -q -p switchyard
+if [ -n "$FLOOR" ]; then
+  cargo build --release -q --manifest-path benches/proxy/floor/Cargo.toml --target-dir target/floor
+fi
 
 work=$(mktemp -d)
 pids=()
@@ -129,7 +136,13 @@ if [ -n "$COMPARE" ]; then
   CMP_PID=$!
   targets+=(compare)
 fi
-for port in $UP_PORT $NGINX_PORT $SY_PORT $AP_PORT ${COMPARE:+$CMP_PORT}; do
+FLOOR_PID=""
+if [ -n "$FLOOR" ]; then
+  ./target/floor/release/proxy-floor "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$UP_PORT" 2 & pids+=($!)
+  FLOOR_PID=$!
+  targets+=(floor)
+fi
+for port in $UP_PORT $NGINX_PORT $SY_PORT $AP_PORT ${COMPARE:+$CMP_PORT} ${FLOOR:+$FLOOR_PORT}; do
   for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
 done
 
@@ -152,6 +165,7 @@ cpu_of() {
     switchyard) pids=$SY_PID ;;
     autopilot) pids=$AP_PID ;;
     compare) pids=$CMP_PID ;;
+    floor) pids=$FLOOR_PID ;;
   esac
   local user=0 sys=0
   for p in $pids; do
@@ -179,7 +193,7 @@ run() {
   P50[$name]+=" $(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")"
   P99[$name]+=" $(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")"
 }
-declare -A PORT=([upstream]=$UP_PORT [nginx]=$NGINX_PORT [switchyard]=$SY_PORT [autopilot]=$AP_PORT [compare]=$CMP_PORT)
+declare -A PORT=([upstream]=$UP_PORT [nginx]=$NGINX_PORT [switchyard]=$SY_PORT [autopilot]=$AP_PORT [compare]=$CMP_PORT [floor]=$FLOOR_PORT)
 # The upstream alone is measured once, before the proxies: right after it was driven flat out, the
 # next target measured 5–10 % slower than its own speed for over 10 s on this kind of machine,
 # whichever target that was. The proxies' order turns by one place every round, since the place in
@@ -215,4 +229,8 @@ echo "switchyard canary share during the run: ${canary}% (weight 20)"
 if [ -n "$COMPARE" ]; then
   awk -v a="${M_RPS[switchyard]}" -v b="${M_RPS[compare]}" -v c="${M_CPU[switchyard]}" -v d="${M_CPU[compare]}" -v e="${M_P99[switchyard]}" -v f="${M_P99[compare]}" \
     'BEGIN { printf "switchyard/compare: throughput %.3fx, CPU per request %.3fx, p99 %.2fx\n", a/b, c/d, e/f }'
+fi
+if [ -n "$FLOOR" ]; then
+  awk -v a="${M_RPS[floor]}" -v b="${M_RPS[nginx]}" -v c="${M_CPU[floor]}" -v d="${M_CPU[nginx]}" -v e="${M_CPU[switchyard]}" \
+    'BEGIN { printf "floor/nginx: throughput %.2fx, CPU per request %.2fx; switchyard/floor: CPU per request %.2fx\n", a/b, c/d, e/c }'
 fi
