@@ -38,7 +38,7 @@ use tokio::sync::watch;
 
 use super::ConnLimits;
 use crate::dataplane::ConnInfo;
-use crate::slot::has_token;
+use crate::slot::{has_token, raw_elements};
 
 /// Most header fields a request may have (hyper's limit too).
 const MAX_HEADERS: usize = 100;
@@ -243,9 +243,7 @@ fn single_length(headers: &HeaderMap) -> Option<u64> {
 
 /// Whether a raw comma-separated field value (as `httparse` gives it) lists `token`.
 fn raw_has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    raw_elements(value).any(|t| t.eq_ignore_ascii_case(token))
 }
 
 /// The `Date` header, formatted once a second per thread (as hyper does).

@@ -29,7 +29,7 @@ use http_body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::is_hop_by_hop;
+use super::{is_hop_by_hop, raw_elements};
 
 /// Largest response head (status line and headers) or trailer section accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -338,7 +338,7 @@ fn framing<'h>(
     for f in fields {
         let name = f.name;
         if name.eq_ignore_ascii_case("connection") {
-            for token in f.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            for token in raw_elements(f.value) {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
                 } else if token.eq_ignore_ascii_case(b"keep-alive") {
@@ -350,16 +350,11 @@ fn framing<'h>(
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             has_transfer_encoding = true;
             // The last coding of all `Transfer-Encoding` fields decides.
-            if let Some(last) = f
-                .value
-                .split(|&b| b == b',')
-                .map(<[u8]>::trim_ascii)
-                .rfind(|t| !t.is_empty())
-            {
+            if let Some(last) = raw_elements(f.value).rfind(|t| !t.is_empty()) {
                 transfer_coding = Some(last);
             }
         } else if name.eq_ignore_ascii_case("content-length") {
-            for part in f.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            for part in raw_elements(f.value) {
                 let n = (!part.is_empty() && part.iter().all(u8::is_ascii_digit))
                     .then(|| std::str::from_utf8(part).ok()?.parse::<u64>().ok())
                     .flatten();

@@ -79,6 +79,12 @@ pub(crate) fn is_hop_by_hop(name: &str) -> bool {
         .any(|n| n.as_str().eq_ignore_ascii_case(name))
 }
 
+/// The elements of a comma-separated field value as it came off the wire (`Connection`,
+/// `Transfer-Encoding`, `Content-Length`…), trimmed; empty elements included.
+pub(crate) fn raw_elements(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
+}
+
 /// Whether a comma-separated header (`Connection`, `Upgrade`…) lists `token`, in any case.
 pub(crate) fn has_token(headers: &http::HeaderMap, name: http::HeaderName, token: &str) -> bool {
     headers.get_all(name).iter().any(|v| {

@@ -325,13 +325,11 @@ async fn head_http10_and_malformed_requests_get_hypers_answers() {
     let r = read_response(&mut s, &mut buf, false).await.unwrap();
     assert_eq!(r.status, 400);
     // A head over the header buffer: hyper's 431.
-    let mut s = server.connect().await;
     let big = format!(
         "GET /a HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
         "a".repeat(20_000)
     );
-    s.write_all(big.as_bytes()).await.unwrap();
-    let mut buf = BytesMut::new();
+    let (mut s, mut buf) = server.send(big.as_bytes()).await;
     let r = read_response(&mut s, &mut buf, false).await.unwrap();
     assert_eq!(r.status, 431);
 }
