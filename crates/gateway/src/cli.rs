@@ -225,8 +225,7 @@ pub fn blur(
 pub fn detect(input: &Path, model: &ModelArgs) -> anyhow::Result<()> {
     let det = model.load()?;
     let bytes = std::fs::read(input)?;
-    let (_, d) =
-        pipeline::detect(&det, &bytes, model.max_pixels).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let d = pipeline::detect(&det, &bytes, model.max_pixels).map_err(|e| anyhow::anyhow!("{e}"))?;
     let faces: Vec<_> = d
         .faces
         .iter()

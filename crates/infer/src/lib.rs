@@ -14,6 +14,7 @@
 
 mod memory;
 mod patch;
+pub mod spare;
 
 pub use memory::MemoryStats;
 
@@ -237,6 +238,15 @@ pub enum TensorData {
     F32(Vec<f32>),
     /// 64-bit integers.
     I64(Vec<i64>),
+}
+
+/// Returns the float buffers of finished inputs to [`spare::INPUTS`].
+fn recycle(inputs: impl IntoIterator<Item = Tensor>) {
+    for t in inputs {
+        if let TensorData::F32(v) = t.data {
+            spare::INPUTS.put(v);
+        }
+    }
 }
 
 impl Tensor {
@@ -663,17 +673,19 @@ impl Model {
         inputs: Vec<(&str, Tensor)>,
     ) -> Result<Vec<Tensor>> {
         let run_err = |e: ort::Error| Error::Run(e.to_string());
+        // Views of the callers' buffers (no copy), so that each float buffer can go back to
+        // [`spare::INPUTS`] for the next request's pre-processing once the run is over.
         let mut values: Vec<(
             std::borrow::Cow<'_, str>,
             ort::session::SessionInputValue<'_>,
-        )> = Vec::new();
-        for (name, t) in inputs {
+        )> = Vec::with_capacity(inputs.len());
+        for (name, t) in &inputs {
             let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
-            let value: ort::value::DynValue = match t.data {
-                TensorData::F32(v) => ort::value::Tensor::from_array((shape, v))
+            let value: ort::value::DynValueRef<'_> = match &t.data {
+                TensorData::F32(v) => ort::value::TensorRef::from_array_view((shape, v.as_slice()))
                     .map_err(run_err)?
                     .into_dyn(),
-                TensorData::I64(v) => ort::value::Tensor::from_array((shape, v))
+                TensorData::I64(v) => ort::value::TensorRef::from_array_view((shape, v.as_slice()))
                     .map_err(run_err)?
                     .into_dyn(),
             };
@@ -696,6 +708,8 @@ impl Model {
                 ));
             }
         }
+        drop(outputs);
+        recycle(inputs.into_iter().map(|(_, t)| t));
         Ok(out)
     }
 
@@ -733,16 +747,17 @@ impl Model {
             }
         };
         let tvalues: tract_onnx::prelude::TVec<TValue> = ordered
-            .into_iter()
+            .iter()
             .map(|t| -> Result<TValue> {
-                let tensor = match t.data {
-                    TensorData::F32(v) => tract_onnx::prelude::Tensor::from_shape(&t.shape, &v),
-                    TensorData::I64(v) => tract_onnx::prelude::Tensor::from_shape(&t.shape, &v),
+                let tensor = match &t.data {
+                    TensorData::F32(v) => tract_onnx::prelude::Tensor::from_shape(&t.shape, v),
+                    TensorData::I64(v) => tract_onnx::prelude::Tensor::from_shape(&t.shape, v),
                 }
                 .map_err(run_err)?;
                 Ok(tensor.into_tvalue())
             })
             .collect::<Result<_>>()?;
+        recycle(ordered);
         let outputs = plan.run(tvalues).map_err(run_err)?;
         outputs
             .into_iter()

@@ -15,8 +15,32 @@ use image::{
     ImageReader, Limits, RgbImage,
 };
 
+use switchyard_infer::spare::Spares;
+
 use crate::ycbcr::{Rgb420, Rgb444};
 use crate::{Error, Result};
+
+/// Spare pixel buffers: decoded photos and their resized copies for a detector, each megabytes
+/// that a fresh allocation would have the kernel map and zero again for every request.
+static PIXELS: Spares<u8> = Spares::new(64 << 20);
+
+/// A buffer of `len` bytes for pixels that are all about to be written: a spare when one fits (its
+/// old contents left in place, to be overwritten), else a new zeroed one.
+pub(crate) fn pixel_buffer(len: usize) -> Vec<u8> {
+    match PIXELS.take(len) {
+        Some(mut v) => {
+            v.truncate(len);
+            v.resize(len, 0);
+            v
+        }
+        None => vec![0; len],
+    }
+}
+
+/// Gives an image's pixel buffer back, for a later decode or resize of the same size to fill.
+pub fn recycle(image: RgbImage) {
+    PIXELS.put(image.into_raw());
+}
 
 /// Supported formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,7 +288,19 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Decoded> {
         .unwrap_or(image::metadata::Orientation::NoTransforms);
     // A damaged profile is no reason to refuse the pixels: the output is then untagged, as before.
     let icc_profile = decoder.icc_profile().ok().flatten();
-    let mut img = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
+    let mut img = if decoder.color_type() == image::ColorType::Rgb8 {
+        // What `DynamicImage::from_decoder` does, into a spare buffer.
+        let len = usize::try_from(decoder.total_bytes())
+            .map_err(|_| Error::TooLarge("the image is too large to decode here".into()))?;
+        let mut buf = pixel_buffer(len);
+        decoder.read_image(&mut buf).map_err(decode_error)?;
+        let rgb = RgbImage::from_raw(w, h, buf).ok_or_else(|| {
+            Error::BadImage("the decoder's output does not match the image size".into())
+        })?;
+        DynamicImage::ImageRgb8(rgb)
+    } else {
+        DynamicImage::from_decoder(decoder).map_err(decode_error)?
+    };
     img.apply_orientation(orientation);
     let color = img.color();
     let (image, alpha) = if color.has_alpha() {
@@ -645,6 +681,32 @@ fn join_strips(parts: &[Vec<u8>], height: u16, interval: u16) -> Option<Vec<u8>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recycled_pixel_buffer_keeps_nothing_of_the_last_image() {
+        // Two photos of the same size (1.4 MB of pixels, large enough to be kept as spares), the
+        // second decoded into the first one's buffer when no other test took it meanwhile.
+        let photo = |seed: u32| {
+            let img = RgbImage::from_fn(800, 600, |x, y| {
+                let v = (x * 7 + y * 13 + seed * 101) % 256;
+                image::Rgb([v as u8, (v * seed % 256) as u8, (255 - v) as u8])
+            });
+            encode(&img, Format::Png, 90).expect("encode")
+        };
+        let (a, b) = (photo(1), photo(2));
+        let first = decode(&a, u64::MAX).expect("decode a").image;
+        let expected_a = image::load_from_memory(&a).expect("reference").to_rgb8();
+        assert_eq!(first, expected_a);
+        recycle(first);
+        let second = decode(&b, u64::MAX).expect("decode b").image;
+        let expected_b = image::load_from_memory(&b).expect("reference").to_rgb8();
+        assert_eq!(second, expected_b);
+        recycle(second);
+        // A smaller photo in a larger spare: the right length, the right pixels.
+        let small = RgbImage::from_fn(700, 500, |x, y| image::Rgb([x as u8, y as u8, 9]));
+        let png = encode(&small, Format::Png, 90).expect("encode");
+        assert_eq!(decode(&png, u64::MAX).expect("decode").image, small);
+    }
 
     #[test]
     fn strips_that_do_not_match_are_not_joined() {

@@ -63,14 +63,11 @@ pub struct Detection {
 }
 
 /// Decodes and detects.
-pub fn detect(
-    det: &FaceDetector,
-    bytes: &[u8],
-    max_pixels: u64,
-) -> Result<(image::RgbImage, Detection)> {
+pub fn detect(det: &FaceDetector, bytes: &[u8], max_pixels: u64) -> Result<Detection> {
     let _request = det.model.request();
     let (decoded, d) = decode_detect(det, bytes, max_pixels)?;
-    Ok((decoded.image, d))
+    imageio::recycle(decoded.image);
+    Ok(d)
 }
 
 fn decode_detect(
@@ -141,10 +138,22 @@ pub fn blur_marked(
     max_pixels: u64,
     opts: &BlurOptions,
 ) -> Result<(Vec<u8>, Format, Detection)> {
-    let (mut decoded, mut d) = decode_detect(det, bytes, max_pixels)?;
+    let (mut decoded, d) = decode_detect(det, bytes, max_pixels)?;
+    let out = anonymise_encode(det, bytes, &mut decoded, d, opts);
+    imageio::recycle(decoded.image);
+    out
+}
+
+fn anonymise_encode(
+    det: &FaceDetector,
+    bytes: &[u8],
+    decoded: &mut imageio::Decoded,
+    mut d: Detection,
+    opts: &BlurOptions,
+) -> Result<(Vec<u8>, Format, Detection)> {
     let format = opts.format.unwrap_or(d.format);
     let t0 = Instant::now();
-    if let Some(out) = unchanged_output(bytes, &decoded, d.faces.len(), format, opts.quality) {
+    if let Some(out) = unchanged_output(bytes, decoded, d.faces.len(), format, opts.quality) {
         d.timings.encode = t0.elapsed().as_secs_f64();
         return Ok((out, format, d));
     }

@@ -111,7 +111,7 @@ fn load_model(
     }
     let detector = FaceDetector::load(spec.kind, &spec.model, spec.params, opts)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (_, probe) = pipeline::detect(&detector, PROBE_IMAGE, u64::MAX)
+    let probe = pipeline::detect(&detector, PROBE_IMAGE, u64::MAX)
         .map_err(|e| anyhow::anyhow!("the model failed on the probe image: {e}"))?;
     if probe.faces.is_empty() {
         anyhow::bail!(
@@ -211,7 +211,7 @@ impl FaceSlot {
         let job_model = model.clone();
         let result = tokio::task::spawn_blocking(move || {
             if detect_only {
-                pipeline::detect(&job_model.detector, &bytes, max_pixels).map(|(_, d)| (None, d))
+                pipeline::detect(&job_model.detector, &bytes, max_pixels).map(|d| (None, d))
             } else {
                 pipeline::blur(&job_model.detector, &bytes, max_pixels, &opts)
                     .map(|(out, f, d)| (Some((out, f)), d))
