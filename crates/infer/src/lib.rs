@@ -240,15 +240,6 @@ pub enum TensorData {
     I64(Vec<i64>),
 }
 
-/// Returns the float buffers of finished inputs to [`spare::INPUTS`].
-fn recycle(inputs: impl IntoIterator<Item = Tensor>) {
-    for t in inputs {
-        if let TensorData::F32(v) = t.data {
-            spare::INPUTS.put(v);
-        }
-    }
-}
-
 impl Tensor {
     /// A float tensor.
     pub fn f32(shape: Vec<usize>, data: Vec<f32>) -> Self {
@@ -674,7 +665,7 @@ impl Model {
     ) -> Result<Vec<Tensor>> {
         let run_err = |e: ort::Error| Error::Run(e.to_string());
         // Views of the callers' buffers (no copy), so that each float buffer can go back to
-        // [`spare::INPUTS`] for the next request's pre-processing once the run is over.
+        // [`spare::FLOATS`] for the next request's pre-processing once the run is over.
         let mut values: Vec<(
             std::borrow::Cow<'_, str>,
             ort::session::SessionInputValue<'_>,
@@ -696,9 +687,12 @@ impl Model {
         for name in &self.outputs {
             let v = &outputs[name.as_str()];
             if let Ok((shape, data)) = v.try_extract_tensor::<f32>() {
+                // Into a spare when the caller gives its outputs back (see [`spare::recycle`]).
+                let mut copy = spare::FLOATS.empty(data.len());
+                copy.extend_from_slice(data);
                 out.push(Tensor::f32(
                     shape.iter().map(|&d| d as usize).collect(),
-                    data.to_vec(),
+                    copy,
                 ));
             } else {
                 let (shape, data) = v.try_extract_tensor::<i64>().map_err(run_err)?;
@@ -709,7 +703,7 @@ impl Model {
             }
         }
         drop(outputs);
-        recycle(inputs.into_iter().map(|(_, t)| t));
+        spare::recycle(inputs.into_iter().map(|(_, t)| t));
         Ok(out)
     }
 
@@ -757,7 +751,7 @@ impl Model {
                 Ok(tensor.into_tvalue())
             })
             .collect::<Result<_>>()?;
-        recycle(ordered);
+        spare::recycle(ordered);
         let outputs = plan.run(tvalues).map_err(run_err)?;
         outputs
             .into_iter()

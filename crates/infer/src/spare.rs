@@ -106,9 +106,19 @@ impl<E> Spares<E> {
     }
 }
 
-/// Float input tensors: [`crate::Model::run`] returns each input's buffer here after the run, and
-/// pre-processing takes its next input buffer from here ([`Spares::empty`]).
-pub static INPUTS: Spares<f32> = Spares::new(64 << 20);
+/// Float tensors. [`crate::Model::run`] returns each input's buffer here after the run and copies
+/// outputs from ONNX Runtime into buffers from here; pre-processing takes its next input buffer from
+/// here ([`Spares::empty`]), and a caller done with a run's outputs gives them back ([`recycle`]).
+pub static FLOATS: Spares<f32> = Spares::new(64 << 20);
+
+/// Returns the float buffers of tensors no longer needed to [`FLOATS`].
+pub fn recycle(tensors: impl IntoIterator<Item = crate::Tensor>) {
+    for t in tensors {
+        if let crate::TensorData::F32(v) = t.data {
+            FLOATS.put(v);
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -23,7 +23,7 @@ pub fn preprocess(img: &RgbImage, in_w: u32, in_h: u32) -> Result<Tensor> {
     // earlier request's run): no zeroing of the 11 MB tensor first (at 1280×736) and no index
     // checks; each pass reads the 2.8 MB of pixels again, which costs less.
     let pixels = resized.as_raw();
-    let mut data = switchyard_infer::spare::INPUTS.empty(pixels.len());
+    let mut data = switchyard_infer::spare::FLOATS.empty(pixels.len());
     for c in 0..3 {
         data.extend(pixels.chunks_exact(3).map(|px| f32::from(px[c])));
     }

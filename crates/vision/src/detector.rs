@@ -256,14 +256,16 @@ impl FaceDetector {
         let out = self
             .model
             .run(vec![(self.model.inputs[0].as_str(), input)])?;
-        centerface::decode(
+        let faces = centerface::decode(
             &out,
             w,
             h,
             img.width(),
             img.height(),
             self.params.score_threshold,
-        )
+        );
+        switchyard_infer::spare::recycle(out);
+        faces
     }
 }
 
