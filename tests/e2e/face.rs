@@ -858,6 +858,21 @@ async fn the_result_cache_hits_on_the_same_photo_and_misses_on_other_options_or_
         )),
         "{m}"
     );
+    // The decoded photos' buffers kept for the next request (t1.jpg decodes to 3 MB of pixels).
+    let spare: f64 = m
+        .lines()
+        .find(|l| l.starts_with(r#"switchyard_spare_buffer_bytes{pool="pixels"}"#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no pixel spares in {m}"));
+    assert!(
+        (1_000_000.0..=64.0 * 1024.0 * 1024.0).contains(&spare),
+        "{spare}"
+    );
+    assert!(
+        m.contains(r#"switchyard_spare_buffer_bytes{pool="floats"}"#),
+        "{m}"
+    );
 }
 
 #[test]

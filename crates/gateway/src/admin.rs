@@ -112,6 +112,7 @@ async fn metrics(State(st): State<AdminState>) -> Response {
     for cache in snap.routes.iter().filter_map(|r| r.cache.as_ref()) {
         cache.publish_size();
     }
+    crate::telemetry::set_spare_buffers();
     let mut resp = st.metrics.render().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

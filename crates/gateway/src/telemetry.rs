@@ -108,6 +108,17 @@ pub fn set_model_memory(slot: &str, device: &str, m: switchyard_infer::MemorySta
     }
 }
 
+/// Publishes the spare buffers kept for model inputs, outputs and pixels
+/// (`switchyard_spare_buffer_bytes`).
+pub fn set_spare_buffers() {
+    for (pool, bytes) in [
+        ("floats", switchyard_infer::spare::FLOATS.held_bytes()),
+        ("pixels", switchyard_vision::imageio::spare_pixel_bytes()),
+    ] {
+        metrics::gauge!("switchyard_spare_buffer_bytes", "pool" => pool).set(bytes as f64);
+    }
+}
+
 /// Installs the Prometheus recorder and describes every metric. Call once, inside the runtime.
 pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
@@ -183,6 +194,11 @@ fn describe() {
         "switchyard_model_memory_bytes",
         Unit::Bytes,
         "Memory a model slot's ONNX Runtime arenas hold (state: in_use, reserved, peak), per device"
+    );
+    metrics::describe_gauge!(
+        "switchyard_spare_buffer_bytes",
+        Unit::Bytes,
+        "Spare buffers kept for the next request's model tensors (pool: floats) and pixels (pixels)"
     );
     metrics::describe_gauge!(
         "switchyard_asr_streams_active",

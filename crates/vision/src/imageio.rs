@@ -42,6 +42,11 @@ pub fn recycle(image: RgbImage) {
     PIXELS.put(image.into_raw());
 }
 
+/// Bytes of spare pixel buffers held now.
+pub fn spare_pixel_bytes() -> usize {
+    PIXELS.held_bytes()
+}
+
 /// Supported formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
