@@ -873,6 +873,14 @@ async fn the_result_cache_hits_on_the_same_photo_and_misses_on_other_options_or_
         m.contains(r#"switchyard_spare_buffer_bytes{pool="floats"}"#),
         "{m}"
     );
+    // Resizers that made the detectors' inputs, kept with their intermediate images.
+    assert!(
+        m.lines().any(|l| l
+            .strip_prefix(r#"switchyard_spare_buffer_bytes{pool="resizers"} "#)
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|v| v > 0.0)),
+        "{m}"
+    );
 }
 
 #[test]

@@ -108,12 +108,13 @@ pub fn set_model_memory(slot: &str, device: &str, m: switchyard_infer::MemorySta
     }
 }
 
-/// Publishes the spare buffers kept for model inputs, outputs and pixels
+/// Publishes the spare buffers kept for model inputs and outputs, pixels and resizers
 /// (`switchyard_spare_buffer_bytes`).
 pub fn set_spare_buffers() {
     for (pool, bytes) in [
         ("floats", switchyard_infer::spare::FLOATS.held_bytes()),
         ("pixels", switchyard_vision::imageio::spare_pixel_bytes()),
+        ("resizers", switchyard_vision::spare_resizer_bytes()),
     ] {
         metrics::gauge!("switchyard_spare_buffer_bytes", "pool" => pool).set(bytes as f64);
     }
@@ -198,7 +199,7 @@ fn describe() {
     metrics::describe_gauge!(
         "switchyard_spare_buffer_bytes",
         Unit::Bytes,
-        "Spare buffers kept for the next request's model tensors (pool: floats) and pixels (pixels)"
+        "Spare buffers kept for the next request: model tensors (pool: floats), pixels (pixels), resizers' intermediate images (resizers, a bound)"
     );
     metrics::describe_gauge!(
         "switchyard_asr_streams_active",

@@ -356,27 +356,35 @@ pub(crate) fn resize_region(
         .map_err(|e| err(&e))?;
     // A resizer keeps its intermediate image (4 MB from 1080p to CenterFace's 1280×736) between
     // calls: one from the stock rather than a new one whose buffer the kernel maps and zeroes.
-    let mut resizer = RESIZERS
+    let (held, mut resizer) = RESIZERS
         .lock()
         .ok()
         .and_then(|mut stock| stock.pop())
         .unwrap_or_default();
     let done = resizer.resize_typed(&src, &mut view, &opts);
+    // What its buffer may hold now: the larger of source and destination on each side bounds the
+    // intermediate image, whichever pass the resizer ran first (6 MB for a 1080p photo).
+    let held = held.max(w.max(dst_w) as usize * h.max(dst_h) as usize * 3);
     if let Ok(mut stock) = RESIZERS.lock()
-        && stock.len() < switchyard_infer::cores()
-        && w.max(dst_w) as usize * h.max(dst_h) as usize * 3 <= MAX_KEPT_RESIZER_BYTES
+        && stock.iter().map(|(b, _)| b).sum::<usize>() + held <= RESIZERS_BUDGET
     {
-        stock.push(resizer);
+        stock.push((held, resizer));
     }
     done.map_err(|e| err(&e))?;
     Ok(dst)
 }
 
-/// Resizers for [`resize_region`] to reuse, at most one per core.
-static RESIZERS: Mutex<Vec<fr::Resizer>> = Mutex::new(Vec::new());
-/// A resizer whose intermediate image may have been larger than this is not kept (the bound is
-/// the larger of source and destination on each side: 6 MB for a 1080p photo).
-const MAX_KEPT_RESIZER_BYTES: usize = 32 << 20;
+/// Resizers for [`resize_region`] to reuse, with a bound of the bytes each one's buffer holds.
+static RESIZERS: Mutex<Vec<(usize, fr::Resizer)>> = Mutex::new(Vec::new());
+/// The most the kept resizers' buffers may hold together.
+const RESIZERS_BUDGET: usize = 64 << 20;
+
+/// Bytes the resizers kept for reuse may hold (a bound).
+pub fn spare_resizer_bytes() -> usize {
+    RESIZERS
+        .lock()
+        .map_or(0, |stock| stock.iter().map(|(b, _)| b).sum())
+}
 
 #[cfg(test)]
 mod tests {

@@ -19,7 +19,7 @@ pub mod webp;
 pub mod ycbcr;
 
 pub use anonymize::{Style, anonymize};
-pub use detector::{DetectorKind, DetectorParams, FaceDetector};
+pub use detector::{DetectorKind, DetectorParams, FaceDetector, spare_resizer_bytes};
 
 /// A detected face in original-image pixel coordinates.
 #[derive(Debug, Clone, PartialEq)]
