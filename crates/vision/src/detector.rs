@@ -366,7 +366,7 @@ pub(crate) fn resize_region(
     // intermediate image, whichever pass the resizer ran first (6 MB for a 1080p photo).
     let held = held.max(w.max(dst_w) as usize * h.max(dst_h) as usize * 3);
     if let Ok(mut stock) = RESIZERS.lock()
-        && stock.iter().map(|(b, _)| b).sum::<usize>() + held <= RESIZERS_BUDGET
+        && resizer_bytes(&stock) + held <= RESIZERS_BUDGET
     {
         stock.push((held, resizer));
     }
@@ -381,9 +381,11 @@ const RESIZERS_BUDGET: usize = 64 << 20;
 
 /// Bytes the resizers kept for reuse may hold (a bound).
 pub fn spare_resizer_bytes() -> usize {
-    RESIZERS
-        .lock()
-        .map_or(0, |stock| stock.iter().map(|(b, _)| b).sum())
+    RESIZERS.lock().map_or(0, |stock| resizer_bytes(&stock))
+}
+
+fn resizer_bytes(stock: &[(usize, fr::Resizer)]) -> usize {
+    stock.iter().map(|(b, _)| b).sum()
 }
 
 #[cfg(test)]
