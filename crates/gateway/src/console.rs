@@ -32,19 +32,30 @@ impl Console {
     }
 }
 
+/// What the requests of one data-plane worker thread share. Each worker has its own, so the
+/// reference count a request takes on it is written by that thread alone (a count shared by every
+/// worker moves its cache line between cores on every request).
+pub struct Worker {
+    /// The gateway.
+    pub gw: Arc<Gateway>,
+    /// The web console.
+    pub console: Arc<Console>,
+}
+
 /// Serves `/ui` and below when the console is on; everything else goes to the data plane.
 pub async fn handle(
-    gw: Arc<Gateway>,
-    console: Arc<Console>,
+    worker: Arc<Worker>,
     conn: Arc<ConnInfo>,
     req: Request<Body>,
 ) -> Response<Body> {
+    let Worker { gw, console } = &*worker;
     let path = req.uri().path();
-    let ours = (path == "/ui" || path.starts_with("/ui/")) && gw.snapshot().config.server.console;
+    let ours =
+        (path == "/ui" || path.starts_with("/ui/")) && gw.snapshot_guard().config.server.console;
     if !ours {
         return crate::dataplane::handle(gw, conn, req).await;
     }
-    let mut resp = serve(&gw, &console, req).await;
+    let mut resp = serve(gw, console, req).await;
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,

@@ -269,8 +269,8 @@ impl Drop for Finish<'_> {
 }
 
 /// Serves one data-plane request. Never fails: every problem becomes a JSON error response.
-pub async fn handle(gw: Arc<Gateway>, conn: Arc<ConnInfo>, req: Request<Body>) -> Response<Body> {
-    let snap = gw.snapshot();
+pub async fn handle(gw: &Gateway, conn: Arc<ConnInfo>, req: Request<Body>) -> Response<Body> {
+    let snap = gw.local_snapshot();
     serve(&snap, &conn, req).await
 }
 

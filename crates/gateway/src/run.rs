@@ -285,8 +285,11 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
 
     let mut threads = Vec::with_capacity(workers);
     for (i, std_listener) in data_listeners.into_iter().enumerate() {
-        let (gw, tls, tracker) = (gw.clone(), tls.clone(), tracker.clone());
-        let console = console.clone();
+        let (tls, tracker) = (tls.clone(), tracker.clone());
+        let worker = Arc::new(crate::console::Worker {
+            gw: gw.clone(),
+            console: console.clone(),
+        });
         let (shutdown_rx, mut released_rx) = (shutdown_rx.clone(), released_rx.clone());
         let handle = std::thread::Builder::new()
             .name(format!("data-{i}"))
@@ -302,9 +305,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                         listener,
                         tls,
                         limits,
-                        move |conn, req| {
-                            crate::console::handle(gw.clone(), console.clone(), conn, req)
-                        },
+                        move |conn, req| crate::console::handle(worker.clone(), conn, req),
                         shutdown_rx,
                         tracker,
                     )

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use crossbeam_utils::CachePadded;
 use switchyard_config::{Config, RouteSpec, SlotSpec};
 use switchyard_routing::{
     KeySource, OverrideRule, RouteTable, SlidingWindow, Splitter, WindowSnapshot,
@@ -28,11 +29,12 @@ pub const STATS_WINDOW_S: usize = 60;
 
 /// Live counters of one slot, kept across reloads while the slot name exists.
 ///
-/// The window is kept per thread (each data-plane worker records into its own, uncontended) and
-/// summed when read: one lock shared by every worker cost a cache-line transfer per request.
+/// The window and the in-flight count are kept per thread (each data-plane worker records into its
+/// own, uncontended, each on its own cache line) and summed when read: one lock or counter shared by
+/// every worker costs a cache-line transfer between cores per request.
 pub struct SlotStats {
-    windows: thread_local::ThreadLocal<Mutex<SlidingWindow>>,
-    inflight: AtomicI64,
+    windows: thread_local::ThreadLocal<CachePadded<Mutex<SlidingWindow>>>,
+    inflight: thread_local::ThreadLocal<CachePadded<AtomicI64>>,
     epoch: Instant,
 }
 
@@ -40,7 +42,7 @@ impl SlotStats {
     fn new(epoch: Instant) -> Self {
         Self {
             windows: thread_local::ThreadLocal::new(),
-            inflight: AtomicI64::new(0),
+            inflight: thread_local::ThreadLocal::new(),
             epoch,
         }
     }
@@ -54,7 +56,7 @@ impl SlotStats {
         let now = self.seconds_at(at);
         let window = self
             .windows
-            .get_or(|| Mutex::new(SlidingWindow::new(STATS_WINDOW_S)));
+            .get_or(|| CachePadded::new(Mutex::new(SlidingWindow::new(STATS_WINDOW_S))));
         if let Ok(mut w) = window.lock() {
             w.record(now, latency_s, error);
         }
@@ -67,14 +69,20 @@ impl SlotStats {
         SlidingWindow::snapshot_merged(guards.iter().map(|g| &**g), now)
     }
 
-    /// Adds `delta` to the in-flight count and returns the new value.
-    pub fn add_inflight(&self, delta: i64) -> i64 {
-        self.inflight.fetch_add(delta, Ordering::Relaxed) + delta
+    /// Adds `delta` to this thread's share of the in-flight count.
+    pub fn add_inflight(&self, delta: i64) {
+        self.inflight
+            .get_or(Default::default)
+            .fetch_add(delta, Ordering::Relaxed);
     }
 
-    /// Requests being served now.
+    /// Requests being served now (every thread's share; a request that ends on another thread than
+    /// it began on leaves one share high and one low, the sum right).
     pub fn inflight(&self) -> i64 {
-        self.inflight.load(Ordering::Relaxed)
+        self.inflight
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -320,6 +328,23 @@ pub struct Gateway {
     /// True once draining on shutdown.
     pub draining: AtomicBool,
     epoch: Instant,
+    /// Each data-plane thread's own reference to the current snapshot ([`Gateway::local_snapshot`]).
+    local: thread_local::ThreadLocal<CachePadded<Mutex<Option<LocalSnapshot>>>>,
+}
+
+/// The snapshot a data-plane request holds while it runs: a reference owned by the thread that
+/// serves it. Cloning the snapshot's own `Arc` on every request made both cores write its reference
+/// count (and the cache line with it) in turn; this count is only ever touched by one thread.
+#[derive(Clone)]
+// The outer `Arc` is the point: its count lives in an allocation of the thread's own.
+#[allow(clippy::redundant_allocation)]
+pub struct LocalSnapshot(Arc<Arc<Snapshot>>);
+
+impl std::ops::Deref for LocalSnapshot {
+    type Target = Snapshot;
+    fn deref(&self) -> &Snapshot {
+        &self.0
+    }
 }
 
 impl Gateway {
@@ -340,6 +365,7 @@ impl Gateway {
             admin_token: ArcSwap::from_pointee(token),
             draining: AtomicBool::new(false),
             epoch,
+            local: thread_local::ThreadLocal::new(),
         })
     }
 
@@ -353,9 +379,41 @@ impl Gateway {
         self.snapshot.load_full()
     }
 
-    /// A cheap guard on the current snapshot for the request path.
+    /// A cheap guard on the current snapshot, to read it without keeping it (a guard is not to be
+    /// held across an `await`).
     pub fn snapshot_guard(&self) -> arc_swap::Guard<Arc<Snapshot>> {
         self.snapshot.load()
+    }
+
+    /// The current snapshot for a request, through this thread's own reference to it (made anew
+    /// when the snapshot changed). A thread's reference is dropped when a new snapshot is
+    /// published, or else at the thread's next request, so an old snapshot does not outlive a
+    /// change by more than one request already under way.
+    pub fn local_snapshot(&self) -> LocalSnapshot {
+        let current = self.snapshot.load();
+        let mut held = self
+            .local
+            .get_or(Default::default)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*held {
+            Some(local) if Arc::ptr_eq(&*local.0, &*current) => local.clone(),
+            _ => {
+                let local = LocalSnapshot(Arc::new(arc_swap::Guard::into_inner(current)));
+                *held = Some(local.clone());
+                local
+            }
+        }
+    }
+
+    /// Makes `snap` the current snapshot, and lets go of the threads' references to the old one.
+    fn publish(&self, snap: Snapshot) {
+        self.snapshot.store(Arc::new(snap));
+        for held in self.local.iter() {
+            if let Ok(mut held) = held.lock() {
+                *held = None;
+            }
+        }
     }
 
     /// The admin token in force.
@@ -378,7 +436,7 @@ impl Gateway {
             .and_then(std::path::Path::parent);
         let new = build_snapshot(config, Some(&old), self.epoch, base)?;
         publish_gauges(&new, Some(&old));
-        self.snapshot.store(Arc::new(new));
+        self.publish(new);
         self.admin_token.store(Arc::new(token));
         Ok(())
     }
@@ -402,7 +460,7 @@ impl Gateway {
         routes[idx] = new_route.clone();
         let snap = old.with_routes(routes);
         telemetry::set_route_weight(&new_route.name, new_route.weight);
-        self.snapshot.store(Arc::new(snap));
+        self.publish(snap);
         Ok(new_route)
     }
 
@@ -591,5 +649,74 @@ impl SlotHandle {
         self.slot
             .version()
             .unwrap_or_else(|| Arc::from(self.spec.version.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway() -> Gateway {
+        let config = switchyard_config::load_str(
+            r#"
+            [[slot]]
+            name = "a"
+            kind = "upstream"
+            url = "http://127.0.0.1:9"
+            [[slot]]
+            name = "b"
+            kind = "upstream"
+            url = "http://127.0.0.1:9"
+            [[route]]
+            name = "r"
+            path = "/"
+            stable = "a"
+            canary = "b"
+            "#,
+        )
+        .expect("config");
+        Gateway::new(config, None).expect("gateway")
+    }
+
+    fn weight(snap: &Snapshot) -> f64 {
+        snap.routes[0].weight
+    }
+
+    #[test]
+    fn a_thread_reuses_its_reference_until_the_snapshot_changes_and_then_lets_the_old_one_go() {
+        let gw = gateway();
+        let first = gw.local_snapshot();
+        assert!(Arc::ptr_eq(&first.0, &gw.local_snapshot().0));
+        let old = Arc::downgrade(&*first.0);
+        drop(first);
+
+        gw.set_weight("r", 25.0).expect("weight");
+        // Published: the thread's reference to the old snapshot is gone with the change.
+        assert!(old.upgrade().is_none());
+        let now = gw.local_snapshot();
+        assert_eq!(weight(&now), 25.0);
+        assert_eq!(weight(&gw.snapshot()), 25.0);
+
+        // Another thread gets its own reference to the same snapshot.
+        let other = std::thread::scope(|s| s.spawn(|| gw.local_snapshot()).join().unwrap());
+        assert!(Arc::ptr_eq(&*other.0, &*now.0));
+        assert!(!Arc::ptr_eq(&other.0, &now.0));
+    }
+
+    #[test]
+    fn the_in_flight_count_sums_every_threads_share() {
+        let stats = SlotStats::new(Instant::now());
+        stats.add_inflight(1);
+        stats.add_inflight(1);
+        std::thread::scope(|s| {
+            s.spawn(|| stats.add_inflight(1));
+        });
+        assert_eq!(stats.inflight(), 3);
+        // A request that ends on another thread than it began on.
+        std::thread::scope(|s| {
+            s.spawn(|| stats.add_inflight(-1));
+        });
+        stats.add_inflight(-1);
+        assert_eq!(stats.inflight(), 1);
     }
 }

@@ -15,10 +15,9 @@
 //! the connection's close. A connection is reused only when the response said nothing against it
 //! and its body was read exactly to its end.
 
-use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -112,7 +111,7 @@ impl Conn {
         mut self,
         head: &request::Parts,
         authority: &str,
-        pool: &Arc<Pool>,
+        pool: &Pool,
     ) -> Result<(response::Parts, ResponseBody), SendError> {
         self.write_head(head, authority);
         if let Err(e) = self.io.write_all(&self.out).await {
@@ -137,7 +136,7 @@ impl Conn {
             conn: Some(self),
             state: framing,
             keep_alive,
-            pool: pool.clone(),
+            pool: pool.local().clone(),
         };
         Ok((parts, body))
     }
@@ -418,9 +417,27 @@ fn framing<'h>(
 /// Idle keep-alive connections of one upstream, one list per thread: a request never takes a
 /// connection another thread's reactor drives, and no lock is shared.
 pub(crate) struct Pool {
-    idle: thread_local::ThreadLocal<RefCell<Vec<Conn>>>,
+    idle: thread_local::ThreadLocal<Arc<Idle>>,
     max_idle: usize,
     idle_timeout: Duration,
+}
+
+/// One thread's idle connections to an upstream. Each thread's list is its own allocation, so the
+/// reference a response body holds on it (to give its connection back) is counted on a cache line
+/// only that thread writes.
+struct Idle {
+    conns: Mutex<Vec<Conn>>,
+    max_idle: usize,
+}
+
+impl Idle {
+    fn put(&self, mut conn: Conn) {
+        let mut idle = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < self.max_idle {
+            conn.idle_since = Instant::now();
+            idle.push(conn);
+        }
+    }
 }
 
 impl Pool {
@@ -432,9 +449,23 @@ impl Pool {
         }
     }
 
+    /// This thread's list.
+    fn local(&self) -> &Arc<Idle> {
+        self.idle.get_or(|| {
+            Arc::new(Idle {
+                conns: Mutex::new(Vec::new()),
+                max_idle: self.max_idle,
+            })
+        })
+    }
+
     /// The most recently used idle connection of this thread that can take a request.
     pub(crate) fn checkout(&self) -> Option<Conn> {
-        let mut idle = self.idle.get_or(Default::default).borrow_mut();
+        let mut idle = self
+            .local()
+            .conns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         while let Some(conn) = idle.pop() {
             if conn.idle_since.elapsed() > self.idle_timeout {
                 // The rest went back to the pool before this one: all too old.
@@ -447,14 +478,6 @@ impl Pool {
         }
         None
     }
-
-    fn put(&self, mut conn: Conn) {
-        let mut idle = self.idle.get_or(Default::default).borrow_mut();
-        if idle.len() < self.max_idle {
-            conn.idle_since = Instant::now();
-            idle.push(conn);
-        }
-    }
 }
 
 /// An upstream response body read straight from its connection.
@@ -462,7 +485,7 @@ pub(crate) struct ResponseBody {
     conn: Option<Conn>,
     state: Framing,
     keep_alive: bool,
-    pool: Arc<Pool>,
+    pool: Arc<Idle>,
 }
 
 impl ResponseBody {
@@ -1013,7 +1036,7 @@ pub(crate) mod tests {
         // Let the reactor see the close.
         for _ in 0..100 {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            let idle = pool.idle.get_or(Default::default).borrow();
+            let idle = pool.local().conns.lock().unwrap();
             if idle.first().is_some_and(|c| !c.is_usable()) {
                 break;
             }
