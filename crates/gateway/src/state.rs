@@ -386,16 +386,17 @@ impl Gateway {
     }
 
     /// The current snapshot for a request, through this thread's own reference to it (made anew
-    /// when the snapshot changed). A thread's reference is dropped when a new snapshot is
-    /// published, or else at the thread's next request, so an old snapshot does not outlive a
-    /// change by more than one request already under way.
+    /// when the snapshot changed). Publishing a new snapshot drops every thread's reference to the
+    /// old one, so an old snapshot lives on only in the requests that began with it.
     pub fn local_snapshot(&self) -> LocalSnapshot {
-        let current = self.snapshot.load();
         let mut held = self
             .local
             .get_or(Default::default)
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Read under the lock: a publish either stored its snapshot before this read, or clears
+        // this thread's reference after it.
+        let current = self.snapshot.load();
         match &*held {
             Some(local) if Arc::ptr_eq(&*local.0, &*current) => local.clone(),
             _ => {
