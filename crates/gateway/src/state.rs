@@ -411,9 +411,9 @@ impl Gateway {
     fn publish(&self, snap: Snapshot) {
         self.snapshot.store(Arc::new(snap));
         for held in self.local.iter() {
-            if let Ok(mut held) = held.lock() {
-                *held = None;
-            }
+            *held
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         }
     }
 
