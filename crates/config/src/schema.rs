@@ -196,6 +196,11 @@ pub struct EngineConfig {
     pub device: String,
     /// With `cuda:N` and no CUDA provider: run on the CPU instead of failing.
     pub device_fallback: bool,
+    /// On `cuda:N`: cuDNN's convolution algorithm search at each new input shape, `heuristic`,
+    /// `exhaustive` or `default`.
+    pub cuda_conv_search: String,
+    /// On `cuda:N`: most ONNX Runtime sessions (CUDA streams, each with its own arena) per model.
+    pub cuda_sessions: usize,
     /// Intra-op threads per model; 0 = engine default (one per core).
     pub threads: usize,
 }
@@ -207,6 +212,8 @@ impl Default for EngineConfig {
             ort_library: String::new(),
             device: "cpu".into(),
             device_fallback: false,
+            cuda_conv_search: "heuristic".into(),
+            cuda_sessions: 1,
             threads: 0,
         }
     }
@@ -286,6 +293,8 @@ pub struct SlotSpec {
     pub min_tile: Option<u32>,
     /// `face`, CenterFace: largest detector input side (default 1280).
     pub max_side: Option<u32>,
+    /// `face`, CenterFace: run every photo at one square input shape, warmed at load (default: on a GPU).
+    pub fixed_shape: Option<bool>,
     /// `face`: largest decoded image in pixels (default 40,000,000); over it: 413.
     pub max_pixels: Option<u64>,
     /// Model slots: requests processed at once (default: CPU cores); the rest wait their turn.
@@ -349,6 +358,7 @@ impl SlotSpec {
             ("tiling", self.tiling.is_some()),
             ("min_tile", self.min_tile.is_some()),
             ("max_side", self.max_side.is_some()),
+            ("fixed_shape", self.fixed_shape.is_some()),
             ("max_pixels", self.max_pixels.is_some()),
         ];
         let model = [

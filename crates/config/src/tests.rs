@@ -82,6 +82,23 @@ fn problems(text: &str) -> Vec<String> {
 }
 
 #[test]
+fn engine_cuda_settings_default_and_are_checked() {
+    let cfg = load_str(GOOD).expect("valid");
+    assert_eq!(cfg.engine.cuda_conv_search, "heuristic");
+    assert_eq!(cfg.engine.cuda_sessions, 1);
+    let text = "[engine]\ndevice = \"cuda:0\"\ncuda_conv_search = \"fast\"\ncuda_sessions = 0\n";
+    let got = problems(text);
+    assert_eq!(
+        got,
+        [
+            "f.toml:3: `fast` is not one of heuristic, exhaustive, default",
+            "f.toml:4: must be at least 1",
+        ],
+        "{got:#?}"
+    );
+}
+
+#[test]
 fn every_problem_is_listed_with_its_line() {
     let text = r#"[server]
 listen = "nonsense"

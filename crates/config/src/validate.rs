@@ -136,6 +136,24 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
             format!("device `{device}` is not `cpu` or `cuda:N`"),
         ));
     }
+    if !matches!(
+        cfg.engine.cuda_conv_search.as_str(),
+        "heuristic" | "exhaustive" | "default"
+    ) {
+        out.push((
+            path!["engine", "cuda_conv_search"],
+            format!(
+                "`{}` is not one of heuristic, exhaustive, default",
+                cfg.engine.cuda_conv_search
+            ),
+        ));
+    }
+    if cfg.engine.cuda_sessions == 0 {
+        out.push((
+            path!["engine", "cuda_sessions"],
+            "must be at least 1".into(),
+        ));
+    }
     if !cfg.engine.ort_library.is_empty() && !resolve(base_dir, &cfg.engine.ort_library).is_file() {
         out.push((
             path!["engine", "ort_library"],

@@ -105,7 +105,7 @@ async fn metrics(State(st): State<AdminState>) -> Response {
     let snap = st.gw.snapshot();
     for h in snap.slots.values() {
         h.inflight_gauge.set(h.stats.inflight() as f64);
-        if let Some((device, m)) = h.slot.memory() {
+        for (device, m) in h.slot.memory() {
             crate::telemetry::set_model_memory(&h.name, &device, m);
         }
     }

@@ -37,6 +37,9 @@ pub struct ModelArgs {
     /// BlazeFace full range: do not run on tiles.
     #[arg(long)]
     pub no_tiling: bool,
+    /// CenterFace: run every photo at one square input shape, warmed at load (default: on a GPU).
+    #[arg(long)]
+    pub fixed_shape: Option<bool>,
     /// Largest image in pixels.
     #[arg(long, default_value_t = 100_000_000)]
     pub max_pixels: u64,
@@ -83,6 +86,7 @@ impl ModelArgs {
             score_threshold: self.score_threshold,
             max_side: self.max_side,
             tiling: !self.no_tiling,
+            fixed_shape: self.fixed_shape,
             ..Default::default()
         };
         FaceDetector::load(kind, &model, params, opts).map_err(|e| anyhow::anyhow!("{e}"))
@@ -260,6 +264,9 @@ pub struct AsrArgs {
     /// auto, ort or tract.
     #[arg(long, default_value = "auto")]
     pub engine: String,
+    /// cpu or cuda:N (ONNX Runtime's CUDA provider).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Intra-op threads (0 = one per core).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -309,6 +316,10 @@ pub fn transcribe(inputs: &[PathBuf], args: &AsrArgs, json: bool) -> anyhow::Res
         engine: args
             .engine
             .parse::<EngineChoice>()
+            .map_err(|e| anyhow::anyhow!(e))?,
+        device: args
+            .device
+            .parse::<Device>()
             .map_err(|e| anyhow::anyhow!(e))?,
         threads: args.threads,
         // Split channels are recognised at once, one session per core.

@@ -127,6 +127,54 @@ impl std::fmt::Display for Device {
     }
 }
 
+/// How cuDNN picks a convolution algorithm the first time a session sees an input shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConvSearch {
+    /// cuDNN's own ranking, no timing runs: a new input shape costs milliseconds. The default,
+    /// because a face slot's CenterFace input follows each photo's size.
+    #[default]
+    Heuristic,
+    /// Times every algorithm at each new input shape (ONNX Runtime's default): measured on an H200,
+    /// about a second per shape and session, for a few percent on later runs at that shape.
+    Exhaustive,
+    /// cuDNN's default algorithm, no search at all.
+    Default,
+}
+
+impl std::str::FromStr for ConvSearch {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "heuristic" => Ok(Self::Heuristic),
+            "exhaustive" => Ok(Self::Exhaustive),
+            "default" => Ok(Self::Default),
+            _ => Err(format!(
+                "convolution search `{s}` is not heuristic, exhaustive or default"
+            )),
+        }
+    }
+}
+
+/// Settings of the CUDA execution provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CudaOptions {
+    /// cuDNN's convolution algorithm search.
+    pub conv_search: ConvSearch,
+    /// Most ONNX Runtime sessions of one model on the GPU, whatever [`LoadOptions::sessions`] asks:
+    /// each one is a CUDA stream with its own memory arena and its own algorithm searches, and
+    /// requests beyond them wait for one (the GPU runs one kernel stream at a time per session).
+    pub max_sessions: usize,
+}
+
+impl Default for CudaOptions {
+    fn default() -> Self {
+        Self {
+            conv_search: ConvSearch::Heuristic,
+            max_sessions: 1,
+        }
+    }
+}
+
 /// The ONNX Runtime library, loaded once per process.
 pub struct Runtime {
     env: ort::environment::Environment,
@@ -290,6 +338,8 @@ pub struct LoadOptions {
     pub device: Device,
     /// With `device = cuda:N` and no CUDA provider: use the CPU (true) or fail (false).
     pub device_fallback: bool,
+    /// The CUDA execution provider's settings (with `device = cuda:N`).
+    pub cuda: CudaOptions,
     /// Intra-op threads per session (0 = engine default).
     pub threads: usize,
     /// ONNX Runtime sessions in the pool: how many requests run at once on this model.
@@ -313,6 +363,7 @@ impl Default for LoadOptions {
             engine: EngineChoice::Auto,
             device: Device::Cpu,
             device_fallback: false,
+            cuda: CudaOptions::default(),
             threads: 0,
             sessions: 1,
             adaptive_threads: false,
@@ -498,8 +549,12 @@ impl Model {
                     },
                     ..opts.clone()
                 };
+                let count = match device {
+                    Device::Cuda(_) => opts.sessions.min(opts.cuda.max_sessions),
+                    Device::Cpu => opts.sessions,
+                };
                 let mut sessions = Vec::new();
-                for _ in 0..opts.sessions.max(1) {
+                for _ in 0..count.max(1) {
                     let (session, used) =
                         ort_session(&rt, &bytes, &cpu_bytes, &narrow, device, false)
                             .map_err(load_err)?;
@@ -903,6 +958,11 @@ fn ort_session(
             b = b
                 .with_execution_providers([ort::ep::CUDA::default()
                     .with_device_id(id)
+                    .with_conv_algorithm_search(match opts.cuda.conv_search {
+                        ConvSearch::Heuristic => ort::ep::cuda::ConvAlgorithmSearch::Heuristic,
+                        ConvSearch::Exhaustive => ort::ep::cuda::ConvAlgorithmSearch::Exhaustive,
+                        ConvSearch::Default => ort::ep::cuda::ConvAlgorithmSearch::Default,
+                    })
                     .build()
                     .error_on_failure()])
                 .map_err(|e| format!("CUDA execution provider unavailable on cuda:{id}: {e}"))?;

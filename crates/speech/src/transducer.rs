@@ -201,9 +201,13 @@ impl Transducer {
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Transducer> {
         let files = ModelFiles::find(dir)?;
         let encoder = Model::load(&files.encoder, opts)?;
-        // Decoder and joiner calls are tiny: one thread each avoids spinning thread pools.
+        // Decoder and joiner calls are tiny (one per emitted token or frame, a few kB of
+        // arithmetic): one thread each avoids spinning thread pools, and on a GPU they stay on the
+        // CPU, where a call costs less than a kernel launch and two copies would. The encoder,
+        // nearly all of the arithmetic, runs on the configured device.
         let small = LoadOptions {
             threads: 1,
+            device: switchyard_infer::Device::Cpu,
             ..opts.clone()
         };
         let decoder = Model::load(&files.decoder, &small)?;
@@ -348,9 +352,15 @@ impl Transducer {
         self.encoder.device
     }
 
-    /// Memory held by the three networks' ONNX Runtime sessions (`None` on tract).
-    pub fn memory(&self) -> Option<switchyard_infer::MemoryStats> {
-        sum_memory([&self.encoder, &self.decoder, &self.joiner].map(Model::memory))
+    /// Memory held by the three networks' ONNX Runtime sessions, each with its device (`None` on
+    /// tract): see [`memory_by_device`].
+    pub fn memory_parts(
+        &self,
+    ) -> [(
+        switchyard_infer::Device,
+        Option<switchyard_infer::MemoryStats>,
+    ); 3] {
+        [&self.encoder, &self.decoder, &self.joiner].map(|m| (m.device, m.memory()))
     }
 
     /// The shared fbank computer.
@@ -906,16 +916,27 @@ pub mod probe {
     }
 }
 
-/// Adds up the memory of several models; `None` when none reports any.
-pub fn sum_memory(
-    parts: impl IntoIterator<Item = Option<switchyard_infer::MemoryStats>>,
-) -> Option<switchyard_infer::MemoryStats> {
-    parts
-        .into_iter()
-        .flatten()
-        .reduce(|a, b| switchyard_infer::MemoryStats {
-            in_use_bytes: a.in_use_bytes + b.in_use_bytes,
-            reserved_bytes: a.reserved_bytes + b.reserved_bytes,
-            peak_bytes: a.peak_bytes + b.peak_bytes,
-        })
+/// Adds up the memory of several models per device, in the order the devices first appear (so
+/// the encoder's comes first); models that report none are left out.
+pub fn memory_by_device(
+    parts: impl IntoIterator<
+        Item = (
+            switchyard_infer::Device,
+            Option<switchyard_infer::MemoryStats>,
+        ),
+    >,
+) -> Vec<(switchyard_infer::Device, switchyard_infer::MemoryStats)> {
+    let mut out: Vec<(switchyard_infer::Device, switchyard_infer::MemoryStats)> = Vec::new();
+    for (device, m) in parts {
+        let Some(m) = m else { continue };
+        match out.iter_mut().find(|(d, _)| *d == device) {
+            Some((_, t)) => {
+                t.in_use_bytes += m.in_use_bytes;
+                t.reserved_bytes += m.reserved_bytes;
+                t.peak_bytes += m.peak_bytes;
+            }
+            None => out.push((device, m)),
+        }
+    }
+    out
 }

@@ -66,10 +66,18 @@ impl VadModel {
         self.model.memory()
     }
 
+    /// The device it runs on (always the CPU: see [`VadModel::load`]).
+    pub fn device(&self) -> switchyard_infer::Device {
+        self.model.device
+    }
+
     /// Loads a Silero model file.
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<VadModel, switchyard_infer::Error> {
+        // One 32 ms window a call, a few kB of weights: on a GPU each call would cost more in
+        // kernel launches and copies than its arithmetic costs a CPU core, so it runs on the CPU.
         let opts = LoadOptions {
             threads: 1,
+            device: switchyard_infer::Device::Cpu,
             ..opts.clone()
         };
         let model = Model::load(path, &opts)?;

@@ -977,3 +977,34 @@ fn split_channels_decode_per_channel_and_are_bounded() {
         Err(audio::AudioError::TooLong(_))
     ));
 }
+
+#[test]
+fn memory_is_reported_per_device_and_summed_within_one() {
+    use switchyard_infer::{Device, MemoryStats};
+    use switchyard_speech::transducer::memory_by_device;
+    let m = |n: u64| MemoryStats {
+        in_use_bytes: n,
+        reserved_bytes: 2 * n,
+        peak_bytes: 3 * n,
+    };
+    // An encoder on a GPU, decoder and joiner on the CPU, a tract model reporting nothing.
+    let got = memory_by_device([
+        (Device::Cuda(0), Some(m(100))),
+        (Device::Cpu, Some(m(10))),
+        (Device::Cpu, None),
+        (Device::Cpu, Some(m(1))),
+    ]);
+    assert_eq!(got, vec![(Device::Cuda(0), m(100)), (Device::Cpu, m(11))]);
+    assert!(memory_by_device([(Device::Cpu, None)]).is_empty());
+
+    // The real model on ONNX Runtime: three networks, one device, every one with an arena.
+    let model = model(EngineChoice::Ort);
+    let parts = model.memory_parts();
+    assert!(
+        parts.iter().all(|(d, m)| *d == Device::Cpu && m.is_some()),
+        "{parts:?}"
+    );
+    let total = memory_by_device(parts);
+    assert_eq!(total.len(), 1);
+    assert!(total[0].1.reserved_bytes > 0);
+}

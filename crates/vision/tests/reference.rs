@@ -110,3 +110,33 @@ fn single_pass_boxes_match_the_python_reference_on_both_engines() {
     }
     assert_eq!(checked, 12);
 }
+
+#[test]
+fn centerface_at_fixed_shape_matches_the_python_reference_on_both_engines() {
+    // The gateway's GPU mode, run here on the CPU: the image in the corner of a black input of one
+    // of a few shapes, against the reference's own implementation of it.
+    let r = reference();
+    let params = DetectorParams {
+        score_threshold: r["score_threshold"].as_f64().unwrap() as f32,
+        nms_iou: r["nms_iou"].as_f64().unwrap() as f32,
+        max_side: r["centerface_max_side"].as_u64().unwrap() as u32,
+        fixed_shape: Some(true),
+        ..Default::default()
+    };
+    let mut checked = 0;
+    for engine in [EngineChoice::Ort, EngineChoice::Tract] {
+        let det = detector(DetectorKind::CenterFace, engine, params);
+        assert!(det.fixed_shape());
+        for (name, want) in r["photos"].as_object().unwrap() {
+            let got = det.detect_single(&photo(name)).unwrap();
+            compare(
+                &got,
+                &want["centerface-fixed-shape"],
+                params.score_threshold,
+                &format!("{engine:?} centerface, fixed shapes, {name}"),
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 4);
+}

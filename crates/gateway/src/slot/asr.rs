@@ -1184,18 +1184,23 @@ impl Slot for AsrSlot {
             "batch_concurrency": self.batch_concurrency,
             "max_audio_seconds": self.max_audio_s,
             "history": self.history.as_ref().map(|h| h.path().display().to_string()),
-            "memory": super::memory_json(self.memory()),
+            "memory": super::memory_json(&self.memory()),
+            "memory_devices": super::memory_devices_json(&self.memory()),
         })
     }
 
-    fn memory(&self) -> Option<(String, switchyard_infer::MemoryStats)> {
+    fn memory(&self) -> Vec<(String, switchyard_infer::MemoryStats)> {
         let m = self.current.load();
         let r = &m.recognizer;
-        let total = switchyard_speech::transducer::sum_memory([
-            r.model.memory(),
-            r.vad.as_ref().and_then(|v| v.memory()),
-        ]);
-        total.map(|s| (r.model.device().to_string(), s))
+        let parts = r
+            .model
+            .memory_parts()
+            .into_iter()
+            .chain(r.vad.as_ref().map(|v| (v.device(), v.memory())));
+        switchyard_speech::transducer::memory_by_device(parts)
+            .into_iter()
+            .map(|(d, s)| (d.to_string(), s))
+            .collect()
     }
 
     fn version(&self) -> Option<Arc<str>> {

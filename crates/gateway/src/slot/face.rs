@@ -88,6 +88,13 @@ pub(super) fn load_options(
             .parse::<Device>()
             .map_err(|e| anyhow::anyhow!(e))?,
         device_fallback: engine.device_fallback,
+        cuda: switchyard_infer::CudaOptions {
+            conv_search: engine
+                .cuda_conv_search
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!(e))?,
+            max_sessions: engine.cuda_sessions.max(1),
+        },
         threads: engine.threads,
         sessions,
         adaptive_threads: false,
@@ -149,6 +156,7 @@ impl FaceSlot {
             tiling: spec.tiling.unwrap_or(defaults.tiling),
             min_tile: spec.min_tile.unwrap_or(defaults.min_tile),
             max_side: spec.max_side.unwrap_or(defaults.max_side),
+            fixed_shape: spec.fixed_shape,
         };
         let load = LoadSpec {
             kind,
@@ -479,14 +487,20 @@ impl Slot for FaceSlot {
             "max_pixels": self.max_pixels,
             "score_threshold": m.detector.params.score_threshold,
             "tiling": m.detector.params.tiling,
-            "memory": super::memory_json(self.memory()),
+            "fixed_shape": m.detector.kind == DetectorKind::CenterFace && m.detector.fixed_shape(),
+            "memory": super::memory_json(&self.memory()),
+            "memory_devices": super::memory_devices_json(&self.memory()),
         })
     }
 
-    fn memory(&self) -> Option<(String, switchyard_infer::MemoryStats)> {
+    fn memory(&self) -> Vec<(String, switchyard_infer::MemoryStats)> {
         let m = self.current.load();
         let model = &m.detector.model;
-        model.memory().map(|s| (model.device.to_string(), s))
+        model
+            .memory()
+            .map(|s| (model.device.to_string(), s))
+            .into_iter()
+            .collect()
     }
 
     fn version(&self) -> Option<Arc<str>> {

@@ -115,9 +115,11 @@ pub trait Slot: Send + Sync + 'static {
         None
     }
 
-    /// Memory the serving model holds on its device (`cpu`, `cuda:N`), where ONNX Runtime reports it.
-    fn memory(&self) -> Option<(String, switchyard_infer::MemoryStats)> {
-        None
+    /// Memory the serving model holds per device (`cpu`, `cuda:N`), where ONNX Runtime reports it:
+    /// the model's own device first, then any other (an ASR slot on a GPU keeps its decoder, joiner
+    /// and VAD on the CPU).
+    fn memory(&self) -> Vec<(String, switchyard_infer::MemoryStats)> {
+        Vec::new()
     }
 
     /// Loads a new model version next to the serving one and swaps it in (`POST /admin/slots/{slot}/load`).
@@ -146,9 +148,9 @@ pub fn build(
     })
 }
 
-/// The `memory` entry of a model slot's description.
-pub fn memory_json(m: Option<(String, switchyard_infer::MemoryStats)>) -> serde_json::Value {
-    match m {
+/// The `memory` entry of a model slot's description: the memory on the model's own device.
+pub fn memory_json(m: &[(String, switchyard_infer::MemoryStats)]) -> serde_json::Value {
+    match m.first() {
         Some((device, m)) => serde_json::json!({
             "device": device,
             "in_use_bytes": m.in_use_bytes,
@@ -157,4 +159,11 @@ pub fn memory_json(m: Option<(String, switchyard_infer::MemoryStats)>) -> serde_
         }),
         None => serde_json::Value::Null,
     }
+}
+
+/// The `memory_devices` entry of a model slot's description: its memory on every device.
+pub fn memory_devices_json(m: &[(String, switchyard_infer::MemoryStats)]) -> serde_json::Value {
+    m.iter()
+        .map(|e| memory_json(std::slice::from_ref(e)))
+        .collect()
 }
