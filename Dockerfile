@@ -8,8 +8,9 @@
 #   docker run -p 8080:8080 -p 9901:9901 switchyard
 #   docker run -v $PWD/my.toml:/etc/switchyard/switchyard.toml:ro -p 8080:8080 switchyard
 #
-# CUDA variant (ONNX Runtime's CUDA provider from the onnxruntime-gpu wheel, on NVIDIA's CUDA 12 +
-# cuDNN 9 runtime image); set `[engine] device = "cuda:0"` in the configuration:
+# CUDA variant (ONNX Runtime's CUDA provider from the onnxruntime-gpu wheel, which is built for
+# CUDA 13 and cuDNN 9, on NVIDIA's CUDA 13 + cuDNN 9 runtime image; needs an NVIDIA driver >= 580);
+# set `[engine] device = "cuda:0"` in the configuration:
 #
 #   docker build --target runtime-cuda -t switchyard:cuda .
 #   docker run --gpus all -p 8080:8080 -p 9901:9901 switchyard:cuda
@@ -44,7 +45,8 @@ FROM python:3.11-slim-bookworm AS ort-cuda
 RUN pip download --no-deps --only-binary=:all: -d /wheels onnxruntime-gpu==1.31.1 \
  && mkdir -p /ort \
  && python3 -c "import zipfile,glob; z=zipfile.ZipFile(glob.glob('/wheels/*.whl')[0]); [z.extract(n,'/tmp/x') for n in z.namelist() if '/capi/libonnxruntime' in n]" \
- && cp /tmp/x/onnxruntime/capi/libonnxruntime* /ort/
+ && cd /tmp/x/onnxruntime/capi \
+ && cp libonnxruntime.so.1.31.1 libonnxruntime_providers_shared.so libonnxruntime_providers_cuda.so /ort/
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
@@ -64,7 +66,7 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
 ENTRYPOINT ["/opt/switchyard/switchyard"]
 CMD ["serve", "--config", "/etc/switchyard/switchyard.toml"]
 
-FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 AS runtime-cuda
+FROM nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04 AS runtime-cuda
 RUN useradd --system --uid 10001 --home-dir /opt/switchyard --shell /usr/sbin/nologin switchyard
 COPY --from=build /out/opt/switchyard /opt/switchyard
 COPY --from=ort-cuda /ort/ /opt/switchyard/

@@ -6,7 +6,7 @@
 CARGO ?= cargo
 CONFIG ?=
 
-.PHONY: setup build run test lint bench bench-proxy clean-cache
+.PHONY: setup build run test lint bench bench-proxy cuda-check clean-cache
 
 setup:
 	@./scripts/bootstrap.sh
@@ -30,6 +30,12 @@ bench-proxy: setup
 	./benches/proxy/run.sh
 
 bench: bench-proxy
+
+# The CUDA path, on a machine with an NVIDIA GPU, CUDA 13 and cuDNN 9 (fetches onnxruntime-gpu):
+# detections and transcripts against the CPU's, the gateway on cuda:0, timings.
+cuda-check: build
+	python3 scripts/fetch_assets.py --cuda
+	./scripts/cuda-check.sh
 
 clean-cache:
 	rm -rf .cache/downloads

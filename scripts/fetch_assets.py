@@ -130,11 +130,15 @@ def extract(asset: dict, out: Path) -> None:
 def main() -> int:
     # --runtime-only: what the gateway needs to run (library, models), not the test data (Docker image).
     runtime_only = "--runtime-only" in sys.argv[1:]
+    # --cuda: also the onnxruntime-gpu libraries (group = "cuda": 300 MB, for `device = "cuda:N"`).
+    cuda = "--cuda" in sys.argv[1:]
     manifest = tomllib.loads((ROOT / "models" / "manifest.toml").read_text())
     CACHE.mkdir(parents=True, exist_ok=True)
     fetched = 0
     for asset in manifest["asset"]:
         if runtime_only and asset["dest"].startswith(".cache/testdata/"):
+            continue
+        if asset.get("group") == "cuda" and not cuda:
             continue
         dest = ROOT / asset["dest"]
         if dest.exists() and sha256(dest) == asset["sha256"]:
@@ -159,7 +163,7 @@ def main() -> int:
         link = lib / "libonnxruntime.so"
         if not link.exists():
             link.symlink_to(so.name)
-    print(f"assets ready ({fetched} fetched, {len(manifest['asset']) - fetched} already present)")
+    print(f"assets ready ({fetched} fetched, the others already present or not asked for)")
     return 0
 
 
