@@ -41,7 +41,7 @@ pub fn preprocess(img: &RgbImage, in_w: u32, in_h: u32) -> Result<Tensor> {
 }
 
 /// The model input of shape `(in_w, in_h)` holding `img` scaled to `(cw, ch)` in its top left
-/// corner, black around it (fixed shapes).
+/// corner, black around it (the fixed shape).
 pub fn preprocess_into(
     img: &RgbImage,
     (in_w, in_h): (u32, u32),
@@ -105,7 +105,7 @@ pub fn decode(
 }
 
 /// [`decode`] for an input of shape `(in_w, in_h)` whose top left `(cw, ch)` holds the image
-/// (fixed shapes): faces centred in the black margin are dropped, boxes end at the image's edge.
+/// (the fixed shape): faces centred in the black margin are dropped, boxes end at the image's edge.
 pub fn decode_in(
     outputs: &[Tensor],
     (in_w, in_h): (u32, u32),

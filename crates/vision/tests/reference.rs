@@ -78,15 +78,20 @@ fn compare(got: &[Face], want: &Value, threshold: f32, what: &str) {
     }
 }
 
-#[test]
-fn single_pass_boxes_match_the_python_reference_on_both_engines() {
-    let r = reference();
-    let params = DetectorParams {
+/// The detector settings the reference ran with.
+fn reference_params(r: &Value) -> DetectorParams {
+    DetectorParams {
         score_threshold: r["score_threshold"].as_f64().unwrap() as f32,
         nms_iou: r["nms_iou"].as_f64().unwrap() as f32,
         max_side: r["centerface_max_side"].as_u64().unwrap() as u32,
         ..Default::default()
-    };
+    }
+}
+
+#[test]
+fn single_pass_boxes_match_the_python_reference_on_both_engines() {
+    let r = reference();
+    let params = reference_params(&r);
     let mut checked = 0;
     for engine in [EngineChoice::Ort, EngineChoice::Tract] {
         for kind in [
@@ -113,15 +118,12 @@ fn single_pass_boxes_match_the_python_reference_on_both_engines() {
 
 #[test]
 fn centerface_at_fixed_shape_matches_the_python_reference_on_both_engines() {
-    // The gateway's GPU mode, run here on the CPU: the image in the corner of a black input of one
-    // of a few shapes, against the reference's own implementation of it.
+    // The gateway's GPU mode, run here on the CPU: the image in the corner of a black square
+    // input, against the reference's own implementation of it.
     let r = reference();
     let params = DetectorParams {
-        score_threshold: r["score_threshold"].as_f64().unwrap() as f32,
-        nms_iou: r["nms_iou"].as_f64().unwrap() as f32,
-        max_side: r["centerface_max_side"].as_u64().unwrap() as u32,
         fixed_shape: Some(true),
-        ..Default::default()
+        ..reference_params(&r)
     };
     let mut checked = 0;
     for engine in [EngineChoice::Ort, EngineChoice::Tract] {
@@ -133,7 +135,7 @@ fn centerface_at_fixed_shape_matches_the_python_reference_on_both_engines() {
                 &got,
                 &want["centerface-fixed-shape"],
                 params.score_threshold,
-                &format!("{engine:?} centerface, fixed shapes, {name}"),
+                &format!("{engine:?} centerface, fixed shape, {name}"),
             );
             checked += 1;
         }
