@@ -2,7 +2,8 @@
 //! tract (pure Rust).
 //!
 //! * [`Runtime::init`] finds and loads the ONNX Runtime library once (config path, `ORT_DYLIB_PATH`,
-//!   `.cache/onnxruntime/`, next to the executable); when it is missing, `auto` falls back to tract.
+//!   next to the executable, `.cache/onnxruntime-gpu/` for a GPU, `.cache/onnxruntime/`); when it
+//!   is missing, `auto` falls back to tract.
 //! * [`Model::load`] reads an ONNX file, applies declared [`Patch`]es to its graph (so both engines run
 //!   the same graph), and builds a pool of ONNX Runtime sessions or a tract plan. With
 //!   [`LoadOptions::adaptive_threads`], one more session runs on the process-wide thread pool and
@@ -190,8 +191,10 @@ pub const ORT_LIBRARY_NAME: &str = "libonnxruntime.so.1.31.1";
 impl Runtime {
     /// Candidate library paths, in order: `explicit`, `ORT_DYLIB_PATH`, next to the executable, then
     /// `.cache/onnxruntime/` in the working directory, the executable's directory, or up to four of
-    /// their parents (a checkout's `target/…/` binaries and tests find the workspace's copy).
-    pub fn candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
+    /// their parents (a checkout's `target/…/` binaries and tests find the workspace's copy). For a
+    /// GPU `device`, `.cache/onnxruntime-gpu/` (`fetch_assets.py --cuda`) comes before
+    /// `.cache/onnxruntime/` at each of those places: the CPU library has no CUDA provider.
+    pub fn candidates(explicit: Option<&Path>, device: Device) -> Vec<PathBuf> {
         let mut out = Vec::new();
         if let Some(p) = explicit.filter(|p| !p.as_os_str().is_empty()) {
             out.push(p.to_path_buf());
@@ -210,18 +213,23 @@ impl Runtime {
             .flatten()
         {
             for dir in start.ancestors().take(5) {
-                let p = dir.join(".cache/onnxruntime").join(ORT_LIBRARY_NAME);
-                if !out.contains(&p) {
-                    out.push(p);
+                let cache = dir.join(".cache");
+                let gpu = (device != Device::Cpu).then(|| cache.join("onnxruntime-gpu"));
+                for lib_dir in gpu.into_iter().chain([cache.join("onnxruntime")]) {
+                    let p = lib_dir.join(ORT_LIBRARY_NAME);
+                    if !out.contains(&p) {
+                        out.push(p);
+                    }
                 }
             }
         }
         out
     }
 
-    /// Loads ONNX Runtime from the first candidate that exists (once per process; later calls
-    /// return the first result). An explicitly configured path that does not exist is an error.
-    pub fn init(explicit: Option<&Path>) -> Result<Arc<Runtime>> {
+    /// Loads ONNX Runtime from the first candidate ([`candidates`](Self::candidates)) that exists
+    /// (once per process: later calls return the first result, whatever their arguments). An
+    /// explicitly configured path that does not exist is an error.
+    pub fn init(explicit: Option<&Path>, device: Device) -> Result<Arc<Runtime>> {
         RUNTIME
             .get_or_init(|| {
                 if let Some(p) = explicit.filter(|p| !p.as_os_str().is_empty())
@@ -229,7 +237,7 @@ impl Runtime {
                 {
                     return Err(format!("ort_library `{}` does not exist", p.display()));
                 }
-                let candidates = Self::candidates(explicit);
+                let candidates = Self::candidates(explicit, device);
                 let Some(path) = candidates.iter().find(|p| p.exists()) else {
                     return Err(format!(
                         "library not found (looked at {}); run `make setup`",
@@ -503,10 +511,10 @@ impl Model {
         let engine = match opts.engine {
             EngineChoice::Tract => EngineKind::Tract,
             EngineChoice::Ort => {
-                Runtime::init(opts.ort_library.as_deref())?;
+                Runtime::init(opts.ort_library.as_deref(), opts.device)?;
                 EngineKind::Ort
             }
-            EngineChoice::Auto => match Runtime::init(opts.ort_library.as_deref()) {
+            EngineChoice::Auto => match Runtime::init(opts.ort_library.as_deref(), opts.device) {
                 Ok(_) => EngineKind::Ort,
                 Err(e) => {
                     tracing::warn!(error = %e, model = %path.display(), "ONNX Runtime unavailable; using tract");
@@ -516,7 +524,7 @@ impl Model {
         };
         let (backend, device) = match engine {
             EngineKind::Ort => {
-                let rt = Runtime::init(opts.ort_library.as_deref())?;
+                let rt = Runtime::init(opts.ort_library.as_deref(), opts.device)?;
                 // On a CPU whose uint8 × int8 products saturate, the int8 weights run as uint8
                 // (Patch::ExactInt8): the model's own results, not a CPU-dependent approximation.
                 let for_device = |device: Device| {

@@ -350,3 +350,28 @@ fn tract_never_runs_its_amx_int8_kernel() {
     eprintln!("tract dispatches on {native:?}");
     assert!(!native.has(isa::Isa::X86_64AmxInt8));
 }
+
+#[test]
+fn a_gpu_looks_for_the_cuda_library_before_the_cpu_one() {
+    use switchyard_infer::{Device, Runtime};
+    let cwd = std::env::current_dir().unwrap();
+    let gpu = cwd.join(".cache/onnxruntime-gpu/libonnxruntime.so.1.31.1");
+    let cpu = cwd.join(".cache/onnxruntime/libonnxruntime.so.1.31.1");
+    let on_gpu = Runtime::candidates(None, Device::Cuda(0));
+    let at = |p: &PathBuf| on_gpu.iter().position(|c| c == p);
+    assert!(at(&gpu).unwrap() < at(&cpu).unwrap(), "{on_gpu:#?}");
+    // An explicit path still comes first; the CPU never looks for the GPU library.
+    let explicit = PathBuf::from("/opt/ort/libonnxruntime.so.1.31.1");
+    assert_eq!(
+        Runtime::candidates(Some(&explicit), Device::Cuda(0))[0],
+        explicit
+    );
+    let on_cpu = Runtime::candidates(None, Device::Cpu);
+    assert!(on_cpu.contains(&cpu));
+    assert!(
+        !on_cpu
+            .iter()
+            .any(|p| p.to_string_lossy().contains("onnxruntime-gpu")),
+        "{on_cpu:#?}"
+    );
+}
