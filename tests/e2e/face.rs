@@ -848,6 +848,12 @@ async fn the_result_cache_hits_on_the_same_photo_and_misses_on_other_options_or_
     let state = slot_state(&c, &gw, "faces-v1").await;
     let mem = &state["details"]["memory"];
     assert_eq!(mem["device"], "cpu", "{state}");
+    assert_eq!(state["details"]["memory_devices"], json!([mem]), "{state}");
+    // ONNX Runtime sessions: `max_concurrency` (2), at most one per core; on the CPU, the image's
+    // own size for CenterFace (no fixed shape) and none for BlazeFace.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    assert_eq!(state["details"]["sessions"], 2.min(cores), "{state}");
+    assert_eq!(state["details"]["fixed_shape"], false, "{state}");
     let reserved = mem["reserved_bytes"].as_u64().unwrap();
     assert!(reserved > 1_000_000, "{mem}");
     assert!(mem["peak_bytes"].as_u64().unwrap() >= mem["in_use_bytes"].as_u64().unwrap());

@@ -482,6 +482,10 @@ impl Slot for FaceSlot {
             "load_ms": (m.detector.model.load_seconds * 1e3).round(),
             "loaded_at": humantime::format_rfc3339_seconds(m.loaded_at).to_string(),
             "max_concurrency": self.admission.max_concurrency(),
+            "sessions": match m.detector.model.engine {
+                switchyard_infer::EngineKind::Ort => Some(m.detector.model.parallelism()),
+                switchyard_infer::EngineKind::Tract => None,
+            },
             "queue_depth": self.admission.queue_depth(),
             "waiting": self.admission.waiting(),
             "max_pixels": self.max_pixels,
