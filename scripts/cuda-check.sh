@@ -194,7 +194,7 @@ bad = 0
 for s in slots:
     mem = s.get("details", {}).get("memory") or {}
     d = s.get("details", {})
-    print(f"      {s.get('name')}: fixed_shape {d.get('fixed_shape')}, memory {d.get('memory_devices')}")
+    print(f"      {s.get('name')}: sessions {d.get('sessions')}, fixed_shape {d.get('fixed_shape')}, memory {d.get('memory_devices')}")
     if s.get("kind") in ("face", "asr") and mem.get("device") != sys.argv[2]:
         bad = 1
 sys.exit(bad)
