@@ -41,7 +41,7 @@ pub fn preprocess(img: &RgbImage, in_w: u32, in_h: u32) -> Result<Tensor> {
 }
 
 /// The model input of shape `(in_w, in_h)` holding `img` scaled to `(cw, ch)` in its top left
-/// corner, black around it (the fixed shape).
+/// corner, black around it (the fixed shape; without a margin when the two sizes are the same).
 pub fn preprocess_into(
     img: &RgbImage,
     (in_w, in_h): (u32, u32),
@@ -52,61 +52,33 @@ pub fn preprocess_into(
             "a {cw}×{ch} image does not fit a {in_w}×{in_h} input"
         )));
     }
-    if (cw, ch) != (in_w, in_h) {
-        let resized = resize_region(img, (0, 0, img.width(), img.height()), cw, ch)?;
-        let pixels = resized.as_raw();
-        let (row, pad) = (cw as usize * 3, (in_w - cw) as usize);
-        let plane = in_w as usize * in_h as usize;
-        let mut data = switchyard_infer::spare::FLOATS.empty(3 * plane);
-        for c in 0..3 {
-            for line in pixels.chunks_exact(row) {
-                data.extend(line.chunks_exact(3).map(|px| f32::from(px[c])));
-                data.extend(std::iter::repeat_n(0.0, pad));
-            }
-            data.extend(std::iter::repeat_n(
-                0.0,
-                (in_h - ch) as usize * in_w as usize,
-            ));
-        }
-        crate::imageio::recycle(resized);
-        return Ok(Tensor::f32(vec![1, 3, in_h as usize, in_w as usize], data));
-    }
-    let resized = resize_region(img, (0, 0, img.width(), img.height()), in_w, in_h)?;
+    let resized = resize_region(img, (0, 0, img.width(), img.height()), cw, ch)?;
     // Channel by channel into an unfilled buffer (a spare one, its pages already mapped, from an
     // earlier request's run): no zeroing of the 11 MB tensor first (at 1280×736) and no index
-    // checks; each pass reads the 2.8 MB of pixels again, which costs less.
+    // checks; each pass reads the 2.8 MB of pixels again, which costs less. Only the margin, if
+    // any, is written as zeros.
     let pixels = resized.as_raw();
-    let mut data = switchyard_infer::spare::FLOATS.empty(pixels.len());
+    let (row, pad) = (resized.width() as usize * 3, (in_w - cw) as usize);
+    let below = (in_h - ch) as usize * in_w as usize;
+    let mut data = switchyard_infer::spare::FLOATS.empty(3 * in_w as usize * in_h as usize);
+    // Row by row only where each row is followed by margin; else the image in one run.
+    let run = if pad == 0 { pixels.len() } else { row };
     for c in 0..3 {
-        data.extend(pixels.chunks_exact(3).map(|px| f32::from(px[c])));
+        for line in pixels.chunks_exact(run) {
+            data.extend(line.chunks_exact(3).map(|px| f32::from(px[c])));
+            data.extend(std::iter::repeat_n(0.0, pad));
+        }
+        data.extend(std::iter::repeat_n(0.0, below));
     }
-    let (h, w) = (resized.height() as usize, resized.width() as usize);
     crate::imageio::recycle(resized);
-    Ok(Tensor::f32(vec![1, 3, h, w], data))
+    Ok(Tensor::f32(vec![1, 3, in_h as usize, in_w as usize], data))
 }
 
-/// Decodes the four outputs (graph order: heatmap, scale, offset, landmarks) into faces above
-/// `threshold` (before NMS), scaled back to an image of `img_w`×`img_h`.
+/// Decodes the four outputs (graph order: heatmap, scale, offset, landmarks) of an input of shape
+/// `(in_w, in_h)` whose top left `(cw, ch)` holds the image (all of it without a margin) into
+/// faces above `threshold` (before NMS), scaled back to an image of `img_w`×`img_h`. Faces centred
+/// in a black margin are dropped, boxes end at the image's edge.
 pub fn decode(
-    outputs: &[Tensor],
-    in_w: u32,
-    in_h: u32,
-    img_w: u32,
-    img_h: u32,
-    threshold: f32,
-) -> Result<Vec<Face>> {
-    decode_in(
-        outputs,
-        (in_w, in_h),
-        (in_w, in_h),
-        (img_w, img_h),
-        threshold,
-    )
-}
-
-/// [`decode`] for an input of shape `(in_w, in_h)` whose top left `(cw, ch)` holds the image
-/// (the fixed shape): faces centred in the black margin are dropped, boxes end at the image's edge.
-pub fn decode_in(
     outputs: &[Tensor],
     (in_w, in_h): (u32, u32),
     (cw, ch): (u32, u32),

@@ -300,8 +300,7 @@ impl FaceDetector {
         } else {
             self.model.run_lane(lane, inputs)?
         };
-        let faces =
-            centerface::decode_in(&out, shape, content, (w, h), self.params.score_threshold);
+        let faces = centerface::decode(&out, shape, content, (w, h), self.params.score_threshold);
         switchyard_infer::spare::recycle(out);
         faces
     }

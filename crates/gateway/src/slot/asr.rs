@@ -1161,7 +1161,7 @@ impl Slot for AsrSlot {
     fn describe(&self) -> serde_json::Value {
         let m = self.current.load();
         let info = m.recognizer.model.info();
-        json!({
+        let mut description = json!({
             "family": "transducer",
             "model_dir": m.model_label,
             "model_type": info.model_type,
@@ -1184,9 +1184,9 @@ impl Slot for AsrSlot {
             "batch_concurrency": self.batch_concurrency,
             "max_audio_seconds": self.max_audio_s,
             "history": self.history.as_ref().map(|h| h.path().display().to_string()),
-            "memory": super::memory_json(&self.memory()),
-            "memory_devices": super::memory_devices_json(&self.memory()),
-        })
+        });
+        super::add_memory_json(&mut description, &self.memory());
+        description
     }
 
     fn memory(&self) -> Vec<(String, switchyard_infer::MemoryStats)> {

@@ -473,7 +473,7 @@ impl Slot for FaceSlot {
 
     fn describe(&self) -> serde_json::Value {
         let m = self.current.load();
-        json!({
+        let mut description = json!({
             "detector": m.detector.kind.as_str(),
             "model": m.model_path,
             "version": &*m.version,
@@ -492,9 +492,9 @@ impl Slot for FaceSlot {
             "score_threshold": m.detector.params.score_threshold,
             "tiling": m.detector.params.tiling,
             "fixed_shape": m.detector.kind == DetectorKind::CenterFace && m.detector.fixed_shape(),
-            "memory": super::memory_json(&self.memory()),
-            "memory_devices": super::memory_devices_json(&self.memory()),
-        })
+        });
+        super::add_memory_json(&mut description, &self.memory());
+        description
     }
 
     fn memory(&self) -> Vec<(String, switchyard_infer::MemoryStats)> {

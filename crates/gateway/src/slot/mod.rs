@@ -148,22 +148,22 @@ pub fn build(
     })
 }
 
-/// The `memory` entry of a model slot's description: the memory on the model's own device.
-pub fn memory_json(m: &[(String, switchyard_infer::MemoryStats)]) -> serde_json::Value {
-    match m.first() {
-        Some((device, m)) => serde_json::json!({
+/// Adds the `memory` and `memory_devices` entries to a model slot's description: the memory on
+/// the model's own device (the first of [`Slot::memory`]), and on every device.
+pub fn add_memory_json(
+    description: &mut serde_json::Value,
+    m: &[(String, switchyard_infer::MemoryStats)],
+) {
+    let on = |(device, m): &(String, switchyard_infer::MemoryStats)| {
+        serde_json::json!({
             "device": device,
             "in_use_bytes": m.in_use_bytes,
             "reserved_bytes": m.reserved_bytes,
             "peak_bytes": m.peak_bytes,
-        }),
-        None => serde_json::Value::Null,
+        })
+    };
+    if let serde_json::Value::Object(entries) = description {
+        entries.insert("memory".into(), m.first().map(on).into());
+        entries.insert("memory_devices".into(), m.iter().map(on).collect());
     }
-}
-
-/// The `memory_devices` entry of a model slot's description: its memory on every device.
-pub fn memory_devices_json(m: &[(String, switchyard_infer::MemoryStats)]) -> serde_json::Value {
-    m.iter()
-        .map(|e| memory_json(std::slice::from_ref(e)))
-        .collect()
 }
