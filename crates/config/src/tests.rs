@@ -99,6 +99,16 @@ fn engine_cuda_settings_default_and_are_checked() {
 }
 
 #[test]
+fn a_max_side_beyond_the_limit_is_refused() {
+    let text = "[[slot]]\nname = \"f\"\nkind = \"face\"\ndetector = \"centerface\"\nmodel = \"Cargo.toml\"\nmax_side = 100000\n";
+    let got = problems(text);
+    assert!(
+        got.iter().any(|g| g == "f.toml:6: must be at most 8192"),
+        "{got:#?}"
+    );
+}
+
+#[test]
 fn every_problem_is_listed_with_its_line() {
     let text = r#"[server]
 listen = "nonsense"

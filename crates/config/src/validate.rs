@@ -9,6 +9,9 @@ use crate::{AuthMode, Config, Seg, SlotKind};
 
 type Found = Vec<(Vec<Seg>, String)>;
 
+/// The largest CenterFace `max_side` a face slot accepts.
+pub const MAX_SIDE_LIMIT: u32 = 8192;
+
 macro_rules! path {
     ($($seg:expr),* $(,)?) => { vec![$(Seg::from($seg)),*] };
 }
@@ -229,6 +232,14 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
                     if v == Some(0) {
                         out.push((path!["slot", i, key], "must be greater than 0".into()));
                     }
+                }
+                // With `fixed_shape` (the default on a GPU) every photo runs at `max_side` square,
+                // whatever its size: 8192 is already a 805 MB input.
+                if slot.max_side.is_some_and(|v| v > MAX_SIDE_LIMIT) {
+                    out.push((
+                        path!["slot", i, "max_side"],
+                        format!("must be at most {MAX_SIDE_LIMIT}"),
+                    ));
                 }
             }
             SlotKind::Asr => {

@@ -32,7 +32,8 @@ pub struct ModelArgs {
     #[arg(long, default_value_t = 0.5)]
     pub score_threshold: f32,
     /// CenterFace: largest detector input side.
-    #[arg(long, default_value_t = 1280)]
+    #[arg(long, default_value_t = 1280,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(switchyard_config::MAX_SIDE_LIMIT)))]
     pub max_side: u32,
     /// BlazeFace full range: do not run on tiles.
     #[arg(long)]
