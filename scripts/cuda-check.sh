@@ -306,8 +306,6 @@ bench_variant cpu cpu ""
 # The default on a GPU (one fixed CenterFace input shape): no stall when the image size changes.
 bench_variant "$GPU (defaults)" "$DEVICE" "" "" 500
 bench_variant "$GPU, image sizes" "$DEVICE" "" "fixed_shape = false"
-# Whether no algorithm search at all avoids the cost of a change of input shape (onnxruntime#23006).
-bench_variant "$GPU, sizes, no search" "$DEVICE" 'cuda_conv_search = "default"' "fixed_shape = false"
 bench_variant "$GPU, 2 sessions" "$DEVICE" "cuda_sessions = 2"
 bench_variant "$GPU, exhaustive" "$DEVICE" 'cuda_conv_search = "exhaustive"'
 
