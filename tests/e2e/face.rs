@@ -146,7 +146,11 @@ async fn detect_routes_between_blazeface_and_centerface_slots() {
     ] {
         assert!(metrics.contains(want), "missing {want}");
     }
+    // Tiled BlazeFace on the CPU: one tile per run (batches are for GPUs); CenterFace has no tiles.
+    let v1 = slot_state(&c, &gw, "faces-v1").await;
+    assert_eq!(v1["details"]["tile_batch"], 1, "{v1}");
     let v2 = slot_state(&c, &gw, "faces-v2").await;
+    assert!(v2["details"]["tile_batch"].is_null(), "{v2}");
     assert_eq!(v2["details"]["detector"], "centerface");
     assert_eq!(v2["details"]["engine"], "ort");
     assert_eq!(v2["details"]["device"], "cpu");

@@ -23,7 +23,9 @@ use std::fmt;
 use std::path::Path;
 
 pub use schema::*;
-pub use validate::{MAX_SIDE_LIMIT, check_sticky, check_upstream_url, resolve, valid_name};
+pub use validate::{
+    MAX_SIDE_LIMIT, MAX_TILE_BATCH, check_sticky, check_upstream_url, resolve, valid_name,
+};
 
 /// The configuration used when no file is given: one route answering from a static slot.
 pub const DEFAULT_CONFIG: &str = include_str!("../../../config/default.toml");

@@ -295,6 +295,9 @@ pub struct SlotSpec {
     pub max_side: Option<u32>,
     /// `face`, CenterFace: run every photo at one square input shape, warmed at load (default: on a GPU).
     pub fixed_shape: Option<bool>,
+    /// `face`, BlazeFace full range, tiled: tiles per model run, 1 to 256 (default: 32 on a GPU,
+    /// 1 on the CPU).
+    pub tile_batch: Option<usize>,
     /// `face`: largest decoded image in pixels (default 40,000,000); over it: 413.
     pub max_pixels: Option<u64>,
     /// Model slots: requests processed at once (default: CPU cores); the rest wait their turn.
@@ -359,6 +362,7 @@ impl SlotSpec {
             ("min_tile", self.min_tile.is_some()),
             ("max_side", self.max_side.is_some()),
             ("fixed_shape", self.fixed_shape.is_some()),
+            ("tile_batch", self.tile_batch.is_some()),
             ("max_pixels", self.max_pixels.is_some()),
         ];
         let model = [

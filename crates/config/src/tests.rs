@@ -109,6 +109,25 @@ fn a_max_side_beyond_the_limit_is_refused() {
 }
 
 #[test]
+fn a_tile_batch_outside_its_range_is_refused() {
+    let slot = "[[slot]]\nname = \"f\"\nkind = \"face\"\ndetector = \"blazeface-back\"\nmodel = \"Cargo.toml\"\n";
+    for bad in [0, 257] {
+        let got = problems(&format!("{slot}tile_batch = {bad}\n"));
+        assert!(
+            got.iter()
+                .any(|g| g == "f.toml:6: must be between 1 and 256"),
+            "{bad}: {got:#?}"
+        );
+    }
+    load_named(&format!("{slot}tile_batch = 32\n"), "f.toml", None).expect("valid");
+    // Not a key of other slot kinds.
+    let got = problems(
+        "[[slot]]\nname = \"u\"\nkind = \"upstream\"\nurl = \"http://127.0.0.1:1\"\ntile_batch = 4\n",
+    );
+    assert!(got.iter().any(|g| g.contains("tile_batch")), "{got:#?}");
+}
+
+#[test]
 fn every_problem_is_listed_with_its_line() {
     let text = r#"[server]
 listen = "nonsense"

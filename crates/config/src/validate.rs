@@ -12,6 +12,9 @@ type Found = Vec<(Vec<Seg>, String)>;
 /// The largest CenterFace `max_side` a face slot accepts.
 pub const MAX_SIDE_LIMIT: u32 = 8192;
 
+/// The most BlazeFace tiles per run a face slot accepts (256 tiles are a 201 MB input).
+pub const MAX_TILE_BATCH: usize = 256;
+
 macro_rules! path {
     ($($seg:expr),* $(,)?) => { vec![$(Seg::from($seg)),*] };
 }
@@ -235,6 +238,15 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
                 }
                 // With `fixed_shape` (the default on a GPU) every photo runs at `max_side` square,
                 // whatever its size: 8192 is already a 805 MB input.
+                if slot
+                    .tile_batch
+                    .is_some_and(|v| !(1..=MAX_TILE_BATCH).contains(&v))
+                {
+                    out.push((
+                        path!["slot", i, "tile_batch"],
+                        format!("must be between 1 and {MAX_TILE_BATCH}"),
+                    ));
+                }
                 if slot.max_side.is_some_and(|v| v > MAX_SIDE_LIMIT) {
                     out.push((
                         path!["slot", i, "max_side"],

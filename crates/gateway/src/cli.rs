@@ -41,6 +41,9 @@ pub struct ModelArgs {
     /// CenterFace: run every photo at one square input shape, warmed at load (default: on a GPU).
     #[arg(long)]
     pub fixed_shape: Option<bool>,
+    /// BlazeFace full range, tiled: tiles per model run (default: 32 on a GPU, 1 on the CPU).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=switchyard_config::MAX_TILE_BATCH as u64))]
+    pub tile_batch: Option<u64>,
     /// Largest image in pixels.
     #[arg(long, default_value_t = 100_000_000)]
     pub max_pixels: u64,
@@ -88,6 +91,7 @@ impl ModelArgs {
             max_side: self.max_side,
             tiling: !self.no_tiling,
             fixed_shape: self.fixed_shape,
+            tile_batch: self.tile_batch.map(|n| n as usize),
             ..Default::default()
         };
         FaceDetector::load(kind, &model, params, opts).map_err(|e| anyhow::anyhow!("{e}"))

@@ -27,6 +27,13 @@ pub enum Patch {
     /// its value. [`Model::load`](crate::Model::load) applies it for ONNX Runtime on such CPUs (see
     /// [`int8_products_saturate`]); tract's integer products are exact and never need it.
     ExactInt8,
+    /// Let the batch (first) dimension follow the input: the graph inputs' and outputs' first
+    /// dimension becomes symbolic, a `Reshape` to a constant shape that starts with 1 reshapes to
+    /// -1 there, and a `ConstantOfShape` of a constant shape that starts with 1 takes the first
+    /// graph input's batch at run time. Intermediate `value_info` shapes are dropped. The BlazeFace
+    /// files pin a batch of 1 this way; with it, many tiles go through one run (on a GPU, where each
+    /// run costs a kernel launch per operator, that is most of the time of a tile).
+    DynamicBatch,
 }
 
 /// Whether ONNX Runtime's uint8 × int8 matrix products saturate on this CPU: x86-64 without
@@ -168,6 +175,131 @@ pub(crate) fn exact_int8(graph: &mut pb::GraphProto) -> usize {
     rewritten
 }
 
+/// The values of a constant int64 tensor, stored raw or not.
+fn int64_values(t: &TensorProto) -> Option<Vec<i64>> {
+    if t.data_type != pb::tensor_proto::DataType::Int64 as i32 {
+        return None;
+    }
+    let values: Vec<i64> = if !t.raw_data.is_empty() {
+        t.raw_data
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+            .collect()
+    } else {
+        t.int64_data.clone()
+    };
+    (values.len() as i64 == t.dims.iter().product::<i64>()).then_some(values)
+}
+
+fn int64_tensor(name: String, values: Vec<i64>) -> TensorProto {
+    TensorProto {
+        name,
+        dims: vec![values.len() as i64],
+        data_type: pb::tensor_proto::DataType::Int64 as i32,
+        int64_data: values,
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, inputs: Vec<String>, output: String) -> pb::NodeProto {
+    pb::NodeProto {
+        op_type: op.into(),
+        name: output.clone(),
+        input: inputs,
+        output: vec![output],
+        ..Default::default()
+    }
+}
+
+/// [`Patch::DynamicBatch`] on one graph. Returns how many constant shapes now follow the batch.
+pub(crate) fn dynamic_batch(graph: &mut pb::GraphProto) -> usize {
+    let symbolic = |v: &mut pb::ValueInfoProto| {
+        if let Some(type_proto::Value::TensorType(t)) =
+            v.r#type.as_mut().and_then(|t| t.value.as_mut())
+            && let Some(first) = t.shape.as_mut().and_then(|s| s.dim.first_mut())
+        {
+            first.value = Some(dimension::Value::DimParam("batch".into()));
+        }
+    };
+    let initializers: std::collections::HashSet<String> =
+        graph.initializer.iter().map(|t| t.name.clone()).collect();
+    let Some(input) = graph
+        .input
+        .iter()
+        .find(|i| !initializers.contains(&i.name))
+        .map(|i| i.name.clone())
+    else {
+        return 0;
+    };
+    graph.input.iter_mut().for_each(symbolic);
+    graph.output.iter_mut().for_each(symbolic);
+    graph.value_info.clear();
+    let constants: std::collections::HashMap<String, Vec<i64>> = graph
+        .initializer
+        .iter()
+        .filter_map(|t| Some((t.name.clone(), int64_values(t)?)))
+        .collect();
+    // The input's batch as a 1-element tensor, computed once, first in the graph.
+    let batch = "switchyard.batch".to_string();
+    let mut added = Vec::new();
+    let mut nodes = Vec::with_capacity(graph.node.len() + 4);
+    let mut rewritten = 0;
+    let mut have_batch = false;
+    for mut n in std::mem::take(&mut graph.node) {
+        // The constant shape a node reads: Reshape's second input, ConstantOfShape's only one.
+        let shape_input = if n.op_type == "ConstantOfShape" { 0 } else { 1 };
+        let values = n.input.get(shape_input).and_then(|s| constants.get(s));
+        match (n.op_type.as_str(), values) {
+            ("Reshape", Some(v)) if v.first() == Some(&1) && !v.contains(&-1) => {
+                let name = format!("{}.batch", n.input[1]);
+                let mut v = v.clone();
+                v[0] = -1;
+                added.push(int64_tensor(name.clone(), v));
+                n.input[1] = name;
+                rewritten += 1;
+            }
+            ("ConstantOfShape", Some(v)) if v.first() == Some(&1) => {
+                if !have_batch {
+                    have_batch = true;
+                    added.push(int64_tensor("switchyard.batch.index".into(), vec![0]));
+                    nodes.insert(
+                        0,
+                        node("Shape", vec![input.clone()], format!("{batch}.shape")),
+                    );
+                    nodes.insert(
+                        1,
+                        node(
+                            "Gather",
+                            vec![format!("{batch}.shape"), "switchyard.batch.index".into()],
+                            batch.clone(),
+                        ),
+                    );
+                }
+                let rest = format!("{}.rest", n.input[0]);
+                added.push(int64_tensor(rest.clone(), v[1..].to_vec()));
+                let full = format!("{}.batch", n.input[0]);
+                let mut concat = node("Concat", vec![batch.clone(), rest], full.clone());
+                concat.attribute.push(AttributeProto {
+                    name: "axis".into(),
+                    r#type: attribute_proto::AttributeType::Int as i32,
+                    i: 0,
+                    ..Default::default()
+                });
+                nodes.push(concat);
+                n.input[0] = full;
+                rewritten += 1;
+            }
+            _ => {}
+        }
+        nodes.push(n);
+    }
+    graph.node = nodes;
+    added.sort_by(|a, b| a.name.cmp(&b.name));
+    added.dedup_by(|a, b| a.name == b.name);
+    graph.initializer.extend(added);
+    rewritten
+}
+
 impl Patch {
     /// Applies the edit.
     pub fn apply(self, model: &mut ModelProto) {
@@ -221,6 +353,9 @@ impl Patch {
             Patch::ClearValueInfo => graph.value_info.clear(),
             Patch::ExactInt8 => {
                 exact_int8(graph);
+            }
+            Patch::DynamicBatch => {
+                dynamic_batch(graph);
             }
         }
     }
@@ -315,6 +450,100 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), g.initializer.len());
+    }
+
+    #[test]
+    fn constant_shapes_that_pin_a_batch_of_one_follow_the_input() {
+        use pb::tensor_proto::DataType::Int64;
+        let i64s = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        // A graph input `[1,256,256,3]`.
+        let input = pb::ValueInfoProto {
+            name: "image".into(),
+            r#type: Some(pb::TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: pb::tensor_proto::DataType::Float as i32,
+                    shape: Some(pb::TensorShapeProto {
+                        dim: [1, 256, 256, 3]
+                            .into_iter()
+                            .map(|d| pb::tensor_shape_proto::Dimension {
+                                value: Some(dimension::Value::DimValue(d)),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut shaped = tensor("pinned", Int64, &i64s(&[1, 384, 16]));
+        shaped.dims = vec![3];
+        let mut free = tensor("free", Int64, &i64s(&[-1, 16]));
+        free.dims = vec![2];
+        let pad = TensorProto {
+            name: "pad_shape".into(),
+            dims: vec![4],
+            data_type: Int64 as i32,
+            int64_data: vec![1, 24, 32, 32],
+            ..Default::default()
+        };
+        let mut g = pb::GraphProto {
+            node: vec![
+                node("Reshape", &["x", "pinned"]),
+                node("Reshape", &["y", "free"]),
+                node("ConstantOfShape", &["pad_shape"]),
+            ],
+            initializer: vec![shaped, free, pad],
+            input: vec![input],
+            value_info: vec![pb::ValueInfoProto {
+                name: "pinned_somewhere".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(dynamic_batch(&mut g), 2);
+        let ops: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
+        // The input's batch first, then each constant shape's own, before the node that reads it.
+        assert_eq!(
+            ops,
+            [
+                "Shape",
+                "Gather",
+                "Reshape",
+                "Reshape",
+                "Concat",
+                "ConstantOfShape"
+            ]
+        );
+        assert_eq!(g.node[0].input, ["image"]);
+        assert_eq!(g.node[2].input, ["x", "pinned.batch"]);
+        assert_eq!(
+            g.node[3].input,
+            ["y", "free"],
+            "a shape with -1 already is left alone"
+        );
+        assert_eq!(g.node[4].input, ["switchyard.batch", "pad_shape.rest"]);
+        assert_eq!(g.node[5].input, ["pad_shape.batch"]);
+        let values = |name: &str| int64_values(initializer(&g, name).expect(name)).unwrap();
+        assert_eq!(values("pinned.batch"), [-1, 384, 16]);
+        assert_eq!(values("pad_shape.rest"), [24, 32, 32]);
+        assert_eq!(values("switchyard.batch.index"), [0]);
+        assert!(g.value_info.is_empty());
+        let Some(type_proto::Value::TensorType(t)) =
+            g.input[0].r#type.as_ref().and_then(|t| t.value.as_ref())
+        else {
+            panic!("input type");
+        };
+        let dims: Vec<_> = t
+            .shape
+            .as_ref()
+            .unwrap()
+            .dim
+            .iter()
+            .map(|d| d.value.clone())
+            .collect();
+        assert_eq!(dims[0], Some(dimension::Value::DimParam("batch".into())));
+        assert_eq!(dims[3], Some(dimension::Value::DimValue(3)));
     }
 
     #[test]

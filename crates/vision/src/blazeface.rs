@@ -41,30 +41,40 @@ pub fn preprocess(
     region: (u32, u32, u32, u32),
     size: u32,
 ) -> Result<(Tensor, Letterbox)> {
+    let mut data = vec![0.0f32; (size * size * 3) as usize];
+    let lb = preprocess_into(img, region, size, &mut data)?;
+    Ok((
+        Tensor::f32(vec![1, size as usize, size as usize, 3], data),
+        lb,
+    ))
+}
+
+/// [`preprocess`] into `out`, one `size`×`size`×3 tile of a batch (every value is written).
+pub fn preprocess_into(
+    img: &RgbImage,
+    region: (u32, u32, u32, u32),
+    size: u32,
+    out: &mut [f32],
+) -> Result<Letterbox> {
     let (x0, y0, w, h) = region;
     let scale = size as f32 / w.max(h) as f32;
     let rw = ((w as f32 * scale).round() as u32).clamp(1, size);
     let rh = ((h as f32 * scale).round() as u32).clamp(1, size);
     let resized = resize_region(img, region, rw, rh)?;
     let (ox, oy) = ((size - rw) / 2, (size - rh) / 2);
-    let n = (size * size) as usize;
-    let mut data = vec![-1.0f32; n * 3];
+    out.fill(-1.0);
     for y in 0..rh {
         let row = &resized.as_raw()[(y * rw * 3) as usize..((y + 1) * rw * 3) as usize];
         let dst = (((y + oy) * size + ox) * 3) as usize;
-        for (d, s) in data[dst..dst + row.len()].iter_mut().zip(row) {
+        for (d, s) in out[dst..dst + row.len()].iter_mut().zip(row) {
             *d = f32::from(*s) / 127.5 - 1.0;
         }
     }
-    let lb = Letterbox {
+    Ok(Letterbox {
         scale: rw as f32 / w as f32,
         offset: (ox as f32, oy as f32),
         origin: (x0 as f32, y0 as f32),
-    };
-    Ok((
-        Tensor::f32(vec![1, size as usize, size as usize, 3], data),
-        lb,
-    ))
+    })
 }
 
 fn sigmoid(x: f32) -> f32 {
@@ -79,14 +89,30 @@ pub fn decode(
     threshold: f32,
     anchors: &[[f32; 2]],
 ) -> Result<Vec<Face>> {
+    decode_at(outputs, 0, size, lb, threshold, anchors)
+}
+
+/// [`decode`] for tile `index` of a batch run (outputs `[n,512,16]`…).
+pub fn decode_at(
+    outputs: &[Tensor],
+    index: usize,
+    size: u32,
+    lb: Letterbox,
+    threshold: f32,
+    anchors: &[[f32; 2]],
+) -> Result<Vec<Face>> {
     let find = |rows: usize, cols: usize| -> Result<&[f32]> {
         let t = outputs
             .iter()
-            .find(|t| t.shape == [1, rows, cols])
+            .find(|t| t.shape.len() == 3 && t.shape[0] > index && t.shape[1..] == [rows, cols])
             .ok_or_else(|| {
-                switchyard_infer::Error::Run(format!("BlazeFace output [1,{rows},{cols}] missing"))
+                switchyard_infer::Error::Run(format!(
+                    "BlazeFace output [{},{rows},{cols}] missing",
+                    index + 1
+                ))
             })?;
-        Ok(t.as_f32()?)
+        let all = t.as_f32()?;
+        Ok(&all[index * rows * cols..(index + 1) * rows * cols])
     };
     let (reg_a, reg_b, log_a, log_b) =
         (find(512, 16)?, find(384, 16)?, find(512, 1)?, find(384, 1)?);

@@ -19,7 +19,9 @@ pub mod webp;
 pub mod ycbcr;
 
 pub use anonymize::{Style, anonymize};
-pub use detector::{DetectorKind, DetectorParams, FaceDetector, spare_resizer_bytes};
+pub use detector::{
+    DetectorKind, DetectorParams, FaceDetector, GPU_TILE_BATCH, spare_resizer_bytes,
+};
 
 /// A detected face in original-image pixel coordinates.
 #[derive(Debug, Clone, PartialEq)]

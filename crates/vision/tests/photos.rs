@@ -443,6 +443,35 @@ fn tiles_spread_over_one_core_sessions_find_the_same_faces() {
     assert_same_faces(&tract.detect(&img).unwrap(), &b, 1.0, 0.01);
 }
 
+#[test]
+fn tiles_in_batches_find_the_same_faces_as_tiles_one_by_one() {
+    // The GPU's layout, run here on the CPU: several tiles per run of a BlazeFace graph whose batch
+    // dimension follows the input (the file pins it at 1: the run of 8 would fail without the
+    // patch), every run exactly 8 tiles, the last padded. Same faces as one tile per run.
+    let img = photo("t1.jpg");
+    for engine in [EngineChoice::Ort, EngineChoice::Tract] {
+        let load = |tile_batch| {
+            let params = DetectorParams {
+                tile_batch,
+                ..Default::default()
+            };
+            detector(DetectorKind::BlazeFaceBack, engine, params)
+        };
+        let (batched, single) = (load(Some(8)), load(None));
+        assert_eq!((batched.tile_batch(), single.tile_batch()), (8, 1));
+        let want = single.detect(&img).unwrap();
+        assert!(want.len() >= 6, "{want:?}");
+        assert_same_faces(&batched.detect(&img).unwrap(), &want, 0.01, 1e-4);
+        // The full frame alone, a run of one through the patched graph: what the file's graph finds.
+        assert_same_faces(
+            &batched.detect_single(&img).unwrap(),
+            &single.detect_single(&img).unwrap(),
+            0.01,
+            1e-4,
+        );
+    }
+}
+
 fn assert_same_faces(a: &[Face], b: &[Face], px: f32, score: f32) {
     assert_eq!(a.len(), b.len(), "{a:?}\n{b:?}");
     for (x, y) in a.iter().zip(b) {

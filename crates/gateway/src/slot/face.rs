@@ -157,6 +157,7 @@ impl FaceSlot {
             min_tile: spec.min_tile.unwrap_or(defaults.min_tile),
             max_side: spec.max_side.unwrap_or(defaults.max_side),
             fixed_shape: spec.fixed_shape,
+            tile_batch: spec.tile_batch,
         };
         let load = LoadSpec {
             kind,
@@ -492,6 +493,8 @@ impl Slot for FaceSlot {
             "score_threshold": m.detector.params.score_threshold,
             "tiling": m.detector.params.tiling,
             "fixed_shape": m.detector.kind == DetectorKind::CenterFace && m.detector.fixed_shape(),
+            "tile_batch": (m.detector.kind == DetectorKind::BlazeFaceBack && m.detector.params.tiling)
+                .then(|| m.detector.tile_batch()),
         });
         super::add_memory_json(&mut description, &self.memory());
         description
