@@ -91,14 +91,30 @@ pub struct DetectorParams {
     pub fixed_shape: Option<bool>,
     /// BlazeFace full range, tiled: tiles per model run. Every run holds exactly this many (the
     /// last padded with black tiles), so that the input shape never changes. `None`:
-    /// [`GPU_TILE_BATCH`] on a GPU, where a run of one tile is mostly kernel launches, and 1 on the
-    /// CPU, where one tile per run is faster (a batch of 8–82 tiles took 1.2–2× as long as the same
-    /// tiles one by one on ONNX Runtime, 1 or 2 threads).
+    /// [`GPU_TILE_BATCH`] on a GPU, where a run of one tile is mostly kernel launches (1080p on an
+    /// H200: 44 ms against 200), and 1 on the CPU, where one tile per run is faster (1080p on 2
+    /// cores: 249–294 ms against 413–486 with 8 or 32 tiles a run).
     pub tile_batch: Option<usize>,
 }
 
 /// Tiles per BlazeFace run on a GPU ([`DetectorParams::tile_batch`]).
 pub const GPU_TILE_BATCH: usize = 32;
+
+/// [`DetectorParams::tile_batch`] on `device`.
+fn tile_batch_on(params: &DetectorParams, device: switchyard_infer::Device) -> usize {
+    let default = match device {
+        switchyard_infer::Device::Cpu => 1,
+        _ => GPU_TILE_BATCH,
+    };
+    params.tile_batch.unwrap_or(default).max(1)
+}
+
+/// A textured image for warming a model at load: what a photo's pixels do, not zeros.
+fn texture(w: u32, h: u32) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x + y) % 239) as u8])
+    })
+}
 
 impl Default for DetectorParams {
     fn default() -> Self {
@@ -134,16 +150,10 @@ impl FaceDetector {
         mut opts: LoadOptions,
     ) -> Result<Self> {
         opts.patches.extend(kind.patches());
+        // Tiles in batches need a graph whose batch follows the input.
         let batched = kind == DetectorKind::BlazeFaceBack
             && params.tiling
-            && params
-                .tile_batch
-                .unwrap_or(if opts.device == switchyard_infer::Device::Cpu {
-                    1
-                } else {
-                    GPU_TILE_BATCH
-                })
-                > 1;
+            && tile_batch_on(&params, opts.device) > 1;
         if batched {
             opts.patches.push(Patch::DynamicBatch);
         }
@@ -157,30 +167,21 @@ impl FaceDetector {
         // Fail now, not at the first request, when the file is not this detector's model.
         let probe = RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128]));
         det.detect_single(&probe)?;
+        // A fixed input shape runs once on every session at load (tract plans are shared: one
+        // run does), through the same path as a photo, on a textured image that fills it.
+        let lanes = match det.model.engine {
+            switchyard_infer::EngineKind::Ort => det.model.parallelism().max(1),
+            switchyard_infer::EngineKind::Tract => 1,
+        };
         if det.kind == DetectorKind::CenterFace && det.fixed_shape() {
-            // The one shape once on every session (tract plans are shared: one run does), through
-            // the same path as a photo, on a textured image that fills it.
-            let lanes = match det.model.engine {
-                switchyard_infer::EngineKind::Ort => det.model.parallelism().max(1),
-                switchyard_infer::EngineKind::Tract => 1,
-            };
             let (w, h) = centerface::fixed_shape(det.params.max_side);
-            let img = RgbImage::from_fn(w, h, |x, y| {
-                image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x + y) % 239) as u8])
-            });
+            let img = texture(w, h);
             for lane in 0..lanes {
                 det.centerface_on(&img, lane)?;
             }
         }
         if batched && det.tile_batch() > 1 {
-            // The batch shape once on every session, as for CenterFace's fixed shape.
-            let lanes = match det.model.engine {
-                switchyard_infer::EngineKind::Ort => det.model.parallelism().max(1),
-                switchyard_infer::EngineKind::Tract => 1,
-            };
-            let img = RgbImage::from_fn(512, 512, |x, y| {
-                image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x + y) % 239) as u8])
-            });
+            let img = texture(512, 512);
             for lane in 0..lanes {
                 det.blaze_batch(&img, &[(0, 0, 512, 512)], 256, Some(lane))?;
             }
@@ -190,14 +191,7 @@ impl FaceDetector {
 
     /// BlazeFace tiled: tiles per model run ([`DetectorParams::tile_batch`]).
     pub fn tile_batch(&self) -> usize {
-        self.params
-            .tile_batch
-            .unwrap_or(if self.model.device == switchyard_infer::Device::Cpu {
-                1
-            } else {
-                GPU_TILE_BATCH
-            })
-            .max(1)
+        tile_batch_on(&self.params, self.model.device)
     }
 
     /// Whether CenterFace runs at one fixed input shape ([`DetectorParams::fixed_shape`]).
@@ -362,7 +356,7 @@ impl FaceDetector {
         padding.iter_mut().for_each(|t| t.fill(-1.0));
         let per_thread = regions
             .len()
-            .div_ceil(switchyard_infer::cores().clamp(1, regions.len().max(1)));
+            .div_ceil(switchyard_infer::cores().clamp(1, regions.len()));
         let letterboxes: Vec<Result<blazeface::Letterbox>> = std::thread::scope(|s| {
             let work = |tiles: &mut [&mut [f32]], regions: &[(u32, u32, u32, u32)]| {
                 tiles
