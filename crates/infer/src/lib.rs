@@ -426,6 +426,9 @@ pub struct Model {
     adaptive_threads: bool,
     /// Runs made on the all-cores session.
     alone_runs: std::sync::atomic::AtomicU64,
+    /// Callers waiting for a session, every one busy (more requests than sessions, as with
+    /// `cuda_sessions` on a GPU): woken when a run ends, so a caller takes the first session freed.
+    freed: (Mutex<()>, std::sync::Condvar),
 }
 
 /// Marks one request in progress on a [`Model`] while it lives; from [`Model::request`].
@@ -633,6 +636,7 @@ impl Model {
             requests: std::sync::atomic::AtomicUsize::new(0),
             adaptive_threads: opts.adaptive_threads,
             alone_runs: std::sync::atomic::AtomicU64::new(0),
+            freed: Default::default(),
         })
     }
 
@@ -685,7 +689,9 @@ impl Model {
                 let guard = session
                     .lock()
                     .map_err(|_| Error::Run("session lock poisoned".into()))?;
-                self.run_ort_on(guard, inputs)
+                let out = self.run_ort_on(guard, inputs);
+                self.session_freed();
+                out
             }
             _ => self.run(inputs),
         }
@@ -708,7 +714,7 @@ impl Model {
         alone: Option<&Mutex<ort::session::Session>>,
         inputs: Vec<(&str, Tensor)>,
     ) -> Result<Vec<Tensor>> {
-        // Alone: every core. Else a free session if there is one, else wait for the first.
+        // Alone: every core. Else a free session if there is one, else the first one freed.
         let solo = alone
             .filter(|_| self.alone())
             .and_then(|s| s.try_lock().ok());
@@ -716,13 +722,60 @@ impl Model {
             self.alone_runs
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let guard = match solo.or_else(|| sessions.iter().find_map(|s| s.try_lock().ok())) {
+        let guard = match solo {
             Some(g) => g,
-            None => sessions[0]
-                .lock()
-                .map_err(|_| Error::Run("session lock poisoned".into()))?,
+            None => self.first_free(sessions)?,
         };
-        self.run_ort_on(guard, inputs)
+        let out = self.run_ort_on(guard, inputs);
+        self.session_freed();
+        out
+    }
+
+    /// A free session, waiting for one when all are busy.
+    fn first_free<'s>(
+        &self,
+        sessions: &'s [Mutex<ort::session::Session>],
+    ) -> Result<std::sync::MutexGuard<'s, ort::session::Session>> {
+        let poisoned = || Error::Run("session lock poisoned".into());
+        let try_any = || {
+            let mut broken = 0;
+            for s in sessions {
+                match s.try_lock() {
+                    Ok(g) => return Ok(Some(g)),
+                    Err(std::sync::TryLockError::WouldBlock) => {}
+                    Err(std::sync::TryLockError::Poisoned(_)) => broken += 1,
+                }
+            }
+            if broken == sessions.len() {
+                Err(poisoned())
+            } else {
+                Ok(None)
+            }
+        };
+        if let Some(g) = try_any()? {
+            return Ok(g);
+        }
+        let (lock, freed) = &self.freed;
+        let mut waiting = lock.lock().map_err(|_| poisoned())?;
+        loop {
+            // Checked under the lock that a run's end takes to notify: no wake-up is lost.
+            if let Some(g) = try_any()? {
+                return Ok(g);
+            }
+            // The timeout is a backstop for a session freed without a notification.
+            waiting = freed
+                .wait_timeout(waiting, std::time::Duration::from_millis(20))
+                .map_err(|_| poisoned())?
+                .0;
+        }
+    }
+
+    /// Wakes one caller waiting in [`first_free`](Self::first_free); after a run's session is
+    /// unlocked.
+    fn session_freed(&self) {
+        if let Ok(_waiting) = self.freed.0.lock() {
+            self.freed.1.notify_one();
+        }
     }
 
     fn run_ort_on(
@@ -988,5 +1041,50 @@ fn ort_session(
             build(Device::Cpu, &cpu_bytes()).map(|s| (s, Device::Cpu))
         }
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caller_waiting_for_a_session_takes_the_first_one_freed() {
+        // Two sessions, both busy; the second is freed first. The waiting caller must run on it
+        // while the first stays busy (it used to wait for the first session, whichever ended).
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../models/blazeface/face_detection_front_128x128.onnx");
+        let opts = LoadOptions {
+            engine: EngineChoice::Ort,
+            sessions: 2,
+            threads: 1,
+            ..Default::default()
+        };
+        let model = Model::load(&path, &opts).expect("load");
+        let Backend::Ort { sessions, .. } = &model.backend else {
+            panic!("not ONNX Runtime");
+        };
+        assert_eq!(sessions.len(), 2);
+        let first = sessions[0].lock().expect("first session");
+        let second = sessions[1].lock().expect("second session");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let got = std::thread::scope(|s| {
+            s.spawn(|| {
+                let input = Tensor::f32(vec![1, 128, 128, 3], vec![0.0; 128 * 128 * 3]);
+                let _ = tx.send(model.run(vec![(model.inputs[0].as_str(), input)]).is_ok());
+            });
+            // Let the caller find both busy and wait.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(second);
+            let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+            // Freed whatever happened, so that the caller can end and the scope with it.
+            drop(first);
+            got
+        });
+        assert_eq!(
+            got,
+            Ok(true),
+            "the caller did not run on the session freed first"
+        );
     }
 }
