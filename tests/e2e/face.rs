@@ -966,3 +966,45 @@ fn the_blur_cli_processes_many_photos_in_parallel_and_reports_bad_ones() {
     assert!(jpeg_tables(&q90) != t1 && q90.len() > written.len());
     assert_eq!(blur_at("0"), (false, None));
 }
+
+/// A slot's own `device` wins over `[engine] device`: with the engine on a GPU (which this machine
+/// does not have, and no `device_fallback`), a slot pinned to the CPU loads, serves and says so.
+/// Without the override the slot would not load and the gateway would not start.
+#[tokio::test]
+async fn a_slot_device_overrides_the_engine_device() {
+    let config = format!(
+        r#"{}
+[engine]
+device = "cuda:0"
+
+[[slot]]
+name = "faces-cpu"
+kind = "face"
+detector = "blazeface-front"
+model = "{}"
+device = "cpu"
+
+[[route]]
+name = "faces"
+path = "/v1/face"
+stable = "faces-cpu"
+"#,
+        listeners(""),
+        repo("models/blazeface/face_detection_front_128x128.onnx")
+    );
+    let gw = Gateway::start(&config);
+    let c = client();
+    let r = post(
+        &c,
+        &gw.url("/v1/face/detect"),
+        photo("astronaut.png"),
+        "image/png",
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["faces"].as_array().map(Vec::len), Some(1), "{v}");
+    let state = slot_state(&c, &gw, "faces-cpu").await;
+    assert_eq!(state["details"]["device"], "cpu", "{state}");
+}

@@ -283,6 +283,8 @@ pub struct SlotSpec {
     pub model: Option<String>,
     /// Model slots: engine override (`auto`, `ort`, `tract`).
     pub engine: Option<String>,
+    /// Model slots: device override (`cpu`, `cuda:N`); default `[engine] device`.
+    pub device: Option<String>,
     /// `face`: minimum detection score (default 0.5).
     pub score_threshold: Option<f32>,
     /// `face`: NMS overlap (default 0.3).
@@ -367,6 +369,7 @@ impl SlotSpec {
         ];
         let model = [
             ("engine", self.engine.is_some()),
+            ("device", self.device.is_some()),
             ("max_concurrency", self.max_concurrency.is_some()),
             ("sessions", self.sessions.is_some()),
             ("queue_depth", self.queue_depth.is_some()),

@@ -128,6 +128,25 @@ fn a_tile_batch_outside_its_range_is_refused() {
 }
 
 #[test]
+fn a_slot_device_is_checked_like_the_engine_device() {
+    let slot = "[[slot]]\nname = \"f\"\nkind = \"face\"\ndetector = \"blazeface-back\"\nmodel = \"Cargo.toml\"\n";
+    let got = problems(&format!("{slot}device = \"gpu\"\n"));
+    assert!(
+        got.iter()
+            .any(|g| g == "f.toml:6: device `gpu` is not `cpu` or `cuda:N`"),
+        "{got:#?}"
+    );
+    for good in ["cpu", "cuda:1"] {
+        let cfg = load_named(&format!("{slot}device = \"{good}\"\n"), "f.toml", None).expect(good);
+        assert_eq!(cfg.slots[0].device.as_deref(), Some(good));
+    }
+    let got = problems(
+        "[[slot]]\nname = \"u\"\nkind = \"upstream\"\nurl = \"http://127.0.0.1:1\"\ndevice = \"cpu\"\n",
+    );
+    assert!(got.iter().any(|g| g.contains("device")), "{got:#?}");
+}
+
+#[test]
 fn every_problem_is_listed_with_its_line() {
     let text = r#"[server]
 listen = "nonsense"

@@ -15,6 +15,15 @@ pub const MAX_SIDE_LIMIT: u32 = 8192;
 /// The most BlazeFace tiles per run a face slot accepts (256 tiles are a 201 MB input).
 pub const MAX_TILE_BATCH: usize = 256;
 
+/// Why `device` is not a device name (`cpu`, `cuda` or `cuda:N`), if it is not.
+fn device_problem(device: &str) -> Option<String> {
+    let cuda_ok = device
+        .strip_prefix("cuda:")
+        .is_some_and(|n| n.parse::<u32>().is_ok());
+    (device != "cpu" && device != "cuda" && !cuda_ok)
+        .then(|| format!("device `{device}` is not `cpu` or `cuda:N`"))
+}
+
 macro_rules! path {
     ($($seg:expr),* $(,)?) => { vec![$(Seg::from($seg)),*] };
 }
@@ -132,15 +141,8 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
             ),
         ));
     }
-    let device = cfg.engine.device.as_str();
-    let cuda_ok = device
-        .strip_prefix("cuda:")
-        .is_some_and(|n| n.parse::<u32>().is_ok());
-    if device != "cpu" && device != "cuda" && !cuda_ok {
-        out.push((
-            path!["engine", "device"],
-            format!("device `{device}` is not `cpu` or `cuda:N`"),
-        ));
+    if let Some(problem) = device_problem(&cfg.engine.device) {
+        out.push((path!["engine", "device"], problem));
     }
     if !matches!(
         cfg.engine.cuda_conv_search.as_str(),
@@ -337,6 +339,9 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
                     ));
                 }
             }
+        }
+        if let Some(problem) = slot.device.as_deref().and_then(device_problem) {
+            out.push((path!["slot", i, "device"], problem));
         }
         if let Some(e) = slot.engine.as_deref()
             && !matches!(e, "auto" | "ort" | "tract")

@@ -134,12 +134,52 @@ pub trait Slot: Send + Sync + 'static {
     }
 }
 
+/// Loads ONNX Runtime, once per process, for the devices the whole configuration names: the
+/// first load decides the library for every model after it, so with a GPU anywhere (`[engine]
+/// device` or a model slot's `device`, on a slot that may run ONNX Runtime) the GPU build is looked
+/// for first, which runs the CPU slots too. Otherwise the first model's load does it. An error is
+/// left to the loads, which report it (or fall back to tract).
+fn init_runtime_for(config: &Config) {
+    let gpu = config
+        .slots
+        .iter()
+        .filter(|s| matches!(s.kind, SlotKind::Face | SlotKind::Asr))
+        .filter(|s| s.engine.as_deref().unwrap_or(&config.engine.default) != "tract")
+        .filter_map(|s| {
+            s.device
+                .as_deref()
+                .unwrap_or(&config.engine.device)
+                .parse::<switchyard_infer::Device>()
+                .ok()
+        })
+        .find(|d| *d != switchyard_infer::Device::Cpu);
+    if let Some(device) = gpu {
+        let library = (!config.engine.ort_library.is_empty())
+            .then(|| std::path::PathBuf::from(&config.engine.ort_library));
+        let _ = switchyard_infer::Runtime::init(library.as_deref(), device);
+    }
+}
+
 /// Builds a slot from its configuration. Model slots load their model here (blocking).
 pub fn build(
     spec: &SlotSpec,
     config: &Config,
     base_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<Arc<dyn Slot>> {
+    if matches!(spec.kind, SlotKind::Face | SlotKind::Asr) {
+        init_runtime_for(config);
+    }
+    // A model slot's own `device` overrides `[engine] device` for it (its loads and hot swaps).
+    let with_device;
+    let config = match &spec.device {
+        Some(d) if *d != config.engine.device => {
+            let mut c = config.clone();
+            c.engine.device = d.clone();
+            with_device = c;
+            &with_device
+        }
+        _ => config,
+    };
     Ok(match spec.kind {
         SlotKind::Upstream => Arc::new(UpstreamSlot::new(spec)?),
         SlotKind::Static => Arc::new(StaticSlot::new(spec)?),
