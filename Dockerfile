@@ -10,7 +10,7 @@
 #
 # CUDA variant (ONNX Runtime's CUDA provider from the onnxruntime-gpu wheel, which is built for
 # CUDA 13 and cuDNN 9, on NVIDIA's CUDA 13 + cuDNN 9 runtime image; needs an NVIDIA driver >= 580);
-# set `[engine] device = "cuda:0"` in the configuration:
+# its baked configuration, deploy/docker/switchyard-cuda.toml, puts the face slots on cuda:0:
 #
 #   docker build --target runtime-cuda -t switchyard:cuda .
 #   docker run --gpus all -p 8080:8080 -p 9901:9901 switchyard:cuda
@@ -71,7 +71,7 @@ RUN useradd --system --uid 10001 --home-dir /opt/switchyard --shell /usr/sbin/no
 COPY --from=build /out/opt/switchyard /opt/switchyard
 COPY --from=ort-cuda /ort/ /opt/switchyard/
 COPY --from=build --chown=10001:10001 /out/var/lib/switchyard /var/lib/switchyard
-COPY deploy/docker/switchyard.toml /etc/switchyard/switchyard.toml
+COPY deploy/docker/switchyard-cuda.toml /etc/switchyard/switchyard.toml
 WORKDIR /opt/switchyard
 USER switchyard
 EXPOSE 8080 9901
