@@ -6,9 +6,10 @@
 #      face's size, scores within 0.01;
 #      `switchyard transcribe` on the test speech: the same text on both;
 #   2. the gateway with `[engine] device = "cuda:0"`: face and speech requests, `GET /admin/slots`
-#      and `/metrics` report the slots on cuda:0 with their device memory, a hot swap on the GPU;
+#      and `/metrics` report the slots on cuda:0 with their device memory (and a speech slot with
+#      its own `device = "cpu"` on the CPU, next to them), a hot swap on the GPU;
 #   3. timings: `switchyard blur` images/s on the CPU and on the GPU, `/blur` at 1 and 8 clients,
-#      first requests at new image sizes, speech real-time factors.
+#      first requests at new image sizes, BlazeFace's tiles per run, speech real-time factors.
 #
 # It prints one line per check and exits 1 if any failed. Needs: the release binary, the
 # onnxruntime-gpu libraries in ORT_GPU_DIR (`scripts/fetch_assets.py --cuda` puts them in
@@ -155,6 +156,17 @@ version = "1.0"
 name = "asr"
 path = "/v1/asr"
 stable = "asr-v1"
+# The same model pinned to the CPU by its own device key, next to the GPU slots.
+[[slot]]
+name = "asr-cpu"
+kind = "asr"
+family = "transducer"
+model_dir = "models/asr/zipformer-en-3m"
+device = "cpu"
+[[route]]
+name = "asr-cpu"
+path = "/v1/asr-cpu"
+stable = "asr-cpu"
 EOF
 started=$(date +%s.%N)
 "$BIN" serve --config "$OUT/cuda.toml" >"$OUT/serve.log" 2>&1 &
@@ -185,8 +197,15 @@ import json, sys
 a, b = (json.load(open(p)) for p in sys.argv[1:3])
 sys.exit(0 if a.get("text") == b.get("text") else 1)
 EOF
+    curl -s -H 'content-type: audio/wav' --data-binary @"$TESTDATA/asr/0.wav" \
+        http://127.0.0.1:18080/v1/asr-cpu/transcribe >"$OUT/serve-asr-cpu.json"
+    python3 - "$OUT/serve-asr-cpu.json" "$OUT/asr-0.wav-cpu.json" <<'EOF' && pass "/v1/asr-cpu/transcribe 0.wav (slot device = cpu): the CLI's CPU text" || fail "/v1/asr-cpu/transcribe: $(head -c 300 "$OUT/serve-asr-cpu.json")"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+sys.exit(0 if a.get("text") == b.get("text") else 1)
+EOF
     curl -s http://127.0.0.1:19901/admin/slots >"$OUT/slots.json"
-    python3 - "$OUT/slots.json" "$DEVICE" <<'EOF' && pass "GET /admin/slots: every model slot on $DEVICE with device memory" || fail "GET /admin/slots: $(head -c 600 "$OUT/slots.json")"
+    python3 - "$OUT/slots.json" "$DEVICE" <<'EOF' && pass "GET /admin/slots: every model slot on its device ($DEVICE, asr-cpu on cpu) with device memory" || fail "GET /admin/slots: $(head -c 600 "$OUT/slots.json")"
 import json, sys
 slots = json.load(open(sys.argv[1]))
 slots = slots.get("slots", slots) if isinstance(slots, dict) else slots
@@ -194,8 +213,10 @@ bad = 0
 for s in slots:
     mem = s.get("details", {}).get("memory") or {}
     d = s.get("details", {})
-    print(f"      {s.get('name')}: sessions {d.get('sessions')}, fixed_shape {d.get('fixed_shape')}, memory {d.get('memory_devices')}")
-    if s.get("kind") in ("face", "asr") and mem.get("device") != sys.argv[2]:
+    print(f"      {s.get('name')}: sessions {d.get('sessions')}, fixed_shape {d.get('fixed_shape')}, "
+          f"tile_batch {d.get('tile_batch')}, memory {d.get('memory_devices')}")
+    want = "cpu" if s.get("name") == "asr-cpu" else sys.argv[2]
+    if s.get("kind") in ("face", "asr") and mem.get("device") != want:
         bad = 1
 sys.exit(bad)
 EOF
@@ -308,6 +329,19 @@ bench_variant "$GPU (defaults)" "$DEVICE" "" "" 500
 bench_variant "$GPU, image sizes" "$DEVICE" "" "fixed_shape = false"
 bench_variant "$GPU, 2 sessions" "$DEVICE" "cuda_sessions = 2"
 bench_variant "$GPU, exhaustive" "$DEVICE" 'cuda_conv_search = "exhaustive"'
+
+echo "      BlazeFace tiled, \`switchyard detect\` inference time by tiles per run:"
+big=$(ls "${PHOTOS:-$TESTDATA}"/*.jpg 2>/dev/null | head -n 1)
+for dev in cpu "$DEVICE"; do
+    for tb in 1 8 32; do
+        [ "$dev" = cpu ] && [ "$tb" != 1 ] && continue
+        "$BIN" detect --engine ort --device "$dev" --detector blazeface-back --tile-batch $tb "$big" \
+            >"$OUT/tiles-$tb-${dev%%:*}.json" 2>"$OUT/tiles-$tb-${dev%%:*}.err" \
+            && python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(f\"        {sys.argv[2]}, {sys.argv[3]} a run: {len(d['faces'])} faces, {d['timings_ms']['infer']:.1f} ms\")" \
+                "$OUT/tiles-$tb-${dev%%:*}.json" "$dev" "$tb" \
+            || fail "detect blazeface-back --tile-batch $tb on $dev: $(tail -n 3 "$OUT/tiles-$tb-${dev%%:*}.err")"
+    done
+done
 
 if [ -n "${PHOTOS:-}" ]; then
     for dev in cpu "$DEVICE"; do
