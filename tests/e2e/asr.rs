@@ -374,6 +374,7 @@ async fn a_beam_search_slot_gives_the_reference_beam_text() {
         "{s}"
     );
     assert_eq!(s["details"]["max_active_paths"], 4, "{s}");
+    assert_eq!(s["details"]["device"], "cpu", "{s}");
 }
 
 /// Streams `samples` (16-bit LE PCM at `rate`) in 100 ms messages, paced at `speed`× real time.

@@ -1169,6 +1169,8 @@ impl Slot for AsrSlot {
             "version": &*m.version,
             "language": m.language,
             "engine": m.recognizer.model.engine().as_str(),
+            // The encoder's; the decoder, joiner and VAD stay on the CPU (see `memory_devices`).
+            "device": m.recognizer.model.device().to_string(),
             "chunk_ms": info.shift * 10,
             "decoding_method": m.recognizer.options.decoding.name(),
             "channels": self.channels.as_str(),
