@@ -245,6 +245,8 @@ pub(crate) fn dynamic_batch(graph: &mut pb::GraphProto) -> usize {
     let mut nodes = Vec::with_capacity(graph.node.len() + 4);
     let mut rewritten = 0;
     let mut have_batch = false;
+    // Each constant shape's batch-following copy, made once however many nodes read it.
+    let mut made = std::collections::HashSet::new();
     for mut n in std::mem::take(&mut graph.node) {
         // The constant shape a node reads: Reshape's second input, ConstantOfShape's only one.
         let shape_input = if n.op_type == "ConstantOfShape" { 0 } else { 1 };
@@ -275,17 +277,19 @@ pub(crate) fn dynamic_batch(graph: &mut pb::GraphProto) -> usize {
                         ),
                     );
                 }
-                let rest = format!("{}.rest", n.input[0]);
-                added.push(int64_tensor(rest.clone(), v[1..].to_vec()));
                 let full = format!("{}.batch", n.input[0]);
-                let mut concat = node("Concat", vec![batch.clone(), rest], full.clone());
-                concat.attribute.push(AttributeProto {
-                    name: "axis".into(),
-                    r#type: attribute_proto::AttributeType::Int as i32,
-                    i: 0,
-                    ..Default::default()
-                });
-                nodes.push(concat);
+                if made.insert(full.clone()) {
+                    let rest = format!("{}.rest", n.input[0]);
+                    added.push(int64_tensor(rest.clone(), v[1..].to_vec()));
+                    let mut concat = node("Concat", vec![batch.clone(), rest], full.clone());
+                    concat.attribute.push(AttributeProto {
+                        name: "axis".into(),
+                        r#type: attribute_proto::AttributeType::Int as i32,
+                        i: 0,
+                        ..Default::default()
+                    });
+                    nodes.push(concat);
+                }
                 n.input[0] = full;
                 rewritten += 1;
             }
@@ -492,6 +496,8 @@ mod tests {
                 node("Reshape", &["x", "pinned"]),
                 node("Reshape", &["y", "free"]),
                 node("ConstantOfShape", &["pad_shape"]),
+                // A second reader of the same shape: no second Concat (one producer per name).
+                node("ConstantOfShape", &["pad_shape"]),
             ],
             initializer: vec![shaped, free, pad],
             input: vec![input],
@@ -501,7 +507,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        assert_eq!(dynamic_batch(&mut g), 2);
+        assert_eq!(dynamic_batch(&mut g), 3);
         let ops: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
         // The input's batch first, then each constant shape's own, before the node that reads it.
         assert_eq!(
@@ -512,9 +518,11 @@ mod tests {
                 "Reshape",
                 "Reshape",
                 "Concat",
+                "ConstantOfShape",
                 "ConstantOfShape"
             ]
         );
+        assert_eq!(g.node[6].input, ["pad_shape.batch"]);
         assert_eq!(g.node[0].input, ["image"]);
         assert_eq!(g.node[2].input, ["x", "pinned.batch"]);
         assert_eq!(
