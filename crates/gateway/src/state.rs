@@ -547,6 +547,8 @@ fn build_snapshot(
     epoch: Instant,
     base_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<Snapshot> {
+    // Before any model slot loads: the library the whole configuration needs.
+    slot::init_runtime_for(&config);
     let mut slots = HashMap::new();
     for spec in &config.slots {
         let name: Arc<str> = Arc::from(spec.name.as_str());

@@ -429,6 +429,8 @@ pub struct Model {
     /// Callers waiting for a session, every one busy (more requests than sessions, as with
     /// `cuda_sessions` on a GPU): woken when a run ends, so a caller takes the first session freed.
     freed: (Mutex<()>, std::sync::Condvar),
+    /// Callers in [`Model::first_free`]'s wait: a run's end notifies only when there are some.
+    waiters: std::sync::atomic::AtomicUsize,
 }
 
 /// Marks one request in progress on a [`Model`] while it lives; from [`Model::request`].
@@ -637,6 +639,7 @@ impl Model {
             adaptive_threads: opts.adaptive_threads,
             alone_runs: std::sync::atomic::AtomicU64::new(0),
             freed: Default::default(),
+            waiters: Default::default(),
         })
     }
 
@@ -755,6 +758,18 @@ impl Model {
         if let Some(g) = try_any()? {
             return Ok(g);
         }
+        use std::sync::atomic::{Ordering::SeqCst, fence};
+        // Counted before the sessions are tried again (with the fence in `session_freed`, a run
+        // that ends after this either sees the count or is seen by the try).
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, SeqCst);
+            }
+        }
+        self.waiters.fetch_add(1, SeqCst);
+        let _counted = Waiting(&self.waiters);
+        fence(SeqCst);
         let (lock, freed) = &self.freed;
         let mut waiting = lock.lock().map_err(|_| poisoned())?;
         loop {
@@ -773,6 +788,12 @@ impl Model {
     /// Wakes one caller waiting in [`first_free`](Self::first_free); after a run's session is
     /// unlocked.
     fn session_freed(&self) {
+        use std::sync::atomic::{Ordering::SeqCst, fence};
+        // Nothing to do on the common path, where no caller waits: no lock taken.
+        fence(SeqCst);
+        if self.waiters.load(SeqCst) == 0 {
+            return;
+        }
         if let Ok(_waiting) = self.freed.0.lock() {
             self.freed.1.notify_one();
         }

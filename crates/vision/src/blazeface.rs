@@ -62,12 +62,21 @@ pub fn preprocess_into(
     let rh = ((h as f32 * scale).round() as u32).clamp(1, size);
     let resized = resize_region(img, region, rw, rh)?;
     let (ox, oy) = ((size - rw) / 2, (size - rh) / 2);
-    out.fill(-1.0);
-    for y in 0..rh {
-        let row = &resized.as_raw()[(y * rw * 3) as usize..((y + 1) * rw * 3) as usize];
-        let dst = (((y + oy) * size + ox) * 3) as usize;
-        for (d, s) in out[dst..dst + row.len()].iter_mut().zip(row) {
-            *d = f32::from(*s) / 127.5 - 1.0;
+    // Each value written once: black (-1) around the image, its pixels scaled to [-1, 1] inside.
+    let (left, width) = (ox as usize * 3, rw as usize * 3);
+    let mut pixels = resized.as_raw().chunks_exact(width);
+    for (y, row) in (0u32..).zip(out.chunks_exact_mut(size as usize * 3)) {
+        // Rows above the image take none of its pixels; rows below find none left.
+        let src = if y >= oy { pixels.next() } else { None };
+        match src {
+            Some(src) => {
+                row[..left].fill(-1.0);
+                for (d, s) in row[left..left + width].iter_mut().zip(src) {
+                    *d = f32::from(*s) / 127.5 - 1.0;
+                }
+                row[left + width..].fill(-1.0);
+            }
+            None => row.fill(-1.0),
         }
     }
     Ok(Letterbox {

@@ -139,7 +139,7 @@ pub trait Slot: Send + Sync + 'static {
 /// device` or a model slot's `device`, on a slot that may run ONNX Runtime) the GPU build is looked
 /// for first, which runs the CPU slots too. Otherwise the first model's load does it. An error is
 /// left to the loads, which report it (or fall back to tract).
-fn init_runtime_for(config: &Config) {
+pub(crate) fn init_runtime_for(config: &Config) {
     let gpu = config
         .slots
         .iter()
@@ -166,9 +166,6 @@ pub fn build(
     config: &Config,
     base_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<Arc<dyn Slot>> {
-    if matches!(spec.kind, SlotKind::Face | SlotKind::Asr) {
-        init_runtime_for(config);
-    }
     // A model slot's own `device` overrides `[engine] device` for it (its loads and hot swaps).
     let with_device;
     let config = match &spec.device {
