@@ -65,6 +65,17 @@ fn stages(c: &mut Criterion) {
             imageio::encode_threads(&img, Format::Jpeg, 90, switchyard_infer::cores()).unwrap()
         })
     });
+    // JPEG to JPEG at the input's quality: the input's bits kept outside the six faces.
+    let mut blurred = img.clone();
+    let regions = anonymize(&mut blurred, &faces, Style::Blur, 1.0, 0.2);
+    assert!(switchyard_vision::splice::splice(&jpeg, &blurred, &regions, None).is_some());
+    g.bench_function("splice_jpeg_6_faces", |b| {
+        b.iter(|| switchyard_vision::splice::splice(&jpeg, &blurred, &regions, None).unwrap())
+    });
+    // The same with no face: parsing the input's entropy-coded data and copying it.
+    g.bench_function("splice_jpeg_no_face", |b| {
+        b.iter(|| switchyard_vision::splice::splice(&jpeg, &blurred, &[], None).unwrap())
+    });
     // WebP output: lossy through libwebp (a lossy input, or a quality given), lossless otherwise.
     g.bench_function("encode_webp_lossy_q90", |b| {
         b.iter(|| imageio::encode(&img, Format::Webp, 90).unwrap())

@@ -31,10 +31,18 @@ impl Style {
 }
 
 /// Hides every face in `img`. `strength` (default 1) scales the blur radius or block size;
-/// `margin` grows each box on every side by that fraction of its width/height.
-pub fn anonymize(img: &mut RgbImage, faces: &[Face], style: Style, strength: f32, margin: f32) {
+/// `margin` grows each box on every side by that fraction of its width/height. Returns the
+/// rectangles `(x, y, width, height)` it wrote to: no pixel outside them changed.
+pub fn anonymize(
+    img: &mut RgbImage,
+    faces: &[Face],
+    style: Style,
+    strength: f32,
+    margin: f32,
+) -> Vec<(u32, u32, u32, u32)> {
     let (iw, ih) = (img.width() as f32, img.height() as f32);
     let strength = strength.clamp(0.1, 10.0);
+    let mut written = Vec::with_capacity(faces.len());
     for face in faces {
         let (w, h) = face.size();
         if !(w > 0.0 && h > 0.0) {
@@ -57,7 +65,9 @@ pub fn anonymize(img: &mut RgbImage, faces: &[Face], style: Style, strength: f32
             Style::Mask => RgbImage::new(region.2, region.3),
         };
         paste_ellipse(img, &patch, region);
+        written.push(region);
     }
+    written
 }
 
 fn paste_ellipse(img: &mut RgbImage, patch: &RgbImage, (x0, y0, w, h): (u32, u32, u32, u32)) {

@@ -471,7 +471,7 @@ pub fn encode_channels(
 /// profile's own length) whose data colour space is the output's, RGB or gray. A CMYK or Lab
 /// profile (the pixels were converted to RGB on decoding) or a gray one on colour output would
 /// misdescribe the pixels.
-fn icc_fits(profile: &[u8], gray_output: bool) -> bool {
+pub(crate) fn icc_fits(profile: &[u8], gray_output: bool) -> bool {
     let space: &[u8] = if gray_output { b"GRAY" } else { b"RGB " };
     let declared = profile
         .get(..4)

@@ -14,6 +14,7 @@ mod detector;
 pub mod imageio;
 pub mod nms;
 pub mod pipeline;
+pub mod splice;
 pub mod stripped;
 pub mod webp;
 pub mod ycbcr;

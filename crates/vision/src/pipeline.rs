@@ -158,8 +158,25 @@ fn anonymise_encode(
         return Ok((out, format, d));
     }
     let (img, channels) = (&mut decoded.image, &decoded.channels);
-    anonymize(img, &d.faces, opts.style, opts.strength, opts.margin);
+    let regions = anonymize(img, &d.faces, opts.style, opts.strength, opts.margin);
     let t1 = Instant::now();
+    // A JPEG kept a JPEG at its own quality: the input's bits wherever no face was (no second
+    // generation of loss there, and a fraction of the encoding work).
+    let splice = format == Format::Jpeg
+        && decoded.format == Format::Jpeg
+        && opts.quality == Quality::Auto
+        && !decoded.reoriented;
+    if splice {
+        let icc = channels
+            .icc_profile
+            .as_deref()
+            .filter(|p| imageio::icc_fits(p, false));
+        if let Some(out) = crate::splice::splice(bytes, img, &regions, icc) {
+            d.timings.anonymize = (t1 - t0).as_secs_f64();
+            d.timings.encode = t1.elapsed().as_secs_f64();
+            return Ok((out, format, d));
+        }
+    }
     // With adaptive threads (the face slot's `threads = 0`), a request alone on the model encodes on
     // every core; with others in progress the cores are busy with them, one thread each is better.
     let threads = if det.model.alone() {

@@ -93,7 +93,12 @@ fn a_photo_alone_on_an_adaptive_model_is_encoded_on_every_core() {
     // Loaded with fixed threads (2 per session here): one encoder thread, whatever the load.
     let fixed = detector(kind, switchyard_infer::EngineChoice::Ort, params);
     let bytes = std::fs::read(existing(".cache/testdata/t1.jpg")).expect("t1.jpg");
-    let opts = switchyard_vision::pipeline::BlurOptions::default();
+    // A quality of its own: the whole image is encoded (at the input's own quality the input's
+    // bits are kept outside the faces instead, `splice`).
+    let opts = switchyard_vision::pipeline::BlurOptions {
+        quality: imageio::Quality::Fixed(90),
+        ..Default::default()
+    };
     for (name, det, expect_strips) in [
         ("adaptive", &adaptive, switchyard_infer::cores() > 1),
         ("fixed threads", &fixed, false),
@@ -359,5 +364,65 @@ fn a_lossy_webp_is_reencoded_at_the_quality_it_was_written_at() {
         damaged[4..8].copy_from_slice(&u32::try_from(cut - 8).expect("size").to_le_bytes());
         damaged[16..20].copy_from_slice(&u32::try_from(cut - 20).expect("size").to_le_bytes());
         assert_eq!(webp::quality(&damaged), None, "cut at {cut}");
+    }
+}
+
+#[test]
+fn a_jpeg_blurred_at_its_own_quality_keeps_its_exact_pixels_away_from_the_faces() {
+    let kind = switchyard_vision::DetectorKind::CenterFace;
+    let det = detector(
+        kind,
+        switchyard_infer::EngineChoice::Ort,
+        Default::default(),
+    );
+    let opts = switchyard_vision::pipeline::BlurOptions::default();
+    for name in ["t1.jpg", "rocket.jpg"] {
+        let bytes = std::fs::read(existing(&format!(".cache/testdata/{name}"))).expect("photo");
+        let input = imageio::decode(&bytes, 100_000_000).expect("decode").image;
+        let (out, format, d) =
+            switchyard_vision::pipeline::blur(&det, &bytes, 100_000_000, &opts).expect("blur");
+        assert_eq!(format, Format::Jpeg);
+        let output = imageio::decode(&out, 100_000_000).expect("decode").image;
+        // Away from every face (its box grown by the margin, 0.2, then by two 16-pixel MCUs), the
+        // output decodes to the input's very pixels: no second generation of JPEG loss.
+        let near = |x: u32, y: u32| {
+            d.faces.iter().any(|f| {
+                let (w, h) = f.size();
+                let (x, y) = (x as f32, y as f32);
+                x >= f.bbox[0] - 0.2 * w - 32.0
+                    && x <= f.bbox[2] + 0.2 * w + 32.0
+                    && y >= f.bbox[1] - 0.2 * h - 32.0
+                    && y <= f.bbox[3] + 0.2 * h + 32.0
+            })
+        };
+        let (mut kept, mut far) = (0, 0);
+        for (x, y, p) in output.enumerate_pixels() {
+            if !near(x, y) {
+                far += 1;
+                kept += usize::from(p == input.get_pixel(x, y));
+            }
+        }
+        assert!(far > 0);
+        assert_eq!(kept, far, "{name}: pixels away from the faces changed");
+        // And each face is blurred: most pixels around its centre changed.
+        for f in &d.faces {
+            let (cx, cy) = (
+                (f.bbox[0] + f.bbox[2]) as u32 / 2,
+                (f.bbox[1] + f.bbox[3]) as u32 / 2,
+            );
+            let r = (f.size().0 / 4.0) as u32;
+            let changed = (cy - r..cy + r)
+                .flat_map(|y| (cx - r..cx + r).map(move |x| (x, y)))
+                .filter(|&(x, y)| output.get_pixel(x, y) != input.get_pixel(x, y))
+                .count();
+            assert!(
+                changed * 10 >= (4 * r * r) as usize * 8,
+                "{name}: face {:?}",
+                f.bbox
+            );
+        }
+        if name == "t1.jpg" {
+            assert_eq!(d.faces.len(), 6);
+        }
     }
 }
