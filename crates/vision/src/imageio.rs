@@ -169,11 +169,24 @@ enum Tables<'a> {
 }
 
 /// Position of each zigzag-ordered coefficient in natural order (ITU T.81 figure A.6).
-const ZIGZAG: [usize; 64] = [
+pub(crate) const ZIGZAG: [usize; 64] = [
     0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20,
     13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59,
     52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
 ];
+
+/// The JPEG marker segment at `pos`, fill bytes (0xFF) before it skipped: where its marker
+/// starts, the marker, and the segment's length field (the body is `pos + 4..pos + 2 + len`).
+pub(crate) fn jpeg_segment(b: &[u8], mut pos: usize) -> Option<(usize, u8, usize)> {
+    while *b.get(pos)? == 0xFF && *b.get(pos + 1)? == 0xFF {
+        pos += 1;
+    }
+    if *b.get(pos)? != 0xFF {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([*b.get(pos + 2)?, *b.get(pos + 3)?]));
+    Some((pos, *b.get(pos + 1)?, len))
+}
 
 /// The quantization tables of a baseline, extended or progressive Huffman JPEG as its first scan
 /// uses them; `None` for anything else (arithmetic or lossless coding, 16-bit tables with values
@@ -186,15 +199,8 @@ pub fn jpeg_tables(b: &[u8]) -> Option<JpegTables> {
     let mut uses: Option<(usize, usize, bool)> = None;
     let mut pos = 2;
     loop {
-        // Fill bytes (0xFF) may precede a marker.
-        while *b.get(pos)? == 0xFF && *b.get(pos + 1)? == 0xFF {
-            pos += 1;
-        }
-        if *b.get(pos)? != 0xFF {
-            return None;
-        }
-        let marker = *b.get(pos + 1)?;
-        let len = usize::from(u16::from_be_bytes([*b.get(pos + 2)?, *b.get(pos + 3)?]));
+        let (marker, len);
+        (pos, marker, len) = jpeg_segment(b, pos)?;
         let body = || b.get(pos + 4..(pos + 2 + len).max(pos + 4));
         match marker {
             0xDB => {

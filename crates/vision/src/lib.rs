@@ -3,7 +3,8 @@
 //! * [`imageio`]: decoding with pixel limits and EXIF orientation, encoding without metadata;
 //! * [`FaceDetector`]: BlazeFace (full frame plus overlapping tiles, so small far faces are found) and
 //!   CenterFace (at a resolution derived from the image), on either inference engine;
-//! * [`anonymize()`]: blur, pixelate or mask each face, with strength scaled to the face's size.
+//! * [`anonymize()`]: blur, pixelate or mask each face, with strength scaled to the face's size;
+//! * [`splice`]: JPEG output that keeps the input's own compressed data away from the faces.
 //!
 //! This crate knows nothing of HTTP, routes or slots.
 

@@ -17,15 +17,12 @@
 //! region, where a decoder's chroma upsampling blends neighbouring MCUs). It applies to baseline
 //! Huffman JPEG with one interleaved scan (what cameras, phones and libjpeg write by default);
 //! anything else (progressive, arithmetic coding, 12-bit, CMYK or RGB-coded JPEG, several scans,
-//! damaged data, a symbol the input's Huffman tables cannot code) gives `None`, and the caller
-//! encodes the pixels in full.
+//! damaged data, tables without an end-of-block code) gives `None`, and the caller encodes the
+//! pixels in full. Huffman tables optimised for the input may lack symbols the new blocks need:
+//! they are added where the code space has room (`Huffman::complete`), else the new blocks'
+//! coefficients are fitted to the table (`fit`).
 
-/// Position in a block of the `k`-th coefficient in zigzag order.
-const ZIGZAG: [usize; 64] = [
-    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20,
-    13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59,
-    52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
-];
+use crate::imageio::{ZIGZAG, jpeg_segment};
 
 /// A pixel rectangle `(x, y, width, height)`.
 pub type Region = (u32, u32, u32, u32);
@@ -140,14 +137,8 @@ impl<'a> Jpeg<'a> {
         let mut adobe_transform = None;
         let mut pos = 2;
         loop {
-            while *b.get(pos)? == 0xFF && *b.get(pos + 1)? == 0xFF {
-                pos += 1;
-            }
-            if *b.get(pos)? != 0xFF {
-                return None;
-            }
-            let marker = *b.get(pos + 1)?;
-            let len = usize::from(u16::from_be_bytes([*b.get(pos + 2)?, *b.get(pos + 3)?]));
+            let (marker, len);
+            (pos, marker, len) = jpeg_segment(b, pos)?;
             if len < 2 {
                 return None;
             }
