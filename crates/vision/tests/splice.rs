@@ -215,6 +215,9 @@ fn what_it_cannot_splice_is_left_to_the_encoder() {
     let other = imageops::crop_imm(&img, 0, 0, 128, 96).to_image();
     let baseline = jpeg(&img, |_| {});
     assert!(splice(&baseline, &other, &[], None).is_none());
+    // Regions over more than a third of the MCUs: encoding in full is faster.
+    assert!(splice(&baseline, &img, &[(0, 0, 256, 80)], None).is_none());
+    assert!(splice(&baseline, &img, &[(0, 0, 256, 48)], None).is_some());
     // Not a JPEG.
     assert!(splice(b"\x89PNG\r\n\x1a\n", &img, &[], None).is_none());
 }
