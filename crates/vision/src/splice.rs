@@ -547,17 +547,35 @@ impl Layout {
         let (x0, y0) = ((m % self.cols) * self.mcu_w, (m / self.cols) * self.mcu_h);
         // The MCU's pixels in YCbCr, one plane per component, edges repeated.
         let ncomp = j.comps.len();
-        for v in 0..self.mcu_h {
+        let (w, h) = (self.mcu_w, self.mcu_h);
+        let inside = x0 + w <= iw;
+        for v in 0..h {
             let y = (y0 + v).min(ih - 1);
-            for u in 0..self.mcu_w {
-                let x = (x0 + u).min(iw - 1);
-                let p = &px[(y * iw + x) * 3..][..3];
+            let at = v * w;
+            let (p0, rest) = planes.split_at_mut(1);
+            let (p1, p2) = rest.split_at_mut(1);
+            let (py, pcb, pcr) = (
+                &mut p0[0][at..at + w],
+                &mut p1[0][at..at + w],
+                &mut p2[0][at..at + w],
+            );
+            let mut put = |u: usize, p: &[u8]| {
                 let (r, g, b) = (f32::from(p[0]), f32::from(p[1]), f32::from(p[2]));
-                let i = v * self.mcu_w + u;
-                planes[0][i] = 0.299 * r + 0.587 * g + 0.114 * b - 128.0;
+                py[u] = 0.299 * r + 0.587 * g + 0.114 * b - 128.0;
                 if ncomp == 3 {
-                    planes[1][i] = -0.168_736 * r - 0.331_264 * g + 0.5 * b;
-                    planes[2][i] = 0.5 * r - 0.418_688 * g - 0.081_312 * b;
+                    pcb[u] = -0.168_736 * r - 0.331_264 * g + 0.5 * b;
+                    pcr[u] = 0.5 * r - 0.418_688 * g - 0.081_312 * b;
+                }
+            };
+            if inside {
+                let row = &px[(y * iw + x0) * 3..][..w * 3];
+                for (u, p) in row.chunks_exact(3).enumerate() {
+                    put(u, p);
+                }
+            } else {
+                for u in 0..w {
+                    let x = (x0 + u).min(iw - 1);
+                    put(u, &px[(y * iw + x) * 3..][..3]);
                 }
             }
         }
@@ -569,14 +587,21 @@ impl Layout {
             for by in 0..c.v {
                 for bx in 0..c.h {
                     let mut block = [0f32; 64];
-                    for (k, s) in block.iter_mut().enumerate() {
-                        let (u0, v0) = ((bx * 8 + k % 8) * sx, (by * 8 + k / 8) * sy);
-                        let mut acc = 0f32;
-                        for dv in 0..sy {
-                            let row = &plane[(v0 + dv) * self.mcu_w + u0..][..sx];
-                            acc += row.iter().sum::<f32>();
+                    for (r, line) in block.chunks_exact_mut(8).enumerate() {
+                        let v0 = (by * 8 + r) * sy;
+                        let u0 = bx * 8 * sx;
+                        if sx == 1 && sy == 1 {
+                            line.copy_from_slice(&plane[v0 * w + u0..][..8]);
+                            continue;
                         }
-                        *s = acc * norm;
+                        for (k, s) in line.iter_mut().enumerate() {
+                            let mut acc = 0f32;
+                            for dv in 0..sy {
+                                let row = &plane[(v0 + dv) * w + u0 + k * sx..][..sx];
+                                acc += row.iter().sum::<f32>();
+                            }
+                            *s = acc * norm;
+                        }
                     }
                     fdct(&mut block);
                     let scale = &scales[c.tq];
