@@ -44,7 +44,6 @@ pub fn splice(
         return None;
     }
     let layout = Layout::of(&jpeg);
-    let index = index(&jpeg, &layout)?;
     let changed = layout.changed(regions);
     // An MCU made from pixels costs about twice what `jpeg-encoder` spends on one, and reading the
     // input a third of a full encoding: past a third of the MCUs, encoding in full is faster (and
@@ -52,6 +51,7 @@ pub fn splice(
     if changed.iter().filter(|&&c| c).count() * 3 > layout.mcus {
         return None;
     }
+    let index = index(&jpeg, &layout)?;
     let mut out = Vec::with_capacity(input.len() + icc.map_or(0, <[u8]>::len) + 1024);
     jpeg.write_headers(&mut out, icc);
     let mut w = BitWriter::new(out);
