@@ -99,9 +99,16 @@ fn decode_detect(
     ))
 }
 
+/// Whether the input's own compressed data can serve for an output in `format` at `quality`: the
+/// same format, JPEG or WebP at [`Quality::Auto`] (PNG at any), pixels stored upright.
+fn keeps_input_data(decoded: &imageio::Decoded, format: Format, quality: Quality) -> bool {
+    format == decoded.format
+        && (format == Format::Png || quality == Quality::Auto)
+        && !decoded.reoriented
+}
+
 /// The input itself, without its metadata ([`crate::stripped`]), when there is nothing to
-/// anonymise and nothing asked of the output that the input's own data does not already give:
-/// no face, the same format, JPEG or WebP at [`Quality::Auto`], pixels stored upright.
+/// anonymise and nothing asked of the output that the input's own data does not already give.
 fn unchanged_output(
     bytes: &[u8],
     decoded: &imageio::Decoded,
@@ -109,10 +116,7 @@ fn unchanged_output(
     format: Format,
     quality: Quality,
 ) -> Option<Vec<u8>> {
-    let same = format == decoded.format
-        && (format == Format::Png || quality == Quality::Auto)
-        && !decoded.reoriented;
-    if faces > 0 || !same {
+    if faces > 0 || !keeps_input_data(decoded, format, quality) {
         return None;
     }
     crate::stripped::stripped(bytes, format)
@@ -157,34 +161,35 @@ fn anonymise_encode(
         d.timings.encode = t0.elapsed().as_secs_f64();
         return Ok((out, format, d));
     }
+    let spliceable = format == Format::Jpeg && keeps_input_data(decoded, format, opts.quality);
     let (img, channels) = (&mut decoded.image, &decoded.channels);
     let regions = anonymize(img, &d.faces, opts.style, opts.strength, opts.margin);
     let t1 = Instant::now();
     // A JPEG kept a JPEG at its own quality: the input's bits wherever no face was (no second
     // generation of loss there, and a fraction of the encoding work).
-    let splice = format == Format::Jpeg
-        && decoded.format == Format::Jpeg
-        && opts.quality == Quality::Auto
-        && !decoded.reoriented;
-    if splice {
+    let spliced = if spliceable {
         let icc = channels
             .icc_profile
             .as_deref()
             .filter(|p| imageio::icc_fits(p, false));
-        if let Some(out) = crate::splice::splice(bytes, img, &regions, icc) {
-            d.timings.anonymize = (t1 - t0).as_secs_f64();
-            d.timings.encode = t1.elapsed().as_secs_f64();
-            return Ok((out, format, d));
-        }
-    }
-    // With adaptive threads (the face slot's `threads = 0`), a request alone on the model encodes on
-    // every core; with others in progress the cores are busy with them, one thread each is better.
-    let threads = if det.model.alone() {
-        switchyard_infer::cores()
+        crate::splice::splice(bytes, img, &regions, icc)
     } else {
-        1
+        None
     };
-    let out = imageio::encode_channels(img, channels, format, opts.quality, threads)?;
+    let out = match spliced {
+        Some(out) => out,
+        None => {
+            // With adaptive threads (the face slot's `threads = 0`), a request alone on the model
+            // encodes on every core; with others in progress the cores are busy with them, one
+            // thread each is better.
+            let threads = if det.model.alone() {
+                switchyard_infer::cores()
+            } else {
+                1
+            };
+            imageio::encode_channels(img, channels, format, opts.quality, threads)?
+        }
+    };
     d.timings.anonymize = (t1 - t0).as_secs_f64();
     d.timings.encode = t1.elapsed().as_secs_f64();
     Ok((out, format, d))

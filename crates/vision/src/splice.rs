@@ -86,13 +86,17 @@ pub fn splice(
             let mut p = index.before(m);
             decode_mcu(&mut r, &jpeg, &mut p, Some(&mut coefs))?;
             debug_assert_eq!((r.position(), p), (end, *after));
-            if !codable(&jpeg, &coefs, pred) {
+            let mark = w.mark();
+            let before = pred;
+            if encode_mcu(&mut w, &jpeg, &coefs, &mut pred).is_none() {
                 // Its DC against the new predictor needs a size the table lacks: from the
                 // (unchanged) pixels, fitted to the table, like a changed MCU.
+                w.rewind(mark);
+                pred = before;
                 layout.mcu_from_pixels(img, &jpeg, &scales, &mut planes, m, &mut coefs);
                 fit(&jpeg, &mut coefs, pred)?;
+                encode_mcu(&mut w, &jpeg, &coefs, &mut pred)?;
             }
-            encode_mcu(&mut w, &jpeg, &coefs, &mut pred)?;
         }
         m += 1;
     }
@@ -422,8 +426,8 @@ impl Huffman {
     /// mozjpeg, `jpegtran -optimize`) hold only the symbols that image uses, and the new pixels may
     /// need others. Canonical codes are given in order of length, so codes appended at the
     /// greatest length leave every existing code as it was: the input's bits still decode with
-    /// the new table. A table whose code space has no room for them stays as it is (a symbol
-    /// it lacks then makes [`splice`] give up).
+    /// the new table. A table whose code space has no room for them stays as it is (new blocks
+    /// are then fitted to it, `fit`).
     fn complete(self, class: usize) -> Self {
         let all: Vec<u8> = if class == 0 {
             (0..=11).collect()
@@ -432,10 +436,7 @@ impl Huffman {
             v.extend((0..16u8).flat_map(|r| (1..=10u8).map(move |s| r << 4 | s)));
             v
         };
-        let missing: Vec<u8> = all
-            .into_iter()
-            .filter(|&s| self.code[usize::from(s)].1 == 0)
-            .collect();
+        let missing: Vec<u8> = all.into_iter().filter(|&s| !self.has(s)).collect();
         if missing.is_empty() {
             return self;
         }
@@ -492,7 +493,6 @@ struct Layout {
     blocks_per_mcu: usize,
     hmax: usize,
     vmax: usize,
-    restart_interval: usize,
 }
 
 impl Layout {
@@ -510,7 +510,6 @@ impl Layout {
             blocks_per_mcu: j.comps.iter().map(|c| c.h * c.v).sum(),
             hmax,
             vmax,
-            restart_interval: j.restart_interval,
         }
     }
 
@@ -727,8 +726,9 @@ fn index(j: &Jpeg<'_>, layout: &Layout) -> Option<Index> {
             _ => return None,
         }
     }
-    let intervals = if layout.restart_interval > 0 {
-        layout.mcus.div_ceil(layout.restart_interval)
+    let interval = j.restart_interval;
+    let intervals = if interval > 0 {
+        layout.mcus.div_ceil(interval)
     } else {
         1
     };
@@ -740,8 +740,8 @@ fn index(j: &Jpeg<'_>, layout: &Layout) -> Option<Index> {
     let mut r = BitReader::new(&data, 0);
     let mut pred = [0i32; 4];
     for m in 0..layout.mcus {
-        if m == 0 || (layout.restart_interval > 0 && m.is_multiple_of(layout.restart_interval)) {
-            let k = m.checked_div(layout.restart_interval).unwrap_or(0);
+        if m == 0 || (interval > 0 && m.is_multiple_of(interval)) {
+            let k = m.checked_div(interval).unwrap_or(0);
             r = BitReader::new(&data, *starts.get(k)?);
             pred = [0; 4];
         }
@@ -755,7 +755,7 @@ fn index(j: &Jpeg<'_>, layout: &Layout) -> Option<Index> {
     Some(Index {
         data,
         mcus,
-        restart_interval: layout.restart_interval,
+        restart_interval: interval,
     })
 }
 
@@ -812,41 +812,6 @@ fn decode_mcu(
         }
     }
     Some(())
-}
-
-/// Whether the tables code every symbol of the MCU's blocks as they are.
-fn codable(j: &Jpeg<'_>, blocks: &[[i16; 64]], mut pred: [i32; 4]) -> bool {
-    let mut b = 0;
-    for (ci, c) in j.comps.iter().enumerate() {
-        let (Some(dc), Some(ac)) = (&j.huff[0][c.td], &j.huff[1][c.ta]) else {
-            return false;
-        };
-        for _ in 0..c.h * c.v {
-            let blk = &blocks[b];
-            if !dc.has(magnitude(i32::from(blk[0]) - pred[ci]).1) {
-                return false;
-            }
-            pred[ci] = i32::from(blk[0]);
-            let mut run = 0u8;
-            for &n in &ZIGZAG[1..] {
-                if blk[n] == 0 {
-                    run += 1;
-                    continue;
-                }
-                if (run >= 16 && !ac.has(0xF0))
-                    || !ac.has((run % 16) << 4 | magnitude(i32::from(blk[n])).1)
-                {
-                    return false;
-                }
-                run = 0;
-            }
-            if run > 0 && !ac.has(0x00) {
-                return false;
-            }
-            b += 1;
-        }
-    }
-    true
 }
 
 /// Changes new coefficients as little as it can so that the tables code them: a DC difference of
@@ -1076,6 +1041,18 @@ impl BitWriter {
             }
         }
         self.acc &= (1u64 << self.n) - 1;
+    }
+
+    /// Where the output stands, for [`rewind`](Self::rewind).
+    fn mark(&self) -> (usize, u64, u32) {
+        (self.out.len(), self.acc, self.n)
+    }
+
+    /// Back to a [`mark`](Self::mark): what was written since is dropped.
+    fn rewind(&mut self, (len, acc, n): (usize, u64, u32)) {
+        self.out.truncate(len);
+        self.acc = acc;
+        self.n = n;
     }
 
     fn code(&mut self, t: &Huffman, sym: u8) -> Option<()> {
