@@ -58,6 +58,11 @@ pub fn splice(
     let mut pred = [0i32; 4];
     let mut coefs = vec![[0i16; 64]; layout.blocks_per_mcu];
     let scales = quant_scales(&jpeg);
+    // Tables that code every symbol take any new block as it is.
+    let fitted = jpeg.comps.iter().all(|c| {
+        let full = |t: &Option<Huffman>| t.as_ref().is_some_and(|t| t.full);
+        full(&jpeg.huff[0][c.td]) && full(&jpeg.huff[1][c.ta])
+    });
     // The YCbCr planes of one MCU (at most 32×32 pixels: sampling factors are 1–4).
     let mut planes = Box::new([[0f32; 32 * 32]; 3]);
     let mut m = 0;
@@ -65,7 +70,9 @@ pub fn splice(
         let (start, end, ref after) = index.mcus[m];
         if changed[m] {
             layout.mcu_from_pixels(img, &jpeg, &scales, &mut planes, m, &mut coefs);
-            fit(&jpeg, &mut coefs, pred)?;
+            if !fitted {
+                fit(&jpeg, &mut coefs, pred)?;
+            }
             encode_mcu(&mut w, &jpeg, &coefs, &mut pred)?;
         } else if pred == index.before(m) {
             // A run of MCUs whose input bits are valid as they are: copied in one piece.
@@ -371,10 +378,15 @@ fn scan_end(b: &[u8], from: usize) -> Option<usize> {
 
 /// A Huffman table: the DHT counts and symbols, and the codes derived from them.
 struct Huffman {
+    /// Whether it codes every symbol of its class (new blocks then need no [`fit`]).
+    full: bool,
     counts: [u8; 16],
     symbols: Vec<u8>,
     /// Decoding: for the next 9 bits, the symbol and code length (0: a longer code).
     fast: Box<[(u8, u8); 512]>,
+    /// Decoding of AC coefficients: for the next 9 bits, when they hold a whole nonzero
+    /// coefficient (code and value bits), its value, zero run and bit count; 0 otherwise.
+    fast_ac: Box<[u32; 512]>,
     /// Decoding of longer codes: the largest code of each length (-1: none) and the index in
     /// `symbols` of each length's first code minus that code.
     maxcode: [i32; 17],
@@ -386,9 +398,11 @@ struct Huffman {
 impl Huffman {
     fn new(counts: &[u8; 16], symbols: &[u8]) -> Option<Self> {
         let mut t = Huffman {
+            full: false,
             counts: *counts,
             symbols: symbols.to_vec(),
             fast: Box::new([(0, 0); 512]),
+            fast_ac: Box::new([0; 512]),
             maxcode: [-1; 17],
             delta: [0; 17],
             code: [(0, 0); 256],
@@ -418,6 +432,16 @@ impl Huffman {
             }
             code <<= 1;
         }
+        for (i, &(sym, len)) in t.fast.iter().enumerate() {
+            let (run, size) = (u32::from(sym >> 4), u32::from(sym & 15));
+            let total = u32::from(len) + size;
+            if len == 0 || size == 0 || total > 9 {
+                continue;
+            }
+            let bits = (i as u32 >> (9 - total)) & ((1 << size) - 1);
+            let v = extend(bits, size as u8) as i16;
+            t.fast_ac[i] = u32::from(v as u16) << 16 | run << 8 | total;
+        }
         Some(t)
     }
 
@@ -438,7 +462,7 @@ impl Huffman {
         };
         let missing: Vec<u8> = all.into_iter().filter(|&s| !self.has(s)).collect();
         if missing.is_empty() {
-            return self;
+            return Huffman { full: true, ..self };
         }
         // The first free 16-bit code after the existing ones; all ones stays unused, as T.81 asks.
         let next = self
@@ -456,7 +480,10 @@ impl Huffman {
         counts[15] = n16 as u8;
         let mut symbols = self.symbols.clone();
         symbols.extend(missing);
-        Huffman::new(&counts, &symbols).unwrap_or(self)
+        match Huffman::new(&counts, &symbols) {
+            Some(t) => Huffman { full: true, ..t },
+            None => self,
+        }
     }
 
     /// Whether the table has a code for `sym`.
@@ -786,6 +813,19 @@ fn decode_mcu(
             }
             let mut k = 1;
             while k < 64 {
+                let f = ac.fast_ac[(r.peek(9)) as usize];
+                if f != 0 {
+                    r.consume(f & 0xFF);
+                    k += (f >> 8 & 0xFF) as usize;
+                    if k > 63 {
+                        return None;
+                    }
+                    if let Some(blk) = block.as_mut() {
+                        blk[ZIGZAG[k]] = (f >> 16) as u16 as i16;
+                    }
+                    k += 1;
+                    continue;
+                }
                 let rs = ac.decode(r)?;
                 let (run, size) = (usize::from(rs >> 4), rs & 15);
                 if size == 0 {
@@ -1064,16 +1104,49 @@ impl BitWriter {
         Some(())
     }
 
-    /// Bits `from..to` of `data`.
+    /// Bits `from..to` of `data`: whole bytes of it at once, shifted to where the output stands.
     fn copy_bits(&mut self, data: &[u8], from: u64, to: u64) {
-        let mut r = BitReader::new(data, from);
-        let mut left = to - from;
-        while left > 0 {
-            let n = left.min(24) as u32;
-            let v = r.bits(n);
-            self.put(v, n as u8);
-            left -= u64::from(n);
+        let mut pos = from;
+        let head = ((8 - pos % 8) % 8).min(to - pos);
+        if head > 0 {
+            let v = BitReader::new(data, pos).bits(head as u32);
+            self.put(v, head as u8);
+            pos += head;
         }
+        let (first, last) = ((pos / 8) as usize, (to / 8) as usize);
+        if let Some(bytes) = data.get(first..last).filter(|b| !b.is_empty()) {
+            self.put_bytes(bytes);
+            pos = last as u64 * 8;
+        }
+        if to > pos {
+            let v = BitReader::new(data, pos).bits((to - pos) as u32);
+            self.put(v, (to - pos) as u8);
+        }
+    }
+
+    /// Whole bytes, stuffed.
+    fn put_bytes(&mut self, bytes: &[u8]) {
+        self.out.reserve(bytes.len() + bytes.len() / 128 + 8);
+        if self.n == 0 {
+            let mut rest = bytes;
+            while let Some(i) = rest.iter().position(|&b| b == 0xFF) {
+                self.out.extend_from_slice(&rest[..=i]);
+                self.out.push(0);
+                rest = &rest[i + 1..];
+            }
+            self.out.extend_from_slice(rest);
+            return;
+        }
+        let (n, mut acc) = (self.n, self.acc);
+        for &b in bytes {
+            acc = (acc << 8) | u64::from(b);
+            let byte = (acc >> n) as u8;
+            self.out.push(byte);
+            if byte == 0xFF {
+                self.out.push(0);
+            }
+        }
+        self.acc = acc & ((1 << n) - 1);
     }
 
     /// Pads the last byte with ones.
@@ -1083,5 +1156,80 @@ impl BitWriter {
             self.put((1 << pad) - 1, pad as u8);
         }
         self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bit `i` of `data`, most significant first.
+    fn bit(data: &[u8], i: u64) -> u32 {
+        u32::from(data[(i / 8) as usize] >> (7 - i % 8) & 1)
+    }
+
+    #[test]
+    fn copied_bits_are_the_bits_one_at_a_time_at_every_offset() {
+        // Bytes with 0xFF among them, so that stuffing is exercised on both paths.
+        let data: Vec<u8> = (0..200u32)
+            .map(|i| {
+                if i % 7 == 3 {
+                    0xFF
+                } else {
+                    (i * 37 % 256) as u8
+                }
+            })
+            .collect();
+        for lead in 0..8u8 {
+            for (from, to) in [(0, 1), (3, 5), (5, 64), (8, 800), (13, 1517), (0, 1600)] {
+                let mut fast = BitWriter::new(Vec::new());
+                let mut slow = BitWriter::new(Vec::new());
+                fast.put(0b101_0110 >> (7 - lead.min(7)), lead);
+                slow.put(0b101_0110 >> (7 - lead.min(7)), lead);
+                fast.copy_bits(&data, from, to);
+                for i in from..to {
+                    slow.put(bit(&data, i), 1);
+                }
+                assert_eq!(
+                    fast.finish(),
+                    slow.finish(),
+                    "lead {lead}, bits {from}..{to}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_fast_ac_table_decodes_what_the_code_lengths_say() {
+        // The standard luminance AC table (T.81 K.3.3.2): every coefficient that fits 9 bits with
+        // its value must come out of `fast_ac` as the slow path decodes it.
+        let counts = [0, 2, 1, 3, 3, 2, 4, 3, 5, 5, 4, 4, 0, 0, 1, 0x7D];
+        let symbols: Vec<u8> = [
+            0x01, 0x02, 0x03, 0x00, 0x04, 0x11, 0x05, 0x12, 0x21, 0x31, 0x41, 0x06, 0x13, 0x51,
+            0x61, 0x07, 0x22, 0x71, 0x14, 0x32, 0x81, 0x91, 0xA1, 0x08, 0x23, 0x42, 0xB1, 0xC1,
+            0x15, 0x52, 0xD1, 0xF0, 0x24, 0x33, 0x62, 0x72, 0x82,
+        ]
+        .into_iter()
+        .chain((0..0x7D).map(|i| 0x83u8.wrapping_add(i)))
+        .collect();
+        let t = Huffman::new(&counts, &symbols).expect("a valid table");
+        let mut fast = 0;
+        for i in 0..512u32 {
+            let f = t.fast_ac[i as usize];
+            if f == 0 {
+                continue;
+            }
+            fast += 1;
+            let data = [(i >> 1) as u8, (i << 7) as u8, 0, 0, 0, 0, 0, 0];
+            let mut r = BitReader::new(&data, 0);
+            let rs = t.decode(&mut r).expect("a code");
+            let size = rs & 15;
+            let v = extend(r.bits(u32::from(size)), size);
+            assert_eq!(f & 0xFF, r.position() as u32, "bits of {i:09b}");
+            assert_eq!(f >> 8 & 0xFF, u32::from(rs >> 4), "run of {i:09b}");
+            assert_eq!((f >> 16) as u16 as i16, v as i16, "value of {i:09b}");
+        }
+        // EOB and ZRL never take the fast path; short codes with short values do.
+        assert!(fast > 256, "{fast} entries");
     }
 }
