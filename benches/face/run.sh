@@ -6,7 +6,7 @@
 #   (c) bare ONNX Runtime inference on the same input size (the floor for any pipeline).
 # Prints images/s, per-image times, the ratios, and /blur p50/p95 latency at one client.
 #
-# Usage: benches/face/run.sh     (env: IMAGES=24 REQUESTS=40 ROUNDS=5; SESSIONS=1 THREADS=0 for the old
+# Usage: benches/face/run.sh     (env: IMAGES=24 REQUESTS=40 ROUNDS=5 WARMUP=60; SESSIONS=1 THREADS=0 for the old
 # one-session layout)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -74,7 +74,10 @@ CONF
 ./target/release/switchyard serve --config "$work/sy.toml" >"$work/sy.log" 2>&1 & pid=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null && break; sleep 0.1; done
 url="http://127.0.0.1:$PORT/v1/face/blur"
-"$VENV/bin/python" benches/face/client.py "$url" 2 6 "${imgs[@]}" >/dev/null   # warm-up
+# Warm-up: until the gateway's memory has reached what this load needs (ONNX Runtime's arenas on
+# every session, the allocator's pages; about 50 photos, the page faults stop then), so that the
+# rounds measure the steady state and not a first round paying for it.
+"$VENV/bin/python" benches/face/client.py "$url" 2 "${WARMUP:-60}" "${imgs[@]}" >/dev/null
 # HTTP at 2 clients and the bare inference in interleaved rounds (this machine's speed drifts by
 # ±10 % over minutes, which would otherwise decide the ratio); the median round is reported.
 before=$(curl -sf "http://127.0.0.1:$ADMIN/metrics")
@@ -89,8 +92,7 @@ pick=$(printf '%s\n' "${rounds[@]}" | "$VENV/bin/python" -c '
 import json, sys
 rows = [tuple(json.loads(p) for p in l.split("|")) for l in sys.stdin if l.strip()]
 ratio = lambda r: (1000 / r[0]["images_per_s"]) / r[1]["median_ms"]
-rows.sort(key=ratio)
-h, b = rows[len(rows) // 2]
+h, b = sorted(rows, key=ratio)[len(rows) // 2]
 print(json.dumps(h)); print(json.dumps(b))
 print(" ".join(f"{ratio(r):.2f}" for r in rows))')
 http2=$(echo "$pick" | sed -n 1p)
@@ -130,5 +132,5 @@ awk -v n="$IMAGES" -v d="$t_deface" -v s="$t_sy" -v h="$(field "$http2" images_p
   printf "/blur latency at 1 client: p50 %.1f ms, p95 %.1f ms (HTTP errors during the run: %d)\n", p50, p95, e
 }'
 echo "bare floor: the faster of one 2-thread session in sequence ($(field "$bare" sequential_ms | cut -c1-5) ms) and one 1-thread session per core at once ($(field "$bare" parallel_ms | cut -c1-5) ms)"
-echo "HTTP/bare ratio of each of the $ROUNDS interleaved rounds (median reported): $ratios"
+echo "HTTP/bare ratio of each of the $ROUNDS interleaved rounds, in order (the median reported): $ratios"
 echo "HTTP 2 clients, mean ms per request in each stage (wall time, stages overlap across requests): $stages"
