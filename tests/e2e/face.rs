@@ -293,6 +293,26 @@ async fn blur_changes_faces_only_and_accepts_multipart() {
         let r = blur(bad).await;
         assert_eq!(r.status(), 400, "quality={bad}");
     }
+    // How each output was made: the PNG and quality 90 encoded in full; the two JPEGs at the
+    // input's quality keep its data away from the six faces; the refused requests made none.
+    let metrics = metrics_text(&c, &gw).await;
+    for (output, n) in [("kept", 0), ("spliced", 2), ("encoded", 2)] {
+        assert_eq!(face_outputs(&metrics, "faces-v2", output), n, "{output}");
+    }
+}
+
+/// `switchyard_face_outputs_total{slot,output}` in a `/metrics` text (0 when absent).
+fn face_outputs(metrics: &str, slot: &str, output: &str) -> u64 {
+    let (slot, output) = (format!("slot=\"{slot}\""), format!("output=\"{output}\""));
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("switchyard_face_outputs_total{")
+                && l.contains(&slot)
+                && l.contains(&output)
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A JPEG with an EXIF block saying "rotate 90° clockwise" (orientation 6).
@@ -427,6 +447,10 @@ async fn a_photo_without_faces_comes_back_as_it_was_without_its_metadata() {
         if query == "?quality=60" {
             assert!(out.len() < clean.len() * 3 / 4, "{query}: re-encoded at 60");
         }
+    }
+    let metrics = metrics_text(&c, &gw).await;
+    for (output, n) in [("kept", 1), ("spliced", 0), ("encoded", 2)] {
+        assert_eq!(face_outputs(&metrics, "faces-v2", output), n, "{output}");
     }
 }
 

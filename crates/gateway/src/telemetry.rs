@@ -12,6 +12,7 @@
 //! | `switchyard_config_reloads_total` | counter | result (`ok`/`error`) | reloads |
 //! | `switchyard_inference_seconds` | histogram | slot, stage | seconds |
 //! | `switchyard_faces_detected_total` | counter | slot | faces |
+//! | `switchyard_face_outputs_total` | counter | slot, output | images |
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -241,6 +242,11 @@ fn describe() {
         "Faces found by a face slot"
     );
     metrics::describe_counter!(
+        "switchyard_face_outputs_total",
+        Unit::Count,
+        "Images a face slot returned, by how it made them (kept: the input's data, nothing to anonymise; spliced: a JPEG keeping the input's data away from the faces; encoded: encoded in full)"
+    );
+    metrics::describe_counter!(
         "switchyard_config_reloads_total",
         Unit::Count,
         "Configuration reloads, by result"
@@ -273,6 +279,15 @@ pub fn inference_histogram(slot: &str, stage: &'static str) -> metrics::Histogra
 /// `switchyard_faces_detected_total{slot}`.
 pub fn faces_counter(slot: &str) -> metrics::Counter {
     metrics::counter!("switchyard_faces_detected_total", "slot" => slot.to_string())
+}
+
+/// `switchyard_face_outputs_total{slot,output}` for `kept`, `spliced` and `encoded`, in
+/// that order.
+pub fn face_output_counters(slot: &str) -> [metrics::Counter; 3] {
+    ["kept", "spliced", "encoded"].map(|output| {
+        metrics::counter!("switchyard_face_outputs_total",
+            "slot" => slot.to_string(), "output" => output)
+    })
 }
 
 /// The ASR metrics of one slot.

@@ -47,6 +47,32 @@ pub struct Timings {
     pub encode: f64,
 }
 
+/// How the output image was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Output {
+    /// No output (detection only).
+    #[default]
+    None,
+    /// The input's own data, its metadata stripped: nothing to anonymise, nothing to convert.
+    Kept,
+    /// A JPEG whose MCUs away from the faces are the input's ([`crate::splice`]).
+    Spliced,
+    /// Encoded in full from the anonymised pixels.
+    Encoded,
+}
+
+impl Output {
+    /// The metric label: `none`, `kept`, `spliced` or `encoded`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Output::None => "none",
+            Output::Kept => "kept",
+            Output::Spliced => "spliced",
+            Output::Encoded => "encoded",
+        }
+    }
+}
+
 /// Faces found in an image.
 #[derive(Debug, Clone)]
 pub struct Detection {
@@ -60,6 +86,8 @@ pub struct Detection {
     pub format: Format,
     /// Stage times.
     pub timings: Timings,
+    /// How the output was made ([`Output::None`] for [`detect`]).
+    pub output: Output,
 }
 
 /// Decodes and detects.
@@ -95,6 +123,7 @@ fn decode_detect(
             faces,
             format,
             timings,
+            output: Output::None,
         },
     ))
 }
@@ -159,6 +188,7 @@ fn anonymise_encode(
     let t0 = Instant::now();
     if let Some(out) = unchanged_output(bytes, decoded, d.faces.len(), format, opts.quality) {
         d.timings.encode = t0.elapsed().as_secs_f64();
+        d.output = Output::Kept;
         return Ok((out, format, d));
     }
     let spliceable = format == Format::Jpeg && keeps_input_data(decoded, format, opts.quality);
@@ -175,6 +205,11 @@ fn anonymise_encode(
         crate::splice::splice(bytes, img, &regions, icc)
     } else {
         None
+    };
+    d.output = if spliced.is_some() {
+        Output::Spliced
+    } else {
+        Output::Encoded
     };
     let out = match spliced {
         Some(out) => out,

@@ -24,7 +24,7 @@ use serde_json::json;
 use switchyard_config::{EngineConfig, SlotSpec};
 use switchyard_infer::{Device, EngineChoice, LoadOptions};
 use switchyard_vision::imageio::{Format, Quality};
-use switchyard_vision::pipeline::{self, BlurOptions};
+use switchyard_vision::pipeline::{self, BlurOptions, Output};
 use switchyard_vision::{DetectorKind, DetectorParams, FaceDetector, Style};
 
 use super::{LoadFuture, RequestContext, Slot, SlotFuture};
@@ -70,6 +70,8 @@ pub struct FaceSlot {
     loading: tokio::sync::Mutex<()>,
     stage: [metrics::Histogram; 4],
     faces: metrics::Counter,
+    /// `switchyard_face_outputs_total`: kept, spliced, encoded.
+    outputs: [metrics::Counter; 3],
 }
 
 pub(super) fn engine_choice(s: &str) -> anyhow::Result<EngineChoice> {
@@ -180,6 +182,7 @@ impl FaceSlot {
             stage: ["decode", "infer", "anonymise", "encode"]
                 .map(|s| telemetry::inference_histogram(&name, s)),
             faces: telemetry::faces_counter(&name),
+            outputs: telemetry::face_output_counters(&name),
             name,
             engine: engine.clone(),
             base_dir: base_dir.map(Path::to_path_buf),
@@ -247,6 +250,12 @@ impl FaceSlot {
             }
         }
         self.faces.increment(det.faces.len() as u64);
+        match det.output {
+            Output::Kept => self.outputs[0].increment(1),
+            Output::Spliced => self.outputs[1].increment(1),
+            Output::Encoded => self.outputs[2].increment(1),
+            Output::None => {}
+        }
         let version =
             HeaderValue::from_str(&model.version).unwrap_or(HeaderValue::from_static("-"));
 
