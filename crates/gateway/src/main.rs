@@ -91,8 +91,8 @@ fn parse_format(s: &str) -> Result<LogFormat, String> {
     }
 }
 
-/// mimalloc's `mi_option_purge_delay` (`mi_option_e` in its `mimalloc.h`; the Rust bindings name
-/// no constant for it).
+/// mimalloc's `mi_option_purge_delay` (`mi_option_e` in its `mimalloc.h`, the 16th entry in both
+/// the v2 and v3 sources `libmimalloc-sys` ships; the Rust bindings name no constant for it).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Freed memory stays with the process instead of going back to the OS a second later (mimalloc's

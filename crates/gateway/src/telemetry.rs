@@ -281,12 +281,13 @@ pub fn faces_counter(slot: &str) -> metrics::Counter {
     metrics::counter!("switchyard_faces_detected_total", "slot" => slot.to_string())
 }
 
-/// `switchyard_face_outputs_total{slot,output}` for `kept`, `spliced` and `encoded`, in
-/// that order.
+/// `switchyard_face_outputs_total{slot,output}` for each of [`Output::MADE`], in its order.
+///
+/// [`Output::MADE`]: switchyard_vision::pipeline::Output::MADE
 pub fn face_output_counters(slot: &str) -> [metrics::Counter; 3] {
-    ["kept", "spliced", "encoded"].map(|output| {
+    switchyard_vision::pipeline::Output::MADE.map(|output| {
         metrics::counter!("switchyard_face_outputs_total",
-            "slot" => slot.to_string(), "output" => output)
+            "slot" => slot.to_string(), "output" => output.as_str())
     })
 }
 

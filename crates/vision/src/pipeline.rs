@@ -62,6 +62,9 @@ pub enum Output {
 }
 
 impl Output {
+    /// The ways [`blur`] makes an output.
+    pub const MADE: [Output; 3] = [Output::Kept, Output::Spliced, Output::Encoded];
+
     /// The metric label: `none`, `kept`, `spliced` or `encoded`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -206,14 +209,13 @@ fn anonymise_encode(
     } else {
         None
     };
-    d.output = if spliced.is_some() {
-        Output::Spliced
-    } else {
-        Output::Encoded
-    };
     let out = match spliced {
-        Some(out) => out,
+        Some(out) => {
+            d.output = Output::Spliced;
+            out
+        }
         None => {
+            d.output = Output::Encoded;
             // With adaptive threads (the face slot's `threads = 0`), a request alone on the model
             // encodes on every core; with others in progress the cores are busy with them, one
             // thread each is better.

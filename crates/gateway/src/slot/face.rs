@@ -70,7 +70,7 @@ pub struct FaceSlot {
     loading: tokio::sync::Mutex<()>,
     stage: [metrics::Histogram; 4],
     faces: metrics::Counter,
-    /// `switchyard_face_outputs_total`: kept, spliced, encoded.
+    /// `switchyard_face_outputs_total`, one per [`Output::MADE`].
     outputs: [metrics::Counter; 3],
 }
 
@@ -250,11 +250,8 @@ impl FaceSlot {
             }
         }
         self.faces.increment(det.faces.len() as u64);
-        match det.output {
-            Output::Kept => self.outputs[0].increment(1),
-            Output::Spliced => self.outputs[1].increment(1),
-            Output::Encoded => self.outputs[2].increment(1),
-            Output::None => {}
+        if let Some(i) = Output::MADE.iter().position(|&o| o == det.output) {
+            self.outputs[i].increment(1);
         }
         let version =
             HeaderValue::from_str(&model.version).unwrap_or(HeaderValue::from_static("-"));
