@@ -188,6 +188,32 @@ pub(crate) fn jpeg_segment(b: &[u8], mut pos: usize) -> Option<(usize, u8, usize
     Some((pos, *b.get(pos + 1)?, len))
 }
 
+/// The tables of a DQT segment's body: for each, its id (0–3), whether its values are 16-bit, and
+/// the values in natural order. `None` for a damaged segment, an id over 3 or a zero step (invalid;
+/// decoders differ on what they make of it).
+pub(crate) fn dqt_tables(mut body: &[u8]) -> Option<Vec<(usize, bool, [u16; 64])>> {
+    let mut tables = Vec::new();
+    while let [pq_tq, tail @ ..] = body {
+        let (sixteen, id) = (pq_tq >> 4 != 0, usize::from(pq_tq & 0x0F));
+        let size = if sixteen { 128 } else { 64 };
+        let values = tail.get(..size)?;
+        let mut table = [0u16; 64];
+        for (k, &at) in ZIGZAG.iter().enumerate() {
+            table[at] = if sixteen {
+                u16::from_be_bytes([values[2 * k], values[2 * k + 1]])
+            } else {
+                u16::from(values[k])
+            };
+        }
+        if id > 3 || table.contains(&0) {
+            return None;
+        }
+        tables.push((id, sixteen, table));
+        body = &tail[size..];
+    }
+    Some(tables)
+}
+
 /// The quantization tables of a baseline, extended or progressive Huffman JPEG as its first scan
 /// uses them; `None` for anything else (arithmetic or lossless coding, 16-bit tables with values
 /// over 255, a table used but not defined, a damaged header).
@@ -204,24 +230,11 @@ pub fn jpeg_tables(b: &[u8]) -> Option<JpegTables> {
         let body = || b.get(pos + 4..(pos + 2 + len).max(pos + 4));
         match marker {
             0xDB => {
-                let mut rest = body()?;
-                while let [pq_tq, tail @ ..] = rest {
-                    let (sixteen, id) = (pq_tq >> 4, usize::from(pq_tq & 0x0F));
-                    let size = if sixteen == 0 { 64 } else { 128 };
-                    let values = tail.get(..size)?;
-                    let mut table = [0u16; 64];
-                    for (k, &at) in ZIGZAG.iter().enumerate() {
-                        table[at] = if sixteen == 0 {
-                            u16::from(values[k])
-                        } else {
-                            u16::from_be_bytes([values[2 * k], values[2 * k + 1]])
-                        };
-                    }
-                    if id > 3 || table.iter().any(|&v| v == 0 || v > 255) {
+                for (id, _, table) in dqt_tables(body()?)? {
+                    if table.iter().any(|&v| v > 255) {
                         return None;
                     }
                     defined[id] = Some(table);
-                    rest = &tail[size..];
                 }
             }
             // Huffman-coded frames: baseline, extended, progressive.

@@ -24,7 +24,7 @@
 //! they are added where the code space has room (`Huffman::complete`), else the new blocks'
 //! coefficients are fitted to the table (`fit`).
 
-use crate::imageio::{ZIGZAG, jpeg_segment};
+use crate::imageio::{ZIGZAG, dqt_tables, jpeg_segment};
 
 /// A pixel rectangle `(x, y, width, height)`.
 pub type Region = (u32, u32, u32, u32);
@@ -130,7 +130,7 @@ struct Jpeg<'a> {
     width: u16,
     height: u16,
     comps: Vec<Component>,
-    /// Quantization tables in zigzag order.
+    /// Quantization tables in natural order.
     qt: [Option<[u16; 64]>; 4],
     /// DC (`[0]`) and AC (`[1]`) Huffman tables.
     huff: [[Option<Huffman>; 4]; 2],
@@ -191,22 +191,13 @@ impl<'a> Jpeg<'a> {
         }
     }
 
-    fn read_dqt(&mut self, mut t: &[u8]) -> Option<()> {
-        while let Some((&pq_tq, rest)) = t.split_first() {
+    fn read_dqt(&mut self, body: &[u8]) -> Option<()> {
+        for (id, sixteen, q) in dqt_tables(body)? {
             // 16-bit tables are not baseline.
-            if pq_tq >> 4 != 0 || usize::from(pq_tq & 15) > 3 {
+            if sixteen {
                 return None;
             }
-            let mut q = [0u16; 64];
-            for (d, &s) in q.iter_mut().zip(rest.get(..64)?) {
-                // A zero step is invalid; decoders differ on what they make of it.
-                *d = u16::from(s);
-                if s == 0 {
-                    return None;
-                }
-            }
-            self.qt[usize::from(pq_tq & 15)] = Some(q);
-            t = rest.get(64..)?;
+            self.qt[id] = Some(q);
         }
         Some(())
     }
@@ -314,7 +305,7 @@ impl<'a> Jpeg<'a> {
         for (i, q) in self.qt.iter().enumerate() {
             if let Some(q) = q {
                 let mut body = vec![i as u8];
-                body.extend(q.iter().map(|&v| v as u8));
+                body.extend(ZIGZAG.iter().map(|&n| q[n] as u8));
                 segment(0xDB, &body);
             }
         }
@@ -659,8 +650,7 @@ fn quant_scales(j: &Jpeg<'_>) -> [[f32; 64]; 4] {
     let mut out = [[0f32; 64]; 4];
     for (t, q) in j.qt.iter().enumerate() {
         if let Some(q) = q {
-            for (k, &step) in q.iter().enumerate() {
-                let n = ZIGZAG[k];
+            for (n, &step) in q.iter().enumerate() {
                 out[t][n] = (1.0 / (f64::from(step) * AAN[n / 8] * AAN[n % 8] * 8.0)) as f32;
             }
         }
