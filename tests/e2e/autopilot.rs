@@ -466,8 +466,9 @@ active = "blue"
 
 #[tokio::test]
 async fn a_model_canary_failing_at_inference_is_hidden_by_fallback_and_cut_off_by_the_breaker() {
-    // `broken_centerface.onnx` (tests/reference/broken_model.py) is CenterFace that works up to 599 px
-    // wide, so it loads and passes the probe, then fails on every full-size photo.
+    // `broken_centerface.onnx` (tests/reference/broken_model.py) is CenterFace that works up to 736 px
+    // high, so it loads, passes the probe and the warm-up (1280×736), then fails on this photo
+    // (1280×886, run at 1280×896).
     let photo = std::fs::read(repo(".cache/testdata/t1.jpg")).unwrap();
     let cfg = format!(
         r#"{}

@@ -179,6 +179,16 @@ impl FaceDetector {
             for lane in 0..lanes {
                 det.centerface_on(&img, lane)?;
             }
+        } else if det.kind == DetectorKind::CenterFace
+            && det.model.engine == switchyard_infer::EngineKind::Ort
+        {
+            // Input shapes follow the photo: one run at a landscape photo's shape at `max_side`
+            // (16:9; 1280×736 by default) on the session a request alone takes, so that the first
+            // photo after a load or a swap does not grow that session's memory arena itself (by
+            // ~200 MB, page faults included in that photo's time). The sessions of overlapping
+            // requests grow theirs on first use.
+            let side = det.params.max_side.max(32);
+            det.centerface(&texture(side, side * 9 / 16))?;
         }
         if batched && det.tile_batch() > 1 {
             let img = texture(512, 512);

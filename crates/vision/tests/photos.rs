@@ -572,3 +572,38 @@ fn a_lossy_webp_stays_lossy_near_its_size() {
     );
     assert!(sizes[1] < sizes[0], "{sizes:?}");
 }
+
+#[test]
+fn the_first_photo_after_a_load_finds_the_arena_already_grown() {
+    // A face slot's layout on the CPU: a request alone runs CenterFace on the all-cores session at
+    // the photo's own input shape. The load warms that session at a 16:9 photo's shape at
+    // `max_side`, so the first 1080p photo after a load or a swap reserves no more memory (growing
+    // the arena is what made that first photo slow).
+    let opts = switchyard_infer::LoadOptions {
+        engine: EngineChoice::Ort,
+        sessions: 2,
+        adaptive_threads: true,
+        ..Default::default()
+    };
+    let kind = DetectorKind::CenterFace;
+    let det = switchyard_vision::FaceDetector::load(
+        kind,
+        &model_file(kind),
+        DetectorParams::default(),
+        opts,
+    )
+    .expect("load detector");
+    let reserved = || det.model.memory().expect("arena statistics").reserved_bytes;
+    let before = reserved();
+    let img = imageops::resize(&photo("t1.jpg"), 1920, 1080, imageops::FilterType::Triangle);
+    let _alone = det.model.request();
+    let runs = det.model.alone_runs();
+    let faces = det.detect(&img).expect("detect");
+    assert_eq!(
+        det.model.alone_runs(),
+        runs + 1,
+        "the photo ran on the all-cores session"
+    );
+    assert!(!faces.is_empty());
+    assert_eq!(reserved(), before, "the first photo grew the arena");
+}
