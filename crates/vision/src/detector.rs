@@ -179,16 +179,6 @@ impl FaceDetector {
             for lane in 0..lanes {
                 det.centerface_on(&img, lane)?;
             }
-        } else if det.kind == DetectorKind::CenterFace
-            && det.model.engine == switchyard_infer::EngineKind::Ort
-        {
-            // Input shapes follow the photo: one run at a landscape photo's shape at `max_side`
-            // (16:9; 1280×736 by default) on the session a request alone takes, so that the first
-            // photo after a load or a swap does not grow that session's memory arena itself (by
-            // ~200 MB, page faults included in that photo's time). The sessions of overlapping
-            // requests grow theirs on first use.
-            let side = det.params.max_side.max(32);
-            det.centerface(&texture(side, side * 9 / 16))?;
         }
         if batched && det.tile_batch() > 1 {
             let img = texture(512, 512);
@@ -197,6 +187,25 @@ impl FaceDetector {
             }
         }
         Ok(det)
+    }
+
+    /// Readies a server's model for photos before the first one comes. A CenterFace model on ONNX
+    /// Runtime whose input follows each photo runs once at a landscape photo's shape at `max_side`
+    /// (16:9; 1280×736 by default) on the session a request alone takes, so that the first photo
+    /// after a load or a swap does not grow that session's memory arena itself (by ~200 MB, the
+    /// page faults in that photo's time); a model that cannot run such a photo fails here. The
+    /// sessions of overlapping requests grow theirs on first use. Fixed shapes are warmed by
+    /// [`load`](Self::load) already, and other models have nothing to warm. Not for a one-shot
+    /// command, which would pay for one inference more.
+    pub fn warm_up(&self) -> Result<()> {
+        if self.kind == DetectorKind::CenterFace
+            && !self.fixed_shape()
+            && self.model.engine == switchyard_infer::EngineKind::Ort
+        {
+            let side = self.params.max_side.max(32);
+            self.centerface(&texture(side, side * 9 / 16))?;
+        }
+        Ok(())
     }
 
     /// BlazeFace tiled: tiles per model run ([`DetectorParams::tile_batch`]).

@@ -574,11 +574,11 @@ fn a_lossy_webp_stays_lossy_near_its_size() {
 }
 
 #[test]
-fn the_first_photo_after_a_load_finds_the_arena_already_grown() {
+fn the_first_photo_after_a_warm_up_finds_the_arena_already_grown() {
     // A face slot's layout on the CPU: a request alone runs CenterFace on the all-cores session at
-    // the photo's own input shape. The load warms that session at a 16:9 photo's shape at
-    // `max_side`, so the first 1080p photo after a load or a swap reserves no more memory (growing
-    // the arena is what made that first photo slow).
+    // the photo's own input shape. `warm_up` (the gateway's load and hot swap) runs that session at
+    // a 16:9 photo's shape at `max_side`, so the first 1080p photo after it reserves no more memory
+    // (growing the arena is what made that first photo slow).
     let opts = switchyard_infer::LoadOptions {
         engine: EngineChoice::Ort,
         sessions: 2,
@@ -593,6 +593,7 @@ fn the_first_photo_after_a_load_finds_the_arena_already_grown() {
         opts,
     )
     .expect("load detector");
+    det.warm_up().expect("warm-up");
     let reserved = || det.model.memory().expect("arena statistics").reserved_bytes;
     let before = reserved();
     let img = imageops::resize(&photo("t1.jpg"), 1920, 1080, imageops::FilterType::Triangle);

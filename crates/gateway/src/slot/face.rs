@@ -120,6 +120,9 @@ fn load_model(
     }
     let detector = FaceDetector::load(spec.kind, &spec.model, spec.params, opts)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    detector
+        .warm_up()
+        .map_err(|e| anyhow::anyhow!("the model failed its warm-up run: {e}"))?;
     let probe = pipeline::detect(&detector, PROBE_IMAGE, u64::MAX)
         .map_err(|e| anyhow::anyhow!("the model failed on the probe image: {e}"))?;
     if probe.faces.is_empty() {
