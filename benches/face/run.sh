@@ -51,7 +51,8 @@ ls "$work"/deface/*_anonymized.jpg >/dev/null
 [ "$(ls "$work/sy" | wc -l)" -eq "$IMAGES" ]
 # The CLI's time per photo once it has started and loaded its model: the same command on three
 # copies of every photo (other names), less the run above, per extra photo. A whole run also starts
-# the process, loads ONNX Runtime and the model (about 0.2 s here), which 24 photos do not amortise.
+# the process, loads ONNX Runtime and the model, and ends on the batch's tail (0.3–0.4 s here), which
+# 24 photos do not amortise.
 mkdir -p "$work/in3" "$work/sy3"
 for copy in a b c; do
   for f in "${imgs[@]}"; do cp "$f" "$work/in3/$(basename "$f" .jpg)$copy.jpg"; done

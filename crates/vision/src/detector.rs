@@ -191,9 +191,10 @@ impl FaceDetector {
 
     /// Readies a server's model for photos before the first one comes. A CenterFace model on ONNX
     /// Runtime whose input follows each photo runs once at a landscape photo's shape at `max_side`
-    /// (16:9; 1280×736 by default) on the session a request alone takes, so that the first photo
-    /// after a load or a swap does not grow that session's memory arena itself (by ~200 MB, the
-    /// page faults in that photo's time); a model that cannot run such a photo fails here. The
+    /// (16:9; 1280×736 by default) on the session a request alone takes (with `adaptive_threads`;
+    /// else on the first free one), so that the first photo after a load or a swap does not grow
+    /// that session's memory arena itself (by ~200 MB, the page faults in that photo's time); a
+    /// model that cannot run such a photo fails here. The
     /// sessions of overlapping requests grow theirs on first use. Fixed shapes are warmed by
     /// [`load`](Self::load) already, and other models have nothing to warm. Not for a one-shot
     /// command, which would pay for one inference more.
