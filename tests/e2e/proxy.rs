@@ -59,6 +59,93 @@ async fn forwarding_headers_are_set_and_hop_by_hop_headers_removed() {
     assert_eq!(body["headers"]["x-request-id"], id.as_str());
 }
 
+/// Sends `head` on a new connection and reads one response with a `Content-Length` body: its
+/// status line, its fields (names lower-cased) and its body.
+async fn exchange(gw: &Gateway, head: &str) -> (String, Vec<(String, String)>, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(gw.data).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    loop {
+        let mut buf = [0u8; 8192];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "connection closed in the response");
+        got.extend_from_slice(&buf[..n]);
+        let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let text = String::from_utf8(got[..end].to_vec()).unwrap();
+        let mut lines = text.split("\r\n");
+        let status = lines.next().unwrap().to_string();
+        let fields: Vec<(String, String)> = lines
+            .map(|l| l.split_once(": ").unwrap())
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.to_string()))
+            .collect();
+        let len: usize = fields
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .map(|(_, v)| v.parse().unwrap())
+            .expect("a content-length");
+        if got.len() >= end + 4 + len {
+            return (status, fields, got[end + 4..end + 4 + len].to_vec());
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_raw_lane_and_the_general_path_send_and_answer_the_same() {
+    // The same request twice: plain (the data plane's raw lane takes it) and with
+    // `Content-Length: 0` (hyper and the general path take it). The upstream must see the same
+    // fields, and the client get the same answer, but for the trace's span ids (new per hop) and
+    // the length field the second request itself carries.
+    let up = Upstream::start("v1").await;
+    let gw = Gateway::start(&format!(
+        "{}\n[[slot]]\nname = \"v1\"\nkind = \"upstream\"\nurl = \"{}\"\n\
+         [[route]]\nname = \"api\"\npath = \"/\"\nstable = \"v1\"\n",
+        listeners(""),
+        up.url()
+    ));
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let head = |extra: &str| {
+        format!(
+            "GET /echo?q=1 HTTP/1.1\r\nHost: gw.example\r\nX-Forwarded-For: 203.0.113.9\r\n\
+             Forwarded: for=203.0.113.9\r\nConnection: x-secret\r\nX-Secret: drop me\r\n\
+             X-Forwarded-Host: spoofed\r\nX-Request-Id: req-1\r\ntraceparent: {trace}\r\n\
+             Cookie: a=1; b=2\r\nX-App: kept\r\n{extra}\r\n"
+        )
+    };
+    let lane = exchange(&gw, &head("")).await;
+    let general = exchange(&gw, &head("Content-Length: 0\r\n")).await;
+    // Span ids are new per request; the rest of `traceparent` is the client's trace.
+    let span_free = |v: &str| v.rsplitn(3, '-').nth(2).unwrap_or(v).to_string();
+    let normal = |(status, fields, body): (String, Vec<(String, String)>, Vec<u8>)| {
+        let mut fields: Vec<(String, String)> = fields
+            .into_iter()
+            .filter(|(n, _)| n != "date" && n != "content-length")
+            .map(|(n, v)| {
+                let v = if n == "traceparent" { span_free(&v) } else { v };
+                (n, v)
+            })
+            .collect();
+        fields.sort();
+        let mut seen: Value = serde_json::from_slice(&body).unwrap();
+        let h = seen["headers"].as_object_mut().unwrap();
+        h.remove("content-length");
+        let t = h.remove("traceparent").unwrap();
+        h.insert("traceparent".into(), span_free(t.as_str().unwrap()).into());
+        (status, fields, seen)
+    };
+    let (lane, general) = (normal(lane), normal(general));
+    assert_eq!(lane.0, "HTTP/1.1 200 OK");
+    let sent = &lane.2["headers"];
+    assert_eq!(sent["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(sent["x-forwarded-host"], "gw.example");
+    assert_eq!(sent["x-request-id"], "req-1");
+    assert_eq!(sent["traceparent"], "00-4bf92f3577b34da6a3ce929d0e0e4736");
+    assert!(sent.get("x-secret").is_none() && sent.get("connection").is_none());
+    assert_eq!(lane, general);
+}
+
 #[tokio::test]
 async fn upstream_down_is_502_and_too_slow_is_504() {
     let v1 = Upstream::start("v1").await;

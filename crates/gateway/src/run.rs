@@ -290,6 +290,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
             gw: gw.clone(),
             console: console.clone(),
         });
+        let lane_gw = gw.clone();
         let (shutdown_rx, mut released_rx) = (shutdown_rx.clone(), released_rx.clone());
         let handle = std::thread::Builder::new()
             .name(format!("data-{i}"))
@@ -306,6 +307,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                         tls,
                         limits,
                         move |conn, req| crate::console::handle(worker.clone(), conn, req),
+                        crate::dataplane::RawLane(lane_gw),
                         shutdown_rx,
                         tracker,
                     )
@@ -338,6 +340,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                 }
             }
         },
+        server::NoLane,
         shutdown_rx.clone(),
         tracker.clone(),
     ));

@@ -8,6 +8,9 @@
 mod fast;
 
 pub(crate) use fast::Rewind;
+#[cfg(test)]
+pub(crate) use fast::raw_request;
+pub(crate) use fast::{Framing, Lane, LaneAnswer, NoLane, RawRequest, push_date_field};
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -127,18 +130,21 @@ impl Drop for InflightGuard {
 }
 
 /// Serves `listener` until `shutdown` turns true, then lets connections finish (tracked by `tracker`).
-/// `handler` answers each request.
-pub async fn serve<H, F>(
+/// `handler` answers each request `lane` does not take.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn serve<H, F, L>(
     name: &'static str,
     listener: TcpListener,
     tls: Option<TlsSlot>,
     limits: ConnLimits,
     handler: H,
+    lane: L,
     mut shutdown: watch::Receiver<bool>,
     tracker: TaskTracker,
 ) where
     H: Fn(Arc<ConnInfo>, Request<Body>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
+    L: Lane,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -171,13 +177,14 @@ pub async fn serve<H, F>(
         let _ = stream.set_nodelay(true);
         let builder = builder.clone();
         let handler = handler.clone();
+        let lane = lane.clone();
         let shutdown = shutdown.clone();
         let acceptor = tls.as_ref().and_then(|t| t.load_full());
         tracker.spawn(async move {
             match acceptor {
                 None => {
                     let info = Arc::new(ConnInfo::new(peer, false));
-                    serve_conn(builder, stream, info, limits, handler, shutdown).await;
+                    serve_conn(builder, stream, info, limits, handler, lane, shutdown).await;
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
@@ -186,7 +193,7 @@ pub async fn serve<H, F>(
                             // HTTP/2 negotiated: straight to hyper.
                             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
                             let limits = ConnLimits { fast_path: limits.fast_path && !h2, ..limits };
-                            serve_conn(builder, tls_stream, info, limits, handler, shutdown).await;
+                            serve_conn(builder, tls_stream, info, limits, handler, lane, shutdown).await;
                         }
                         Ok(Err(e)) => tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(listener = name, %peer, "TLS handshake timed out"),
@@ -201,20 +208,22 @@ pub async fn serve<H, F>(
 /// Serves one connection: simple requests on the fast path, then (if it hands the connection
 /// over, or with the fast path off) everything else on hyper: HTTP/1.1 with bodies and upgrades,
 /// HTTP/2.
-async fn serve_conn<I, H, F>(
+async fn serve_conn<I, H, F, L>(
     builder: auto::Builder<TokioExecutor>,
     io: I,
     info: Arc<ConnInfo>,
     limits: ConnLimits,
     handler: H,
+    lane: L,
     mut shutdown: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Fn(Arc<ConnInfo>, Request<Body>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
+    L: Lane,
 {
     let io = if limits.fast_path {
-        match fast::serve(io, info.clone(), limits, &handler, &mut shutdown).await {
+        match fast::serve(io, info.clone(), limits, &handler, &lane, &mut shutdown).await {
             Some(rest) => rest,
             None => return,
         }

@@ -1,7 +1,9 @@
 //! A hand-written HTTP/1.1 server path for the common request: HTTP/1.1 with no body and no
-//! upgrade (most `GET`s). It parses the head with `httparse`, calls the handler in the connection's
-//! own task and writes the response itself, without hyper's dispatcher, and hands everything else
-//! to hyper.
+//! upgrade (most `GET`s). It parses the head with `httparse`, serves the request in the
+//! connection's own task and writes the response itself, without hyper's dispatcher, and hands
+//! everything else to hyper. A request is offered first to the listener's [`Lane`] (the data
+//! plane's raw lane, which answers from the head's bytes without a header map on either side);
+//! what the lane leaves becomes a [`Request`] for the handler.
 //!
 //! Whatever is not plainly simple is not interpreted here: a request with `Content-Length`,
 //! `Transfer-Encoding`, `Expect` or `Upgrade`, or `TE: trailers`, a `HEAD` or `CONNECT`, HTTP/1.0, the HTTP/2 preface,
@@ -45,6 +47,9 @@ const MAX_HEADERS: usize = 100;
 /// Fields the gateway may add to a request on its way to a slot (`traceparent`, `X-Request-Id`,
 /// `X-Forwarded-For`/`-Proto`/`-Host`, `Forwarded`), room kept for them in its header map.
 const ADDED_FIELDS: usize = 8;
+/// The answer to a request whose head the header map refuses.
+const BAD_REQUEST: &[u8] =
+    b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 /// Read buffer to start with; it grows to the header limit for larger heads.
 const INITIAL_BUF: usize = 8 * 1024;
 /// Response bytes gathered before a write; larger body chunks are written as they are.
@@ -57,11 +62,107 @@ const WRITE_BUF: usize = 16 * 1024;
 pub(super) enum Parsed {
     /// A simple request, its head removed from the buffer; `close` when it asked for the
     /// connection to be closed after it.
-    Simple { req: Request<Body>, close: bool },
+    Simple { req: RawRequest, close: bool },
     /// Not complete yet.
     Partial,
     /// Anything else: hyper's to serve.
     Other,
+}
+
+/// A simple request's head as it came: its bytes, method and target, and where each field lies.
+/// [`RawRequest::into_request`] makes it a [`Request`]; the data plane's raw lane reads it as it
+/// is (`dataplane::lane`).
+pub(crate) struct RawRequest {
+    head: Bytes,
+    method: Method,
+    uri: Uri,
+    count: usize,
+    /// Where each field's name and value lie in `head`.
+    fields: [((u32, u32), (u32, u32)); MAX_HEADERS],
+}
+
+impl std::fmt::Debug for RawRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawRequest")
+            .field("method", &self.method)
+            .field("uri", &self.uri)
+            .field("fields", &self.count)
+            .finish()
+    }
+}
+
+impl RawRequest {
+    /// The method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The request target.
+    pub fn uri(&self) -> &Uri {
+        &self.uri
+    }
+
+    /// The fields in order: names as sent (token characters, any case) and values.
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields[..self.count]
+            .iter()
+            .map(|&((n0, n1), (v0, v1))| {
+                (
+                    &self.head[n0 as usize..n1 as usize],
+                    &self.head[v0 as usize..v1 as usize],
+                )
+            })
+    }
+
+    /// The first value of field `name` (any case) as text, when it is what
+    /// `HeaderValue::to_str` accepts (visible ASCII and tabs).
+    pub fn text(&self, name: &str) -> Option<&str> {
+        let (_, value) = self
+            .fields()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))?;
+        if value.iter().all(|&b| b == b'\t' || (32..127).contains(&b)) {
+            std::str::from_utf8(value).ok()
+        } else {
+            None
+        }
+    }
+
+    /// Every value of field `name` (any case) that is text, as [`RawRequest::text`] says.
+    pub fn texts<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.fields()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .filter(|(_, v)| v.iter().all(|&b| b == b'\t' || (32..127).contains(&b)))
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// Bytes of the head as the header limit counts them: each field's name and value plus four,
+    /// and the target's path and query (as `dataplane` counts a request's map).
+    pub fn header_bytes(&self) -> usize {
+        self.fields()
+            .map(|(n, v)| n.len() + v.len() + 4)
+            .sum::<usize>()
+            + self.uri.path_and_query().map_or(0, |p| p.as_str().len())
+    }
+
+    /// The request, its fields in a map (values share the head's bytes); `None` for a field name
+    /// or value the map does not take.
+    pub fn into_request(self) -> Option<Request<Body>> {
+        // Room for the fields the gateway adds on the way (trace context, request id, forwarding
+        // fields) without the map growing and rehashing.
+        let mut map = HeaderMap::with_capacity(self.count + ADDED_FIELDS);
+        for &((n0, n1), (v0, v1)) in &self.fields[..self.count] {
+            let name = HeaderName::from_bytes(&self.head[n0 as usize..n1 as usize]).ok()?;
+            let value =
+                HeaderValue::from_maybe_shared(self.head.slice(v0 as usize..v1 as usize)).ok()?;
+            map.append(name, value);
+        }
+        let mut req = Request::new(Body::empty());
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = map;
+        Some(req)
+    }
 }
 
 /// Parses the request head at the start of `buf`. On [`Parsed::Simple`] the head is taken out of
@@ -70,7 +171,7 @@ pub(super) fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let head_len = match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(n)) if n <= max_head => n,
+        Ok(httparse::Status::Complete(n)) if n <= max_head && n <= u32::MAX as usize => n,
         Ok(httparse::Status::Partial) if buf.len() < max_head => return Parsed::Partial,
         _ => return Parsed::Other,
     };
@@ -88,13 +189,17 @@ pub(super) fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     let base = buf.as_ptr() as usize;
     let span = |s: &[u8]| {
         let start = s.as_ptr() as usize - base;
-        (start, start + s.len())
+        (start as u32, (start + s.len()) as u32)
     };
     let (t0, t1) = span(parsed.path.unwrap_or("").as_bytes());
-    // Where each field's name and value lie (plain offsets on the stack, no allocation).
-    let mut fields = [((0, 0), (0, 0)); MAX_HEADERS];
-    let count = parsed.headers.len();
-    for (h, field) in parsed.headers.iter().zip(fields.iter_mut()) {
+    let mut req = RawRequest {
+        head: Bytes::new(),
+        method,
+        uri: Uri::default(),
+        count: parsed.headers.len(),
+        fields: [((0, 0), (0, 0)); MAX_HEADERS],
+    };
+    for (h, field) in parsed.headers.iter().zip(req.fields.iter_mut()) {
         let name = h.name.as_bytes();
         let is = |other: &HeaderName| name.eq_ignore_ascii_case(other.as_str().as_bytes());
         if is(&header::CONTENT_LENGTH)
@@ -117,34 +222,22 @@ pub(super) fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
         *field = (span(name), span(h.value));
     }
     let head = buf.split_to(head_len).freeze();
-    let Ok(uri) = Uri::from_maybe_shared(head.slice(t0..t1)) else {
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(t0 as usize..t1 as usize)) else {
         buf_restore(buf, head);
         return Parsed::Other;
     };
-    // Room for the fields the gateway adds on the way (trace context, request id, forwarding
-    // fields) without the map growing and rehashing.
-    let mut map = HeaderMap::with_capacity(count + ADDED_FIELDS);
-    for &((n0, n1), (v0, v1)) in &fields[..count] {
-        let Ok(name) = HeaderName::from_bytes(&head[n0..n1]) else {
-            buf_restore(buf, head);
-            return Parsed::Other;
-        };
-        match HeaderValue::from_maybe_shared(head.slice(v0..v1)) {
-            Ok(value) => {
-                map.append(name, value);
-            }
-            Err(_) => {
-                buf_restore(buf, head);
-                return Parsed::Other;
-            }
-        }
-    }
-    let mut req = Request::new(Body::empty());
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = map;
+    req.head = head;
+    req.uri = uri;
     Parsed::Simple { req, close }
+}
+
+/// A simple request parsed from `head` (tests of the raw lane).
+#[cfg(test)]
+pub(crate) fn raw_request(head: &[u8]) -> Option<RawRequest> {
+    match parse(&mut BytesMut::from(head), 64 * 1024) {
+        Parsed::Simple { req, .. } => Some(req),
+        _ => None,
+    }
 }
 
 /// Puts a head taken out of `buf` back in front of it (only on the rare way to [`Parsed::Other`]
@@ -158,7 +251,7 @@ fn buf_restore(buf: &mut BytesMut, head: Bytes) {
 
 /// How a response body is framed on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Framing {
+pub(crate) enum Framing {
     /// No body (1xx, 204, 304).
     None,
     /// Exactly this many bytes.
@@ -216,15 +309,20 @@ pub(super) fn encode_head(
         _ => {}
     }
     if !parts.headers.contains_key(header::DATE) {
-        out.extend_from_slice(b"date: ");
-        date::push(out);
-        out.extend_from_slice(b"\r\n");
+        push_date_field(out);
     }
     if *close && !parts.headers.contains_key(header::CONNECTION) {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
     framing
+}
+
+/// Appends a `Date` field with the current time.
+pub(crate) fn push_date_field(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"date: ");
+    date::push(out);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The value of the one `Content-Length` field, when there is exactly one and it is a number.
@@ -335,19 +433,61 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
     }
 }
 
+/// Serves some simple requests from their raw head, without a [`Request`] being built (the data
+/// plane's raw lane, `dataplane::RawLane`); the others go to the listener's handler.
+pub(crate) trait Lane: Clone + Send + Sync + 'static {
+    /// Serves `req` and returns its answer, or `None`, having done nothing, for the handler to
+    /// serve it. An answer's head goes in `out` (empty on the call).
+    fn serve<'a>(
+        &'a self,
+        conn: &'a Arc<ConnInfo>,
+        req: &'a RawRequest,
+        out: &'a mut Vec<u8>,
+    ) -> impl Future<Output = Option<LaneAnswer>> + Send + 'a;
+}
+
+/// No raw lane: every request goes to the handler (the admin listener, tests).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NoLane;
+
+impl Lane for NoLane {
+    fn serve<'a>(
+        &'a self,
+        _: &'a Arc<ConnInfo>,
+        _: &'a RawRequest,
+        _: &'a mut Vec<u8>,
+    ) -> impl Future<Output = Option<LaneAnswer>> + Send + 'a {
+        std::future::ready(None)
+    }
+}
+
+/// What a [`Lane`] answers.
+pub(crate) enum LaneAnswer {
+    /// The status line and fields are in `out`, without `Connection` or the blank line that ends
+    /// the head; the body follows, framed as said (and as the fields in `out` say).
+    Head {
+        framing: Framing,
+        body: crate::slot::h1::ResponseBody,
+    },
+    /// A whole response, written as the handler's are.
+    Whole(Response<Body>),
+}
+
 /// Serves simple requests on `io` until the connection ends (`None`) or a request this path does
 /// not take arrives: then the connection, with every byte read so far, is returned for hyper.
-pub(super) async fn serve<I, H, F>(
+pub(super) async fn serve<I, H, F, L>(
     mut io: I,
     info: Arc<ConnInfo>,
     limits: ConnLimits,
     handler: &H,
+    lane: &L,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Rewind<I>>
 where
     I: AsyncRead + AsyncWrite + Unpin,
     H: Fn(Arc<ConnInfo>, Request<Body>) -> F,
     F: Future<Output = Response<Body>>,
+    L: Lane,
 {
     if *shutdown.borrow() {
         return None;
@@ -381,24 +521,51 @@ where
                 Parsed::Other => return Some(Rewind::new(buf.freeze(), io)),
                 Parsed::Simple { req, close } => (req, close),
             };
-            let fut = handler(info.clone(), req);
-            tokio::pin!(fut);
-            // While the handler runs, keep reading: a client that closes its side has gone away
-            // (as with hyper, no half-close) and its request is dropped; a pipelined request waits
-            // in the buffer.
-            let resp = loop {
-                tokio::select! {
-                    biased;
-                    resp = &mut fut => break resp,
-                    r = io.read_buf(&mut buf), if buf.len() < max_head => match r {
-                        Ok(0) | Err(_) => return None,
-                        Ok(_) => {}
-                    },
+            out.clear();
+            let answer = {
+                let (info_ref, out_ref) = (&info, &mut out);
+                let fut = async move {
+                    if let Some(answer) = lane.serve(info_ref, &req, out_ref).await {
+                        return Some(answer);
+                    }
+                    let req = req.into_request()?;
+                    Some(LaneAnswer::Whole(handler(info_ref.clone(), req).await))
+                };
+                tokio::pin!(fut);
+                // While the request is served, keep reading: a client that closes its side has
+                // gone away (as with hyper, no half-close) and its request is dropped; a
+                // pipelined request waits in the buffer.
+                loop {
+                    tokio::select! {
+                        biased;
+                        answer = &mut fut => break answer,
+                        r = io.read_buf(&mut buf), if buf.len() < max_head => match r {
+                            Ok(0) | Err(_) => return None,
+                            Ok(_) => {}
+                        },
+                    }
                 }
             };
             closing |= probe.has_changed().unwrap_or(true);
             let mut close = asked_close || closing;
-            match write_response(&mut io, &mut out, resp, &mut close).await {
+            let written = match answer {
+                Some(LaneAnswer::Whole(resp)) => {
+                    write_response(&mut io, &mut out, resp, &mut close).await
+                }
+                Some(LaneAnswer::Head { framing, body }) => {
+                    if close {
+                        out.extend_from_slice(b"connection: close\r\n");
+                    }
+                    out.extend_from_slice(b"\r\n");
+                    write_body(&mut io, &mut out, framing, body, &mut close).await
+                }
+                // A field the header map refuses (`httparse` took it): as hyper answers it.
+                None => {
+                    let _ = io.write_all(BAD_REQUEST).await;
+                    return None;
+                }
+            };
+            match written {
                 Ok(()) if !close => {}
                 _ => return None,
             }
@@ -446,10 +613,26 @@ async fn write_response<I>(
 where
     I: AsyncWrite + Unpin,
 {
-    let (parts, mut body) = resp.into_parts();
+    let (parts, body) = resp.into_parts();
     out.clear();
     let framing = encode_head(out, &parts, body.size_hint().exact(), close);
     drop(parts);
+    write_body(io, out, framing, body, close).await
+}
+
+/// Writes the head in `out` and then `body`, framed as `framing` says (see [`write_response`]).
+async fn write_body<I, B>(
+    io: &mut I,
+    out: &mut Vec<u8>,
+    framing: Framing,
+    mut body: B,
+    close: &mut bool,
+) -> io::Result<()>
+where
+    I: AsyncWrite + Unpin,
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     let mut left = match framing {
         Framing::None => {
             io.write_all(out).await?;

@@ -10,6 +10,10 @@
 //! Measured: 6 % less CPU and 4–5 % more requests/s per proxied request than hyper's client on a
 //! 2-core machine (README, proxy benchmark). HTTPS, bodies and upgrades stay on hyper's client.
 //!
+//! [`Conn::send`] returns the response head as `http` parts; [`Conn::send_raw`] (the data plane's
+//! raw lane) writes a head it is given and hands each response field to a callback instead, so that
+//! no header map is built on either side.
+//!
 //! Message framing follows RFC 9112 §6.3: no body after `HEAD`, 1xx, 204 and 304; `chunked`
 //! (trailers passed on); `Content-Length` (conflicting values refused); otherwise the body runs to
 //! the connection's close. A connection is reused only when the response said nothing against it
@@ -114,31 +118,65 @@ impl Conn {
         pool: &Pool,
     ) -> Result<(response::Parts, ResponseBody), SendError> {
         self.write_head(head, authority);
+        self.exchange(&head.method, pool, parse_head).await
+    }
+
+    /// Sends the request head `write` puts in the buffer it is given (a request without a body,
+    /// whole, `\r\n\r\n` included), and reads the response head: `each` gets the final
+    /// response's status and each of its end-to-end fields (the hop-by-hop ones left out, as
+    /// [`Conn::send`] leaves them out), in order, without any map being built. The response body
+    /// reads from the connection, then gives it to `pool`.
+    pub(crate) async fn send_raw(
+        mut self,
+        method: &Method,
+        write: impl FnOnce(&mut Vec<u8>),
+        pool: &Pool,
+        mut each: impl FnMut(StatusCode, &[u8], &[u8]),
+    ) -> Result<(StatusCode, ResponseBody), SendError> {
+        self.out.clear();
+        write(&mut self.out);
+        self.exchange(method, pool, |buf, method| {
+            let line = head_with(buf, method, &mut each)?;
+            if let Some(l) = &line {
+                buf.advance(l.len);
+            }
+            Ok(line.map(|l| (l.status, l)))
+        })
+        .await
+    }
+
+    /// Writes the request head in `out` and reads the final response head with `parse`.
+    async fn exchange<T>(
+        mut self,
+        method: &Method,
+        pool: &Pool,
+        mut parse: impl FnMut(&mut BytesMut, &Method) -> io::Result<Option<(T, Line)>>,
+    ) -> Result<(T, ResponseBody), SendError> {
         if let Err(e) = self.io.write_all(&self.out).await {
             return Err(SendError::Closed(e));
         }
-        let (parts, framing, keep_alive) = loop {
-            let (parts, framing, keep_alive) = self.read_head(&head.method).await?;
+        let (head, line) = loop {
+            let (head, line) = self.read_head(method, &mut parse).await?;
             // Interim responses (100 Continue, 103 Early Hints) are not forwarded; 101 was not
             // asked for (upgrades do not come this way).
-            if parts.status.is_informational() {
-                if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+            if line.status.is_informational() {
+                if line.status == StatusCode::SWITCHING_PROTOCOLS {
                     return Err(SendError::Failed(invalid(
                         "upstream switched protocols without being asked to",
                     )));
                 }
                 continue;
             }
-            break (parts, framing, keep_alive);
+            break (head, line);
         };
         self.reused = true;
         let body = ResponseBody {
             conn: Some(self),
-            state: framing,
-            keep_alive,
+            state: line.framing,
+            keep_alive: line.keep_alive,
             pool: pool.local().clone(),
         };
-        Ok((parts, body))
+        Ok((head, body))
     }
 
     fn write_head(&mut self, head: &request::Parts, authority: &str) {
@@ -178,16 +216,15 @@ impl Conn {
         self.io.read_buf(&mut self.buf).await
     }
 
-    async fn read_head(
+    async fn read_head<T>(
         &mut self,
         method: &Method,
-    ) -> Result<(response::Parts, Framing, bool), SendError> {
+        parse: &mut impl FnMut(&mut BytesMut, &Method) -> io::Result<Option<(T, Line)>>,
+    ) -> Result<(T, Line), SendError> {
         let mut received = !self.buf.is_empty();
         loop {
             if !self.buf.is_empty() {
-                if let Some(parsed) =
-                    parse_head(&mut self.buf, method).map_err(SendError::Failed)?
-                {
+                if let Some(parsed) = parse(&mut self.buf, method).map_err(SendError::Failed)? {
                     return Ok(parsed);
                 }
                 if self.buf.len() >= MAX_HEAD {
@@ -245,10 +282,61 @@ enum Chunk {
 /// does not hold one yet. The head's fields come back without the hop-by-hop ones (RFC 9110 §7.6.1:
 /// `Connection`, those it names, `Keep-Alive`, `Transfer-Encoding`, `Upgrade`…), which are read here
 /// for the framing and the connection's reuse and never reach the map.
-fn parse_head(
-    buf: &mut BytesMut,
+fn parse_head(buf: &mut BytesMut, method: &Method) -> io::Result<Option<(response::Parts, Line)>> {
+    // Header values become slices of the head's bytes, as in hyper (no copy per value); where each
+    // name and value lies is kept as plain offsets on the stack.
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        (start, start + s.len())
+    };
+    let mut kept = [((0, 0), (0, 0)); MAX_HEADERS];
+    let mut count = 0;
+    let Some(line) = head_with(buf, method, |_, name, value| {
+        kept[count] = (span(name), span(value));
+        count += 1;
+    })?
+    else {
+        return Ok(None);
+    };
+    let head = buf.split_to(line.len).freeze();
+    // Room for the fields the gateway adds to every response (slot, request id, trace context).
+    let mut headers = HeaderMap::with_capacity(count + 4);
+    for &((n0, n1), (v0, v1)) in &kept[..count] {
+        let name = HeaderName::from_bytes(&head[n0..n1])
+            .map_err(|_| invalid("bad response header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
+            .map_err(|_| invalid("bad response header value"))?;
+        headers.append(name, value);
+    }
+    let mut parts = response::Response::new(()).into_parts().0;
+    parts.status = line.status;
+    parts.version = line.version;
+    parts.headers = headers;
+    Ok(Some((parts, line)))
+}
+
+/// What a response head says, besides its fields.
+#[derive(Debug, Clone, Copy)]
+struct Line {
+    /// The head's length in bytes.
+    len: usize,
+    status: StatusCode,
+    version: Version,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+/// Parses a complete response head at the start of `buf` (without consuming it: the head is
+/// `len` bytes long), or `None` when `buf` does not hold one yet. `each` gets the
+/// status and every end-to-end field; the hop-by-hop ones (RFC 9110 §7.6.1: `Connection`, those it
+/// names, `Keep-Alive`, `Transfer-Encoding`, `Upgrade`…) are read here for the framing and the
+/// connection's reuse and left out.
+fn head_with(
+    buf: &[u8],
     method: &Method,
-) -> io::Result<Option<(response::Parts, Framing, bool)>> {
+    mut each: impl FnMut(StatusCode, &[u8], &[u8]),
+) -> io::Result<Option<Line>> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut fields);
     let len = match resp.parse(buf) {
@@ -271,15 +359,6 @@ fn parse_head(
         named,
         length_ignored,
     } = framing(method, status, version, resp.headers)?;
-    // Header values become slices of the head's bytes, as in hyper (no copy per value); where each
-    // name and value lies is kept as plain offsets on the stack.
-    let base = buf.as_ptr() as usize;
-    let span = |s: &[u8]| {
-        let start = s.as_ptr() as usize - base;
-        (start, start + s.len())
-    };
-    let mut kept = [((0, 0), (0, 0)); MAX_HEADERS];
-    let mut count = 0;
     for f in resp.headers.iter() {
         let hop = is_hop_by_hop(f.name)
             || named
@@ -287,25 +366,16 @@ fn parse_head(
                 .any(|n| n.eq_ignore_ascii_case(f.name.as_bytes()))
             || (length_ignored && f.name.eq_ignore_ascii_case("content-length"));
         if !hop {
-            kept[count] = (span(f.name.as_bytes()), span(f.value));
-            count += 1;
+            each(status, f.name.as_bytes(), f.value);
         }
     }
-    let head = buf.split_to(len).freeze();
-    // Room for the fields the gateway adds to every response (slot, request id, trace context).
-    let mut headers = HeaderMap::with_capacity(count + 4);
-    for &((n0, n1), (v0, v1)) in &kept[..count] {
-        let name = HeaderName::from_bytes(&head[n0..n1])
-            .map_err(|_| invalid("bad response header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
-            .map_err(|_| invalid("bad response header value"))?;
-        headers.append(name, value);
-    }
-    let mut parts = response::Response::new(()).into_parts().0;
-    parts.status = status;
-    parts.version = version;
-    parts.headers = headers;
-    Ok(Some((parts, framing, keep_alive)))
+    Ok(Some(Line {
+        len,
+        status,
+        version,
+        framing,
+        keep_alive,
+    }))
 }
 
 /// What the raw fields of a response head say about its body and its connection.

@@ -8,8 +8,8 @@
 mod asr;
 mod face;
 mod fixed;
-mod h1;
-mod upstream;
+pub(crate) mod h1;
+pub(crate) mod upstream;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -73,10 +73,11 @@ pub(crate) const HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Whether a field name, in any case, is one of [`HOP_BY_HOP`].
-pub(crate) fn is_hop_by_hop(name: &str) -> bool {
+pub(crate) fn is_hop_by_hop(name: impl AsRef<[u8]>) -> bool {
+    let name = name.as_ref();
     HOP_BY_HOP
         .iter()
-        .any(|n| n.as_str().eq_ignore_ascii_case(name))
+        .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// The elements of a comma-separated field value as it came off the wire (`Connection`,
@@ -109,6 +110,11 @@ pub trait Slot: Send + Sync + 'static {
 
     /// Kind-specific facts for `GET /admin/slots` (URL, model path, …).
     fn describe(&self) -> serde_json::Value;
+
+    /// The slot as an upstream slot, when it is one (the data plane's raw lane sends to those).
+    fn as_upstream(&self) -> Option<&UpstreamSlot> {
+        None
+    }
 
     /// The version serving now, when it can change at run time (hot swap); `None` = the configured one.
     fn version(&self) -> Option<Arc<str>> {

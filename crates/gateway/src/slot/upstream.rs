@@ -19,7 +19,9 @@ use switchyard_config::SlotSpec;
 
 use super::{RequestContext, Slot, SlotFuture, h1, is_hop_by_hop};
 use crate::body::client_body_error;
+use crate::dataplane::ConnInfo;
 use crate::error::ApiError;
+use crate::server::RawRequest;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -104,23 +106,10 @@ impl UpstreamSlot {
     /// Plain HTTP, no body, no upgrade: on this thread's own keep-alive connections (`h1`).
     async fn send_bodiless(&self, req: Request<Body>) -> Result<Response<Body>, ApiError> {
         let (head, _) = req.into_parts();
-        // An idle connection the upstream closed just as the request went out fails before any
-        // response byte; a request that may be repeated (RFC 9110 §9.2.2) is, once, on a new one.
-        let idempotent = matches!(
-            head.method,
-            Method::GET
-                | Method::HEAD
-                | Method::OPTIONS
-                | Method::TRACE
-                | Method::PUT
-                | Method::DELETE
-        );
+        let idempotent = is_idempotent(&head.method);
         let mut fresh_only = false;
         loop {
-            let conn = match (fresh_only, self.pool.checkout()) {
-                (false, Some(conn)) => conn,
-                _ => self.connect().await?,
-            };
+            let conn = self.pooled(fresh_only).await?;
             let reused = conn.is_reused();
             match conn.send(&head, self.authority.as_str(), &self.pool).await {
                 // `h1` leaves the hop-by-hop fields out of the head it returns.
@@ -130,17 +119,134 @@ impl UpstreamSlot {
                 Err(h1::SendError::Closed(_)) if reused && idempotent && !fresh_only => {
                     fresh_only = true;
                 }
-                Err(e) => {
-                    let e = e.into_io();
-                    tracing::warn!(upstream = %self.url, error = %e, "upstream request failed");
-                    return Err(ApiError::new(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_error",
-                        "upstream request failed",
-                    ));
-                }
+                Err(e) => return Err(self.request_failed(e)),
             }
         }
+    }
+
+    /// Whether [`UpstreamSlot::send_raw`] can take a request for this slot: plain HTTP and no base
+    /// path to put in front of the client's.
+    pub(crate) fn takes_raw(&self) -> bool {
+        self.scheme == Scheme::HTTP && self.base_path.is_empty()
+    }
+
+    /// The raw lane's request (`dataplane`): a simple HTTP/1.1 request without a body, sent as its
+    /// head came, with the same changes [`Slot::call`] makes (hop-by-hop fields out, forwarding
+    /// fields, request id and trace context set, `Host`), on this thread's keep-alive connections
+    /// and within the slot's timeout. `each` gets the response's status and its end-to-end fields.
+    pub(crate) async fn send_raw(
+        &self,
+        req: &RawRequest,
+        fwd: &RawForward<'_>,
+        each: &mut FieldSink<'_>,
+    ) -> Result<(StatusCode, h1::ResponseBody), ApiError> {
+        let method = req.method();
+        let exchange = async {
+            let idempotent = is_idempotent(method);
+            let mut fresh_only = false;
+            loop {
+                let conn = self.pooled(fresh_only).await?;
+                let reused = conn.is_reused();
+                let write = |out: &mut Vec<u8>| self.write_raw_head(out, req, fwd);
+                match conn.send_raw(method, write, &self.pool, &mut *each).await {
+                    Ok(answer) => return Ok(answer),
+                    Err(h1::SendError::Closed(_)) if reused && idempotent && !fresh_only => {
+                        fresh_only = true;
+                    }
+                    Err(e) => return Err(self.request_failed(e)),
+                }
+            }
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(self.timeout_error()),
+        }
+    }
+
+    /// Writes the upstream request head of `req` for [`UpstreamSlot::send_raw`]: what
+    /// `strip_hop_by_hop`, [`UpstreamSlot::set_forwarding_headers`] and `h1`'s head writer do to a
+    /// request's map, done on its raw fields.
+    fn write_raw_head(&self, out: &mut Vec<u8>, req: &RawRequest, fwd: &RawForward<'_>) {
+        let method = req.method();
+        out.extend_from_slice(method.as_str().as_bytes());
+        out.push(b' ');
+        let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        out.extend_from_slice(if pq.is_empty() { b"/" } else { pq.as_bytes() });
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        // The fields `Connection` names are hop-by-hop too.
+        let mut named: Vec<&[u8]> = Vec::new();
+        for (name, value) in req.fields() {
+            if name.eq_ignore_ascii_case(b"connection") && is_text(value) {
+                named.extend(
+                    super::raw_elements(value)
+                        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"close")),
+                );
+            }
+        }
+        let hop =
+            |name: &[u8]| is_hop_by_hop(name) || named.iter().any(|n| n.eq_ignore_ascii_case(name));
+        let previous = |field: &HeaderName| {
+            req.fields()
+                .find(|(n, _)| n.eq_ignore_ascii_case(field.as_str().as_bytes()))
+                .filter(|(n, _)| !hop(n))
+                .and_then(|(_, v)| std::str::from_utf8(v).ok().filter(|_| is_text(v)))
+        };
+        let xff = forwarded_for(previous(&X_FORWARDED_FOR), fwd.conn);
+        let forwarded = forwarded_value(previous(&FORWARDED), fwd.conn, fwd.host);
+        for (name, value) in req.fields() {
+            let replaced = [
+                &header::HOST,
+                &X_FORWARDED_FOR,
+                &X_FORWARDED_PROTO,
+                &FORWARDED,
+                &X_REQUEST_ID,
+                &crate::dataplane::TRACEPARENT,
+            ]
+            .iter()
+            .any(|f| f.as_str().as_bytes().eq_ignore_ascii_case(name))
+                || (fwd.host.is_some()
+                    && name.eq_ignore_ascii_case(X_FORWARDED_HOST.as_str().as_bytes()));
+            if replaced || hop(name) {
+                continue;
+            }
+            push_field(out, name, value);
+        }
+        let host = match (fwd.host, self.preserve_host) {
+            (Some(host), true) => host,
+            _ => self.authority.as_str(),
+        };
+        push_field(out, b"host", host.as_bytes());
+        push_field(out, b"x-forwarded-for", xff.as_bytes());
+        push_field(out, b"x-forwarded-proto", proto(fwd.conn).as_bytes());
+        push_field(out, b"forwarded", forwarded.as_bytes());
+        if let Some(host) = fwd.host {
+            push_field(out, b"x-forwarded-host", host.as_bytes());
+        }
+        push_field(out, b"x-request-id", fwd.request_id);
+        push_field(out, b"traceparent", fwd.traceparent);
+        // A method whose requests normally carry a body says it has none (as `h1` does).
+        if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+            out.extend_from_slice(b"content-length: 0\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// This thread's most recent idle connection, or a new one (`fresh_only`: a new one).
+    async fn pooled(&self, fresh_only: bool) -> Result<h1::Conn, ApiError> {
+        match (fresh_only, self.pool.checkout()) {
+            (false, Some(conn)) => Ok(conn),
+            _ => self.connect().await,
+        }
+    }
+
+    fn request_failed(&self, e: h1::SendError) -> ApiError {
+        let e = e.into_io();
+        tracing::warn!(upstream = %self.url, error = %e, "upstream request failed");
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            "upstream request failed",
+        )
     }
 
     fn client(&self) -> &Client<HttpsConnector<HttpConnector>, Body> {
@@ -285,35 +391,15 @@ impl UpstreamSlot {
 
     fn set_forwarding_headers(&self, h: &mut HeaderMap, ctx: &RequestContext) {
         let conn = &ctx.conn;
-        let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) if !prev.is_empty() => {
-                HeaderValue::try_from(format!("{prev}, {}", conn.peer_ip.to_str().unwrap_or("")))
-                    .ok()
-            }
-            _ => Some(conn.peer_ip.clone()),
+        let text = |h: &HeaderMap, name: &HeaderName| {
+            h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
         };
-        if let Some(v) = xff {
-            h.insert(X_FORWARDED_FOR, v);
-        }
-        h.insert(
-            X_FORWARDED_PROTO,
-            HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
-        );
-        let mut fwd = String::with_capacity(conn.forwarded.len() + 64);
-        if let Some(prev) = h
-            .get(&FORWARDED)
-            .and_then(|v| v.to_str().ok())
-            .filter(|p| !p.is_empty())
-        {
-            fwd.push_str(prev);
-            fwd.push_str(", ");
-        }
-        fwd.push_str(&conn.forwarded);
+        let xff = forwarded_for(text(h, &X_FORWARDED_FOR).as_deref(), conn);
+        h.insert(X_FORWARDED_FOR, xff);
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto(conn)));
+        let fwd = forwarded_value(text(h, &FORWARDED).as_deref(), conn, ctx.host.as_deref());
         if let Some(host) = &ctx.host {
             insert_str(h, X_FORWARDED_HOST, host);
-            fwd.push_str(";host=\"");
-            fwd.push_str(host);
-            fwd.push('"');
         }
         if let Ok(v) = HeaderValue::try_from(fwd) {
             h.insert(FORWARDED, v);
@@ -367,6 +453,10 @@ impl Slot for UpstreamSlot {
         Box::pin(self.forward(req, ctx))
     }
 
+    fn as_upstream(&self) -> Option<&UpstreamSlot> {
+        Some(self)
+    }
+
     fn describe(&self) -> serde_json::Value {
         serde_json::json!({
             "url": self.url,
@@ -374,6 +464,77 @@ impl Slot for UpstreamSlot {
             "preserve_host": self.preserve_host,
         })
     }
+}
+
+/// Takes a response's status and its end-to-end fields one by one ([`UpstreamSlot::send_raw`]).
+pub(crate) type FieldSink<'a> = dyn FnMut(StatusCode, &[u8], &[u8]) + Send + 'a;
+
+/// What the raw lane passes on about a request besides its own fields ([`UpstreamSlot::send_raw`]).
+pub(crate) struct RawForward<'a> {
+    /// The client connection.
+    pub conn: &'a ConnInfo,
+    /// The host the client asked for.
+    pub host: Option<&'a str>,
+    /// `X-Request-Id`.
+    pub request_id: &'a [u8],
+    /// `traceparent`.
+    pub traceparent: &'a [u8],
+}
+
+/// Methods whose requests may be sent again (RFC 9110 §9.2.2): on an idle connection the upstream
+/// closed just as the request went out, they are, once, on a new one.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// `X-Forwarded-For`: the client's address after the chain the request came with (`prev`, its
+/// first such field), or alone.
+fn forwarded_for(prev: Option<&str>, conn: &ConnInfo) -> HeaderValue {
+    match prev {
+        Some(prev) if !prev.is_empty() => {
+            HeaderValue::try_from(format!("{prev}, {}", conn.peer_ip.to_str().unwrap_or("")))
+                .unwrap_or_else(|_| conn.peer_ip.clone())
+        }
+        _ => conn.peer_ip.clone(),
+    }
+}
+
+/// `Forwarded` (RFC 7239): this hop's element (`for`, `proto`, `host`) after those the request
+/// came with (`prev`, its first such field).
+fn forwarded_value(prev: Option<&str>, conn: &ConnInfo, host: Option<&str>) -> String {
+    let mut fwd = String::with_capacity(conn.forwarded.len() + 64);
+    if let Some(prev) = prev.filter(|p| !p.is_empty()) {
+        fwd.push_str(prev);
+        fwd.push_str(", ");
+    }
+    fwd.push_str(&conn.forwarded);
+    if let Some(host) = host {
+        fwd.push_str(";host=\"");
+        fwd.push_str(host);
+        fwd.push('"');
+    }
+    fwd
+}
+
+/// `X-Forwarded-Proto`.
+fn proto(conn: &ConnInfo) -> &'static str {
+    if conn.tls { "https" } else { "http" }
+}
+
+/// Whether a raw field value is what `HeaderValue::to_str` accepts (visible ASCII and tabs).
+fn is_text(value: &[u8]) -> bool {
+    value.iter().all(|&b| b == b'\t' || (32..127).contains(&b))
+}
+
+/// Appends `name: value\r\n`.
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 fn insert_str(h: &mut HeaderMap, name: HeaderName, value: &str) {

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Parsed, parse};
 use crate::dataplane::ConnInfo;
-use crate::server::{ConnLimits, Rewind, serve};
+use crate::server::{ConnLimits, NoLane, Rewind, serve};
 
 const LIMITS: ConnLimits = ConnLimits {
     header_read_timeout: Duration::from_secs(5),
@@ -65,6 +65,7 @@ impl Server {
             None,
             limits,
             handler,
+            NoLane,
             rx,
             tracker.clone(),
         ));
@@ -528,6 +529,16 @@ fn parse_returns_the_request_and_leaves_the_next_bytes() {
         panic!("not simple")
     };
     assert!(close);
+    // Read raw (the data plane's lane): first values, any case, text only.
+    assert_eq!(req.text("HOST"), Some("h.example"));
+    assert_eq!(req.texts("x-two").collect::<Vec<_>>(), ["1", "2"]);
+    assert_eq!(req.text("x-none"), None);
+    assert_eq!(req.fields().count(), 4);
+    assert_eq!(
+        req.header_bytes(),
+        "/p/a%20b?x=1&y".len() + (4 + 9 + 4) + 2 * (5 + 1 + 4) + (10 + 17 + 4)
+    );
+    let req = req.into_request().expect("a request");
     assert_eq!(req.method(), http::Method::GET);
     assert_eq!(req.uri().path(), "/p/a%20b");
     assert_eq!(req.uri().query(), Some("x=1&y"));
@@ -591,6 +602,10 @@ proptest::proptest! {
             match parse(&mut buf, 8192) {
                 Parsed::Simple { req, .. } => {
                     proptest::prop_assert!(input.ends_with(&buf));
+                    // What `httparse` takes, the header map takes.
+                    let req = req.into_request();
+                    proptest::prop_assert!(req.is_some());
+                    let Some(req) = req else { continue };
                     for name in ["content-length", "transfer-encoding", "expect", "upgrade"] {
                         proptest::prop_assert!(!req.headers().contains_key(name));
                     }
