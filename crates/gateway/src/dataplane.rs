@@ -340,6 +340,8 @@ async fn serve(snap: &Snapshot, conn: &Arc<ConnInfo>, mut req: Request<Body>) ->
     let start = Instant::now();
     let request_id = request_id(&req);
     let (trace, span) = traceparent(&req);
+    // The client's head, before the gateway's own `traceparent` replaces the client's.
+    let head_bytes = header_bytes(&req);
     req.headers_mut().insert(TRACEPARENT, trace.clone());
     let access = snap.config.log.access_log.then(|| AccessInfo {
         method: req.method().clone(),
@@ -361,7 +363,7 @@ async fn serve(snap: &Snapshot, conn: &Arc<ConnInfo>, mut req: Request<Body>) ->
     // after such a refusal, so say so instead of letting the client find a closed socket.
     let unread_body_closes =
         req.version() <= http::Version::HTTP_11 && !http_body::Body::is_end_stream(req.body());
-    let mut resp = match route_and_call(snap, conn, req, &mut fin).await {
+    let mut resp = match route_and_call(snap, conn, req, head_bytes, &mut fin).await {
         Ok(resp) => resp,
         Err(e) => {
             fin.code = Some(e.code);
@@ -604,10 +606,11 @@ async fn route_and_call<'s>(
     snap: &'s Snapshot,
     conn: &Arc<ConnInfo>,
     req: Request<Body>,
+    head_bytes: usize,
     fin: &mut Finish<'s>,
 ) -> Result<Response<Body>, ApiError> {
     let server = &snap.config.server;
-    if header_bytes(&req) > server.max_header_bytes {
+    if head_bytes > server.max_header_bytes {
         return Err(ApiError::new(
             http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers_too_large",
@@ -1043,6 +1046,41 @@ mod tests {
         let big = format!("GET / HTTP/1.1\r\nx-big: {}\r\n\r\n", "a".repeat(40 * 1024));
         let req = raw_request(big.as_bytes()).expect("a simple request");
         assert!(lane(&gw, &conn(), &req, &mut Vec::new()).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn both_paths_hold_the_client_head_to_the_same_header_limit() {
+        // A head of exactly `max_header_bytes` (16 KiB by default), counted as both paths count
+        // it, and one byte over: the lane takes the first and the general path serves it too; the
+        // second is left to the general path, which answers 431.
+        let up = scripted(&[
+            ("HTTP/1.1 204 No Content\r\n\r\n", false),
+            ("HTTP/1.1 204 No Content\r\n\r\n", false),
+        ])
+        .await;
+        let gw = gateway(up.addr, "");
+        let limit = gw.local_snapshot().config.server.max_header_bytes;
+        // No `traceparent` from the client: the general path adds its own before routing, and
+        // must not count it against the client.
+        let head = |n: usize| {
+            let fixed = "/".len() + ("x-pad".len() + 4);
+            format!("GET / HTTP/1.1\r\nx-pad: {}\r\n\r\n", "a".repeat(n - fixed))
+        };
+        let at = raw_request(head(limit).as_bytes()).unwrap();
+        assert_eq!(at.header_bytes(), limit);
+        let over = raw_request(head(limit + 1).as_bytes()).unwrap();
+        assert!(lane(&gw, &conn(), &over, &mut Vec::new()).await.is_none());
+        let resp = handle(&gw, conn(), over.into_request().unwrap()).await;
+        assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        let at_copy = raw_request(head(limit).as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let taken = lane(&gw, &conn(), &at, &mut out).await;
+        assert!(
+            matches!(taken, Some(LaneAnswer::Head { .. })),
+            "the lane left a head at the limit"
+        );
+        let resp = handle(&gw, conn(), at_copy.into_request().unwrap()).await;
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     }
 
     #[tokio::test]
