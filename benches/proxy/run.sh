@@ -16,7 +16,8 @@
 # The upstream alone is measured once; the proxies in interleaved rounds, their order turned by one
 # place each round (nginx, switchyard, autopilot; then switchyard, autopilot, nginx; …), and the
 # median of the rounds is reported, since one run on a shared 2-core machine varies by ±5 %.
-# Prints requests/s and p50/p99 latency for each, and the Switchyard/nginx ratios.
+# Prints requests/s and p50/p99 latency for each, the Switchyard/nginx ratios, and per round the busiest
+# worker's share of each proxy's CPU (how the kernel happened to split the connections).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-10s}
@@ -155,7 +156,24 @@ request = function()
 end
 LUA
 
-declare -A RPS P50 P99 CPU USR
+declare -A RPS P50 P99 CPU USR SPLIT
+# CPU ticks used so far by each worker of a proxy, one number per worker (nginx: its worker
+# processes; Switchyard: its data-plane threads; the floor: its threads). Which worker gets which of
+# wrk's 50 connections is the kernel's choice (nginx: whichever worker accepts first; Switchyard and
+# the floor: the SO_REUSEPORT hash), and on these shared cores a lopsided split moves a run by
+# several %: the busiest worker's share of the proxy's CPU is printed with the results.
+worker_ticks() {
+  case $1 in
+    nginx) for p in $(pgrep -P "$(cat "$work/proxy/nginx.pid")"); do awk '{print $14 + $15}' "/proc/$p/stat"; done ;;
+    upstream) echo 1 ;;
+    *)
+      local pid
+      case $1 in switchyard) pid=$SY_PID ;; autopilot) pid=$AP_PID ;; compare) pid=$CMP_PID ;; floor) pid=$FLOOR_PID ;; esac
+      for t in /proc/"$pid"/task/*; do
+        if [ "$1" = floor ] || grep -q '^data-' "$t/comm"; then awk '{print $14 + $15}' "$t/stat"; fi
+      done ;;
+  esac
+}
 # CPU ticks (user, system) used so far by the processes of a target (the upstream is excluded).
 cpu_of() {
   local pids
@@ -181,8 +199,13 @@ run() {
   # An unmeasured lead-in on the same target first (connections, pools, caches).
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$SETTLE" -s "$work/users.lua" "http://127.0.0.1:$port/" >/dev/null
   local c0; c0=$(cpu_of "$name")
+  local w0; w0=$(worker_ticks "$name" | tr '\n' ' ')
   local out; out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$work/users.lua" "http://127.0.0.1:$port/")
   local c1; c1=$(cpu_of "$name")
+  local w1; w1=$(worker_ticks "$name" | tr '\n' ' ')
+  SPLIT[$name]+=" $(awk -v a="$w0" -v b="$w1" 'BEGIN { n = split(a, x, " "); split(b, y, " "); t = 0; m = 0
+    for (i = 1; i <= n; i++) { d = y[i] - x[i]; t += d; if (d > m) m = d }
+    printf "%.2f", (t > 0 ? m / t : 1) }')"
   local reqs; reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   local per; per=$(awk -v a="$c0" -v b="$c1" -v r="$reqs" -v hz="$(getconf CLK_TCK)" 'BEGIN {
     split(a, x, " "); split(b, y, " "); u = (y[1] - x[1]) / hz * 1e6 / r; s = (y[2] - x[2]) / hz * 1e6 / r
@@ -222,6 +245,9 @@ done
 awk -v a="${M_RPS[switchyard]}" -v b="${M_RPS[nginx]}" -v c="${M_P99[switchyard]}" -v d="${M_P99[nginx]}" -v e="${M_P50[switchyard]}" -v f="${M_P50[nginx]}" \
   -v g="${M_CPU[switchyard]}" -v h="${M_CPU[nginx]}" -v gu="${M_USR[switchyard]}" -v hu="${M_USR[nginx]}" \
   'BEGIN { printf "switchyard/nginx: throughput %.2fx, p50 %.2fx, p99 %.2fx, CPU per request %.2fx (user %.2fx, kernel %.2fx)\n", a/b, e/f, c/d, g/h, gu/hu, (g-gu)/(h-hu) }'
+printf "busiest worker's share of the proxy's CPU, per round (0.50: even; 1.00: one worker took all):"
+for t in "${targets[@]:1}"; do printf "  %s%s" "$t" "${SPLIT[$t]}"; done
+echo
 awk -v a="${M_RPS[autopilot]}" -v b="${M_RPS[switchyard]}" -v c="${M_P99[autopilot]}" -v d="${M_P99[switchyard]}" \
   'BEGIN { printf "autopilot on/off (fallback + breaker + shadow 0%%): throughput %.3fx, p99 %.2fx\n", a/b, c/d }'
 canary=$(curl -s "http://127.0.0.1:$SY_ADMIN/metrics" | awk -F' ' '/^switchyard_requests_total\{route="bench",slot="canary"/ {s+=$2} /^switchyard_requests_total\{route="bench"/ {t+=$2} END { if (t) printf "%.1f", 100*s/t }')
