@@ -27,9 +27,11 @@ use crate::autopilot::Admit;
 use crate::body::DeadlineBody;
 use crate::error::ApiError;
 use crate::replay;
-use crate::server::{Framing, Lane, LaneAnswer, RawRequest};
-use crate::slot::RequestContext;
+use crate::server::{
+    Framing, Lane, LaneAnswer, RawRequest, bodyless, push_framing, push_status_line,
+};
 use crate::slot::upstream::RawForward;
+use crate::slot::{RequestContext, push_field};
 use crate::state::{Gateway, RouteRuntime, SlotHandle, Snapshot};
 
 /// Response header naming the slot that answered.
@@ -453,14 +455,9 @@ async fn lane(
     }
     let view = RawView { req, conn };
     let (slot_name, by_weight_stable) = choose(route, &view);
-    let client_id = req
-        .fields()
-        .find(|(n, _)| n.eq_ignore_ascii_case(X_REQUEST_ID.as_str().as_bytes()))
-        .map(|(_, v)| v)
-        .filter(|v| sane_request_id(v));
-    let request_id = match client_id {
-        Some(id) => HeaderValue::from_bytes(id).ok()?,
-        None => new_request_id(),
+    let request_id = match req.text(X_REQUEST_ID.as_str()) {
+        Some(id) if sane_request_id(id.as_bytes()) => HeaderValue::from_str(id).ok()?,
+        _ => new_request_id(),
     };
     let control = &route.control;
     if control.active() {
@@ -515,7 +512,7 @@ async fn lane(
             return;
         }
         if !started {
-            status_line(out, status);
+            push_status_line(out, status);
             started = true;
         }
         let is = |n: &HeaderName| name.eq_ignore_ascii_case(n.as_str().as_bytes());
@@ -527,10 +524,7 @@ async fn lane(
             return;
         }
         dated |= is(&header::DATE);
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+        push_field(out, name, value);
     };
     let sent = upstream.send_raw(req, &fwd, &mut each).await;
     let (status, body) = match sent {
@@ -543,48 +537,26 @@ async fn lane(
         }
     };
     if !started {
-        status_line(out, status);
+        push_status_line(out, status);
     }
-    let framing = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        Framing::None
-    } else {
-        match http_body::Body::size_hint(&body).exact() {
-            Some(n) => {
-                out.extend_from_slice(b"content-length: ");
-                out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-                out.extend_from_slice(b"\r\n");
-                Framing::Length(n)
-            }
-            None => {
-                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-                Framing::Chunked
-            }
-        }
+    let framing = match http_body::Body::size_hint(&body).exact() {
+        _ if bodyless(status) => Framing::None,
+        Some(n) => Framing::Length(n),
+        None => Framing::Chunked,
     };
+    push_framing(out, framing);
     for (name, value) in [
         (&X_SWITCHYARD_SLOT, slot.header.as_bytes()),
         (&X_REQUEST_ID, fin.request_id.as_bytes()),
         (&TRACEPARENT, trace.as_bytes()),
     ] {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+        push_field(out, name.as_str().as_bytes(), value);
     }
     if !dated {
         crate::server::push_date_field(out);
     }
     fin.status = status.as_u16();
     Some(LaneAnswer::Head { framing, body })
-}
-
-/// `HTTP/1.1 <code> <reason>\r\n`.
-fn status_line(out: &mut Vec<u8>, status: StatusCode) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
 }
 
 /// The slot the splitter picks for a request (overrides, then the sticky split), and whether it

@@ -10,7 +10,10 @@ mod fast;
 pub(crate) use fast::Rewind;
 #[cfg(test)]
 pub(crate) use fast::raw_request;
-pub(crate) use fast::{Framing, Lane, LaneAnswer, NoLane, RawRequest, push_date_field};
+pub(crate) use fast::{
+    Framing, Lane, LaneAnswer, NoLane, RawRequest, bodyless, push_date_field, push_framing,
+    push_status_line,
+};
 
 use std::convert::Infallible;
 use std::future::Future;

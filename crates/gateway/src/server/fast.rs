@@ -40,7 +40,7 @@ use tokio::sync::watch;
 
 use super::ConnLimits;
 use crate::dataplane::ConnInfo;
-use crate::slot::{has_token, raw_elements};
+use crate::slot::{has_token, is_text, push_field, raw_elements};
 
 /// Most header fields a request may have (hyper's limit too).
 const MAX_HEADERS: usize = 100;
@@ -120,18 +120,14 @@ impl RawRequest {
         let (_, value) = self
             .fields()
             .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))?;
-        if value.iter().all(|&b| b == b'\t' || (32..127).contains(&b)) {
-            std::str::from_utf8(value).ok()
-        } else {
-            None
-        }
+        std::str::from_utf8(value).ok().filter(|_| is_text(value))
     }
 
     /// Every value of field `name` (any case) that is text, as [`RawRequest::text`] says.
     pub fn texts<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.fields()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .filter(|(_, v)| v.iter().all(|&b| b == b'\t' || (32..127).contains(&b)))
+            .filter(|(_, v)| is_text(v))
             .filter_map(|(_, v)| std::str::from_utf8(v).ok())
     }
 
@@ -269,11 +265,8 @@ pub(super) fn encode_head(
     close: &mut bool,
 ) -> Framing {
     let status = parts.status;
-    let bodyless = status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
     let declared = single_length(&parts.headers);
-    let framing = if bodyless {
+    let framing = if bodyless(status) {
         Framing::None
     } else if let Some(n) = declared.or(body_hint) {
         Framing::Length(n)
@@ -283,30 +276,17 @@ pub(super) fn encode_head(
     if has_token(&parts.headers, header::CONNECTION, "close") {
         *close = true;
     }
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    push_status_line(out, status);
     let keep_length =
         declared.is_some() && status != StatusCode::NO_CONTENT && !status.is_informational();
     for (name, value) in &parts.headers {
         if name == header::TRANSFER_ENCODING || (name == header::CONTENT_LENGTH && !keep_length) {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    match framing {
-        Framing::Length(n) if declared.is_none() => {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        _ => {}
+    if declared.is_none() {
+        push_framing(out, framing);
     }
     if !parts.headers.contains_key(header::DATE) {
         push_date_field(out);
@@ -316,6 +296,36 @@ pub(super) fn encode_head(
     }
     out.extend_from_slice(b"\r\n");
     framing
+}
+
+/// Whether a response with this status has no body (1xx, 204, 304).
+pub(crate) fn bodyless(status: StatusCode) -> bool {
+    status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+}
+
+/// Appends `HTTP/1.1 <code> <reason>\r\n`.
+pub(crate) fn push_status_line(out: &mut Vec<u8>, status: StatusCode) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the field that frames a body: `Content-Length` for a known length, `Transfer-Encoding:
+/// chunked` for chunks, nothing for no body.
+pub(crate) fn push_framing(out: &mut Vec<u8>, framing: Framing) {
+    match framing {
+        Framing::Length(n) => push_field(
+            out,
+            b"content-length",
+            itoa::Buffer::new().format(n).as_bytes(),
+        ),
+        Framing::Chunked => push_field(out, b"transfer-encoding", b"chunked"),
+        Framing::None => {}
+    }
 }
 
 /// Appends a `Date` field with the current time.

@@ -32,7 +32,7 @@ use http_body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{is_hop_by_hop, raw_elements};
+use super::{is_hop_by_hop, push_field, raw_elements};
 
 /// Largest response head (status line and headers) or trailer section accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -182,27 +182,15 @@ impl Conn {
     fn write_head(&mut self, head: &request::Parts, authority: &str) {
         let out = &mut self.out;
         out.clear();
-        out.extend_from_slice(head.method.as_str().as_bytes());
-        out.push(b' ');
-        let pq = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        out.extend_from_slice(if pq.is_empty() { b"/" } else { pq.as_bytes() });
-        out.extend_from_slice(b" HTTP/1.1\r\n");
+        push_request_line(out, &head.method, &head.uri);
         if !head.headers.contains_key(header::HOST) {
-            out.extend_from_slice(b"host: ");
-            out.extend_from_slice(authority.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            push_field(out, b"host", authority.as_bytes());
         }
         for (name, value) in &head.headers {
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            push_field(out, name.as_str().as_bytes(), value.as_bytes());
         }
-        // A method whose requests normally carry a body says it has none (as hyper does).
-        if matches!(head.method, Method::POST | Method::PUT | Method::PATCH)
-            && !head.headers.contains_key(header::CONTENT_LENGTH)
-        {
-            out.extend_from_slice(b"content-length: 0\r\n");
+        if !head.headers.contains_key(header::CONTENT_LENGTH) {
+            push_no_body(out, &head.method);
         }
         out.extend_from_slice(b"\r\n");
     }
@@ -249,6 +237,23 @@ impl Conn {
                 Err(e) => return Err(SendError::Failed(e)),
             }
         }
+    }
+}
+
+/// Appends `METHOD path?query HTTP/1.1\r\n` (only the path and query of `uri`; `/` for none).
+pub(crate) fn push_request_line(out: &mut Vec<u8>, method: &Method, uri: &http::Uri) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    out.extend_from_slice(if pq.is_empty() { b"/" } else { pq.as_bytes() });
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+}
+
+/// For a request without a body: `Content-Length: 0` when its method's requests normally carry
+/// one (as hyper does), so that the upstream does not wait for a body.
+pub(crate) fn push_no_body(out: &mut Vec<u8>, method: &Method) {
+    if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+        push_field(out, b"content-length", b"0");
     }
 }
 

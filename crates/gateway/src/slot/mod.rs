@@ -86,6 +86,19 @@ pub(crate) fn raw_elements(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8
     value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
 }
 
+/// Whether a raw field value is text as `HeaderValue::to_str` takes it (visible ASCII and tabs).
+pub(crate) fn is_text(value: &[u8]) -> bool {
+    value.iter().all(|&b| b == b'\t' || (32..127).contains(&b))
+}
+
+/// Appends the HTTP/1 field line `name: value\r\n`.
+pub(crate) fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Whether a comma-separated header (`Connection`, `Upgrade`…) lists `token`, in any case.
 pub(crate) fn has_token(headers: &http::HeaderMap, name: http::HeaderName, token: &str) -> bool {
     headers.get_all(name).iter().any(|v| {

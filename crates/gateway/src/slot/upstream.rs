@@ -17,7 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use switchyard_config::SlotSpec;
 
-use super::{RequestContext, Slot, SlotFuture, h1, is_hop_by_hop};
+use super::{RequestContext, Slot, SlotFuture, h1, is_hop_by_hop, is_text, push_field};
 use crate::body::client_body_error;
 use crate::dataplane::ConnInfo;
 use crate::error::ApiError;
@@ -106,19 +106,14 @@ impl UpstreamSlot {
     /// Plain HTTP, no body, no upgrade: on this thread's own keep-alive connections (`h1`).
     async fn send_bodiless(&self, req: Request<Body>) -> Result<Response<Body>, ApiError> {
         let (head, _) = req.into_parts();
-        let idempotent = is_idempotent(&head.method);
-        let mut fresh_only = false;
+        let mut retry = Retry::new(&head.method);
         loop {
-            let conn = self.pooled(fresh_only).await?;
+            let conn = self.pooled(retry.fresh_only).await?;
             let reused = conn.is_reused();
             match conn.send(&head, self.authority.as_str(), &self.pool).await {
                 // `h1` leaves the hop-by-hop fields out of the head it returns.
-                Ok((parts, body)) => {
-                    return Ok(Response::from_parts(parts, Body::new(body)));
-                }
-                Err(h1::SendError::Closed(_)) if reused && idempotent && !fresh_only => {
-                    fresh_only = true;
-                }
+                Ok((parts, body)) => return Ok(Response::from_parts(parts, Body::new(body))),
+                Err(e) if retry.again(reused, &e) => {}
                 Err(e) => return Err(self.request_failed(e)),
             }
         }
@@ -142,17 +137,14 @@ impl UpstreamSlot {
     ) -> Result<(StatusCode, h1::ResponseBody), ApiError> {
         let method = req.method();
         let exchange = async {
-            let idempotent = is_idempotent(method);
-            let mut fresh_only = false;
+            let mut retry = Retry::new(method);
             loop {
-                let conn = self.pooled(fresh_only).await?;
+                let conn = self.pooled(retry.fresh_only).await?;
                 let reused = conn.is_reused();
                 let write = |out: &mut Vec<u8>| self.write_raw_head(out, req, fwd);
                 match conn.send_raw(method, write, &self.pool, &mut *each).await {
                     Ok(answer) => return Ok(answer),
-                    Err(h1::SendError::Closed(_)) if reused && idempotent && !fresh_only => {
-                        fresh_only = true;
-                    }
+                    Err(e) if retry.again(reused, &e) => {}
                     Err(e) => return Err(self.request_failed(e)),
                 }
             }
@@ -167,12 +159,7 @@ impl UpstreamSlot {
     /// `strip_hop_by_hop`, [`UpstreamSlot::set_forwarding_headers`] and `h1`'s head writer do to a
     /// request's map, done on its raw fields.
     fn write_raw_head(&self, out: &mut Vec<u8>, req: &RawRequest, fwd: &RawForward<'_>) {
-        let method = req.method();
-        out.extend_from_slice(method.as_str().as_bytes());
-        out.push(b' ');
-        let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        out.extend_from_slice(if pq.is_empty() { b"/" } else { pq.as_bytes() });
-        out.extend_from_slice(b" HTTP/1.1\r\n");
+        h1::push_request_line(out, req.method(), req.uri());
         // The fields `Connection` names are hop-by-hop too.
         let mut named: Vec<&[u8]> = Vec::new();
         for (name, value) in req.fields() {
@@ -224,29 +211,9 @@ impl UpstreamSlot {
         }
         push_field(out, b"x-request-id", fwd.request_id);
         push_field(out, b"traceparent", fwd.traceparent);
-        // A method whose requests normally carry a body says it has none (as `h1` does).
-        if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
-            out.extend_from_slice(b"content-length: 0\r\n");
-        }
+        // The lane's requests have no `Content-Length` (`server::fast` takes none).
+        h1::push_no_body(out, req.method());
         out.extend_from_slice(b"\r\n");
-    }
-
-    /// This thread's most recent idle connection, or a new one (`fresh_only`: a new one).
-    async fn pooled(&self, fresh_only: bool) -> Result<h1::Conn, ApiError> {
-        match (fresh_only, self.pool.checkout()) {
-            (false, Some(conn)) => Ok(conn),
-            _ => self.connect().await,
-        }
-    }
-
-    fn request_failed(&self, e: h1::SendError) -> ApiError {
-        let e = e.into_io();
-        tracing::warn!(upstream = %self.url, error = %e, "upstream request failed");
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "upstream_error",
-            "upstream request failed",
-        )
     }
 
     fn client(&self) -> &Client<HttpsConnector<HttpConnector>, Body> {
@@ -389,6 +356,24 @@ impl UpstreamSlot {
         Ok(Response::from_parts(parts, Body::new(body)))
     }
 
+    /// This thread's most recent idle connection, or a new one (`fresh_only`: a new one).
+    async fn pooled(&self, fresh_only: bool) -> Result<h1::Conn, ApiError> {
+        match (fresh_only, self.pool.checkout()) {
+            (false, Some(conn)) => Ok(conn),
+            _ => self.connect().await,
+        }
+    }
+
+    fn request_failed(&self, e: h1::SendError) -> ApiError {
+        let e = e.into_io();
+        tracing::warn!(upstream = %self.url, error = %e, "upstream request failed");
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            "upstream request failed",
+        )
+    }
+
     fn set_forwarding_headers(&self, h: &mut HeaderMap, ctx: &RequestContext) {
         let conn = &ctx.conn;
         let text = |h: &HeaderMap, name: &HeaderName| {
@@ -481,13 +466,39 @@ pub(crate) struct RawForward<'a> {
     pub traceparent: &'a [u8],
 }
 
-/// Methods whose requests may be sent again (RFC 9110 §9.2.2): on an idle connection the upstream
-/// closed just as the request went out, they are, once, on a new one.
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
+/// When a request on a pooled connection is sent again. An idle connection the upstream closed
+/// just as the request went out fails before any response byte; a request that may be repeated
+/// (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE) is then sent once more, on a new
+/// connection.
+struct Retry {
+    idempotent: bool,
+    /// The next attempt takes a new connection (the retry is used).
+    fresh_only: bool,
+}
+
+impl Retry {
+    fn new(method: &Method) -> Self {
+        Self {
+            idempotent: matches!(
+                *method,
+                Method::GET
+                    | Method::HEAD
+                    | Method::OPTIONS
+                    | Method::TRACE
+                    | Method::PUT
+                    | Method::DELETE
+            ),
+            fresh_only: false,
+        }
+    }
+
+    /// Whether to try again after `e` on a connection that was `reused`.
+    fn again(&mut self, reused: bool, e: &h1::SendError) -> bool {
+        let again =
+            matches!(e, h1::SendError::Closed(_)) && reused && self.idempotent && !self.fresh_only;
+        self.fresh_only |= again;
+        again
+    }
 }
 
 /// `X-Forwarded-For`: the client's address after the chain the request came with (`prev`, its
@@ -522,19 +533,6 @@ fn forwarded_value(prev: Option<&str>, conn: &ConnInfo, host: Option<&str>) -> S
 /// `X-Forwarded-Proto`.
 fn proto(conn: &ConnInfo) -> &'static str {
     if conn.tls { "https" } else { "http" }
-}
-
-/// Whether a raw field value is what `HeaderValue::to_str` accepts (visible ASCII and tabs).
-fn is_text(value: &[u8]) -> bool {
-    value.iter().all(|&b| b == b'\t' || (32..127).contains(&b))
-}
-
-/// Appends `name: value\r\n`.
-fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 fn insert_str(h: &mut HeaderMap, name: HeaderName, value: &str) {
