@@ -1036,8 +1036,9 @@ stable = "faces-cpu"
 #[tokio::test]
 async fn the_first_photo_after_a_load_or_a_swap_finds_the_model_warm() {
     // CenterFace on the CPU runs each photo at its own input shape; the slot's load and every hot
-    // swap run it once at a 16:9 photo's shape (1280×736), so that the first 1080p photo does not
-    // grow ONNX Runtime's arena (and pay its page faults): the reserved memory stays as it was.
+    // swap run it once at a 16:9 photo's shape (1280×736) on each of its sessions, so that the
+    // first 1080p photos, alone or two at once, do not grow ONNX Runtime's arenas (and pay their
+    // page faults): the reserved memory stays as it was.
     let gw = Gateway::start(&face_config(0.0));
     let c = client();
     let img = image::load_from_memory(&photo("t1.jpg")).unwrap();
@@ -1077,6 +1078,23 @@ async fn the_first_photo_after_a_load_or_a_swap_finds_the_model_warm() {
         assert_eq!(
             after, before,
             "version {version}: the first photo grew the arena"
+        );
+        // Two at once take the pool's one-core sessions, warmed as well.
+        let overlapping = || {
+            post(
+                &c,
+                &url,
+                jpeg.clone(),
+                "image/jpeg",
+                &[("x-gray-enable", "true")],
+            )
+        };
+        let (a, b) = tokio::join!(overlapping(), overlapping());
+        assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+        let after = reserved(slot_state(&c, &gw, "faces-v2").await);
+        assert_eq!(
+            after, before,
+            "version {version}: overlapping photos grew the pool's arenas"
         );
     }
 }

@@ -191,20 +191,41 @@ impl FaceDetector {
 
     /// Readies a server's model for photos before the first one comes. A CenterFace model on ONNX
     /// Runtime whose input follows each photo runs once at a landscape photo's shape at `max_side`
-    /// (16:9; 1280×736 by default) on the session a request alone takes (with `adaptive_threads`;
-    /// else on the first free one), so that the first photo after a load or a swap does not grow
-    /// that session's memory arena itself (by ~200 MB, the page faults in that photo's time); a
-    /// model that cannot run such a photo fails here. The
-    /// sessions of overlapping requests grow theirs on first use. Fixed shapes are warmed by
-    /// [`load`](Self::load) already, and other models have nothing to warm. Not for a one-shot
-    /// command, which would pay for one inference more.
+    /// (16:9; 1280×736 by default) on every session it has: the one a request alone takes (with
+    /// `adaptive_threads`; else the first free one), then each session of the pool that overlapping
+    /// requests take, those at once. So no photo after a load or a swap grows a session's memory
+    /// arena itself (by ~200 MB, the page faults in that photo's time: the first two overlapping
+    /// 1080p photos took 240–330 ms instead of 170–200), the memory a slot needs is reserved when it
+    /// loads rather than under its first burst, and a model that cannot run such a photo fails
+    /// here. Fixed shapes are warmed by [`load`](Self::load) already, and other models have nothing
+    /// to warm. Not for a one-shot command, which would pay for inferences more.
     pub fn warm_up(&self) -> Result<()> {
         if self.kind == DetectorKind::CenterFace
             && !self.fixed_shape()
             && self.model.engine == switchyard_infer::EngineKind::Ort
         {
             let side = self.params.max_side.max(32);
-            self.centerface(&texture(side, side * 9 / 16))?;
+            let img = texture(side, side * 9 / 16);
+            self.centerface(&img)?;
+            let pool = self.model.parallelism();
+            if pool > 1 {
+                // Lane k runs on session k mod `pool` (lane 0 would take any free one).
+                let img = &img;
+                std::thread::scope(|scope| {
+                    let runs: Vec<_> = (1..=pool)
+                        .map(|lane| scope.spawn(move || self.centerface_on(img, lane)))
+                        .collect();
+                    runs.into_iter().try_for_each(|run| {
+                        run.join()
+                            .map_err(|_| {
+                                crate::Error::Infer(switchyard_infer::Error::Run(
+                                    "a warm-up run panicked".into(),
+                                ))
+                            })?
+                            .map(drop)
+                    })
+                })?;
+            }
         }
         Ok(())
     }

@@ -574,11 +574,12 @@ fn a_lossy_webp_stays_lossy_near_its_size() {
 }
 
 #[test]
-fn the_first_photo_after_a_warm_up_finds_the_arena_already_grown() {
+fn the_first_photos_after_a_warm_up_find_the_arenas_already_grown() {
     // A face slot's layout on the CPU: a request alone runs CenterFace on the all-cores session at
-    // the photo's own input shape. `warm_up` (the gateway's load and hot swap) runs that session at
-    // a 16:9 photo's shape at `max_side`, so the first 1080p photo after it reserves no more memory
-    // (growing the arena is what made that first photo slow).
+    // the photo's own input shape, overlapping requests each on a session of the pool. `warm_up`
+    // (the gateway's load and hot swap) runs all of them at a 16:9 photo's shape at `max_side`, so
+    // the first 1080p photos after it, alone or overlapping, reserve no more memory (growing an
+    // arena is what made those first photos slow).
     let opts = switchyard_infer::LoadOptions {
         engine: EngineChoice::Ort,
         sessions: 2,
@@ -597,14 +598,34 @@ fn the_first_photo_after_a_warm_up_finds_the_arena_already_grown() {
     let reserved = || det.model.memory().expect("arena statistics").reserved_bytes;
     let before = reserved();
     let img = imageops::resize(&photo("t1.jpg"), 1920, 1080, imageops::FilterType::Triangle);
-    let _alone = det.model.request();
+    {
+        let _alone = det.model.request();
+        let runs = det.model.alone_runs();
+        let faces = det.detect(&img).expect("detect");
+        assert_eq!(
+            det.model.alone_runs(),
+            runs + 1,
+            "the photo ran on the all-cores session"
+        );
+        assert!(!faces.is_empty());
+        assert_eq!(reserved(), before, "the first photo grew the arena");
+    }
+    // Two requests at once, each on a session of the pool (the first free one): both sessions run.
     let runs = det.model.alone_runs();
-    let faces = det.detect(&img).expect("detect");
+    let start = std::sync::Barrier::new(2);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                let _overlapping = det.model.request();
+                start.wait();
+                assert!(!det.detect(&img).expect("detect").is_empty());
+            });
+        }
+    });
+    assert_eq!(det.model.alone_runs(), runs, "the photos overlapped");
     assert_eq!(
-        det.model.alone_runs(),
-        runs + 1,
-        "the photo ran on the all-cores session"
+        reserved(),
+        before,
+        "overlapping photos grew the pool's arenas"
     );
-    assert!(!faces.is_empty());
-    assert_eq!(reserved(), before, "the first photo grew the arena");
 }
