@@ -13,6 +13,9 @@
 #   FLOOR=1 adds a target "floor": benches/proxy/floor, the bare transport of a tokio proxy (parse,
 #   forward, answer; no routing, ids, metrics or timeouts) with the same workers, for how much of
 #   the gap to nginx is the runtime and how much is the gateway's work per request.
+#   REUSEPORT=1 adds a target "nginx-rp": the same nginx with `reuseport` on its listen, one socket
+#   per worker as Switchyard has, so the kernel spreads connections evenly between its workers
+#   instead of to whichever accepts first (see the split printed below).
 # The upstream alone is measured once; the proxies in interleaved rounds, their order turned by one
 # place each round (nginx, switchyard, autopilot; then switchyard, autopilot, nginx; …), and the
 # median of the rounds is reported, since one run on a shared 2-core machine varies by ±5 %.
@@ -26,9 +29,10 @@ CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-3}
 UP_PORT=18081 NGINX_PORT=18082 SY_PORT=18083 SY_ADMIN=18084 AP_PORT=18087 AP_ADMIN=18088
-CMP_PORT=18089 CMP_ADMIN=18090 FLOOR_PORT=18091
+CMP_PORT=18089 CMP_ADMIN=18090 FLOOR_PORT=18091 RP_PORT=18092
 COMPARE=${COMPARE:-}
 FLOOR=${FLOOR:-}
+REUSEPORT=${REUSEPORT:-}
 
 need=()
 command -v nginx >/dev/null || need+=(nginx-light)
@@ -45,7 +49,7 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-mkdir -p "$work"/{up,proxy}/logs "$work/www"
+mkdir -p "$work"/{up,proxy,proxy-rp}/logs "$work/www"
 chmod 755 "$work"
 head -c 1024 /dev/zero | tr '\0' 'x' > "$work/www/index.html"; chmod -R a+rX "$work"
 
@@ -80,6 +84,8 @@ http {
   }
 }
 CONF
+sed -e "s|$work/proxy/|$work/proxy-rp/|g; s|listen 127.0.0.1:$NGINX_PORT;|listen 127.0.0.1:$RP_PORT reuseport;|" \
+  "$work/proxy/nginx.conf" > "$work/proxy-rp/nginx.conf"
 cat > "$work/switchyard.toml" <<CONF
 [server]
 listen = "127.0.0.1:$SY_PORT"
@@ -143,7 +149,11 @@ if [ -n "$FLOOR" ]; then
   FLOOR_PID=$!
   targets+=(floor)
 fi
-for port in $UP_PORT $NGINX_PORT $SY_PORT $AP_PORT ${COMPARE:+$CMP_PORT} ${FLOOR:+$FLOOR_PORT}; do
+if [ -n "$REUSEPORT" ]; then
+  nginx -p "$work/proxy-rp" -c "$work/proxy-rp/nginx.conf" & pids+=($!)
+  targets+=(nginx-rp)
+fi
+for port in $UP_PORT $NGINX_PORT $SY_PORT $AP_PORT ${COMPARE:+$CMP_PORT} ${FLOOR:+$FLOOR_PORT} ${REUSEPORT:+$RP_PORT}; do
   for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
 done
 
@@ -165,6 +175,7 @@ declare -A RPS P50 P99 CPU USR SPLIT
 worker_ticks() {
   case $1 in
     nginx) for p in $(pgrep -P "$(cat "$work/proxy/nginx.pid")"); do awk '{print $14 + $15}' "/proc/$p/stat"; done ;;
+    nginx-rp) for p in $(pgrep -P "$(cat "$work/proxy-rp/nginx.pid")"); do awk '{print $14 + $15}' "/proc/$p/stat"; done ;;
     upstream) echo 1 ;;
     *)
       local pid
@@ -180,6 +191,7 @@ cpu_of() {
   case $1 in
     upstream) pids=$(cat "$work/up/nginx.pid"; pgrep -P "$(cat "$work/up/nginx.pid")") ;;
     nginx) pids=$(cat "$work/proxy/nginx.pid"; pgrep -P "$(cat "$work/proxy/nginx.pid")") ;;
+    nginx-rp) pids=$(cat "$work/proxy-rp/nginx.pid"; pgrep -P "$(cat "$work/proxy-rp/nginx.pid")") ;;
     switchyard) pids=$SY_PID ;;
     autopilot) pids=$AP_PID ;;
     compare) pids=$CMP_PID ;;
@@ -216,7 +228,7 @@ run() {
   P50[$name]+=" $(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")"
   P99[$name]+=" $(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")"
 }
-declare -A PORT=([upstream]=$UP_PORT [nginx]=$NGINX_PORT [switchyard]=$SY_PORT [autopilot]=$AP_PORT [compare]=$CMP_PORT [floor]=$FLOOR_PORT)
+declare -A PORT=([upstream]=$UP_PORT [nginx]=$NGINX_PORT [switchyard]=$SY_PORT [autopilot]=$AP_PORT [compare]=$CMP_PORT [floor]=$FLOOR_PORT [nginx-rp]=$RP_PORT)
 # The upstream alone is measured once, before the proxies: right after it was driven flat out, the
 # next target measured 5–10 % slower than its own speed for over 10 s on this kind of machine,
 # whichever target that was. The proxies' order turns by one place every round, since the place in
@@ -255,6 +267,10 @@ echo "switchyard canary share during the run: ${canary}% (weight 20)"
 if [ -n "$COMPARE" ]; then
   awk -v a="${M_RPS[switchyard]}" -v b="${M_RPS[compare]}" -v c="${M_CPU[switchyard]}" -v d="${M_CPU[compare]}" -v e="${M_P99[switchyard]}" -v f="${M_P99[compare]}" \
     'BEGIN { printf "switchyard/compare: throughput %.3fx, CPU per request %.3fx, p99 %.2fx\n", a/b, c/d, e/f }'
+fi
+if [ -n "$REUSEPORT" ]; then
+  awk -v a="${M_RPS[switchyard]}" -v b="${M_RPS[nginx-rp]}" -v c="${M_CPU[switchyard]}" -v d="${M_CPU[nginx-rp]}" -v e="${M_P99[switchyard]}" -v f="${M_P99[nginx-rp]}" -v g="${M_RPS[nginx]}" \
+    'BEGIN { printf "switchyard/nginx-rp: throughput %.2fx, CPU per request %.2fx, p99 %.2fx; nginx-rp/nginx: throughput %.2fx\n", a/b, c/d, e/f, b/g }'
 fi
 if [ -n "$FLOOR" ]; then
   awk -v a="${M_RPS[floor]}" -v b="${M_RPS[nginx]}" -v c="${M_CPU[floor]}" -v d="${M_CPU[nginx]}" -v e="${M_CPU[switchyard]}" \
