@@ -3,10 +3,11 @@
 #   (a) the upstream directly, (b) nginx as a plain reverse proxy, (c) Switchyard with a route that has
 #   two overrides and a 20 % sticky split, (d) the same Switchyard route with the canary autopilot on:
 #   per-request fallback, circuit breaker and shadow at 0 % (issue: within 5 % of (c)).
-# The upstream is nginx serving a 1 KiB static body on loopback. Both proxies run 2 workers
-# (nginx worker_processes 2, Switchyard workers = 2) with access logs off, upstream keep-alive on.
+# The upstream is nginx serving a 1 KiB static body on loopback. Both proxies run WORKERS workers, 2
+# by default (nginx worker_processes, Switchyard workers) with access logs off, upstream keep-alive on.
 #
-# Usage: benches/proxy/run.sh     (env: DURATION=10s SETTLE=2s CONNECTIONS=50 THREADS=2 ROUNDS=3)
+# Usage: benches/proxy/run.sh     (env: DURATION=10s SETTLE=2s CONNECTIONS=50 THREADS=2 ROUNDS=3
+#                                  WORKERS=2)
 #   COMPARE=path/to/other/switchyard adds a target "compare": that binary on the same config, measured
 #   in the same rounds (before/after a change: build the old commit, copy its binary aside, pass it
 #   here).
@@ -28,6 +29,7 @@ SETTLE=${SETTLE:-2s}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-3}
+WORKERS=${WORKERS:-2}
 UP_PORT=18081 NGINX_PORT=18082 SY_PORT=18083 SY_ADMIN=18084 AP_PORT=18087 AP_ADMIN=18088
 CMP_PORT=18089 CMP_ADMIN=18090 FLOOR_PORT=18091 RP_PORT=18092
 COMPARE=${COMPARE:-}
@@ -64,7 +66,7 @@ http {
 }
 CONF
 cat > "$work/proxy/nginx.conf" <<CONF
-worker_processes 2;
+worker_processes $WORKERS;
 daemon off; pid $work/proxy/nginx.pid; error_log $work/proxy/logs/error.log warn;
 events { worker_connections 4096; }
 http {
@@ -89,7 +91,7 @@ sed -e "s|$work/proxy/|$work/proxy-rp/|g; s|listen 127.0.0.1:$NGINX_PORT;|listen
 cat > "$work/switchyard.toml" <<CONF
 [server]
 listen = "127.0.0.1:$SY_PORT"
-workers = 2
+workers = $WORKERS
 [admin]
 listen = "127.0.0.1:$SY_ADMIN"
 [log]
@@ -145,7 +147,7 @@ if [ -n "$COMPARE" ]; then
 fi
 FLOOR_PID=""
 if [ -n "$FLOOR" ]; then
-  ./target/floor/release/proxy-floor "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$UP_PORT" 2 & pids+=($!)
+  ./target/floor/release/proxy-floor "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$UP_PORT" "$WORKERS" & pids+=($!)
   FLOOR_PID=$!
   targets+=(floor)
 fi
@@ -245,7 +247,7 @@ for round in $(seq "$ROUNDS"); do
 done
 
 echo
-echo "pass-through proxy, 1 KiB responses, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, median of $ROUNDS interleaved rounds, $(nproc) cores"
+echo "pass-through proxy, 1 KiB responses, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, median of $ROUNDS interleaved rounds, $(nproc) cores, $WORKERS workers per proxy"
 printf "%-12s %12s %10s %10s %12s %12s   %s\n" target "requests/s" "p50 ms" "p99 ms" "CPU us/req" "of it user" "requests/s per round"
 declare -A M_RPS M_P50 M_P99 M_CPU M_USR
 for t in "${targets[@]}"; do
