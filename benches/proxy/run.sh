@@ -169,6 +169,10 @@ end
 LUA
 
 declare -A RPS P50 P99 CPU USR SPLIT
+# The master process of an nginx target.
+nginx_pid() {
+  case $1 in upstream) cat "$work/up/nginx.pid" ;; nginx) cat "$work/proxy/nginx.pid" ;; nginx-rp) cat "$work/proxy-rp/nginx.pid" ;; esac
+}
 # CPU ticks used so far by each worker of a proxy, one number per worker (nginx: its worker
 # processes; Switchyard: its data-plane threads; the floor: its threads). Which worker gets which of
 # wrk's 50 connections is the kernel's choice (nginx: whichever worker accepts first; Switchyard and
@@ -176,8 +180,7 @@ declare -A RPS P50 P99 CPU USR SPLIT
 # several %: the busiest worker's share of the proxy's CPU is printed with the results.
 worker_ticks() {
   case $1 in
-    nginx) for p in $(pgrep -P "$(cat "$work/proxy/nginx.pid")"); do awk '{print $14 + $15}' "/proc/$p/stat"; done ;;
-    nginx-rp) for p in $(pgrep -P "$(cat "$work/proxy-rp/nginx.pid")"); do awk '{print $14 + $15}' "/proc/$p/stat"; done ;;
+    nginx|nginx-rp) for p in $(pgrep -P "$(nginx_pid "$1")"); do awk '{print $14 + $15}' "/proc/$p/stat"; done ;;
     upstream) echo 1 ;;
     *)
       local pid
@@ -191,9 +194,7 @@ worker_ticks() {
 cpu_of() {
   local pids
   case $1 in
-    upstream) pids=$(cat "$work/up/nginx.pid"; pgrep -P "$(cat "$work/up/nginx.pid")") ;;
-    nginx) pids=$(cat "$work/proxy/nginx.pid"; pgrep -P "$(cat "$work/proxy/nginx.pid")") ;;
-    nginx-rp) pids=$(cat "$work/proxy-rp/nginx.pid"; pgrep -P "$(cat "$work/proxy-rp/nginx.pid")") ;;
+    upstream|nginx|nginx-rp) pids=$(nginx_pid "$1"; pgrep -P "$(nginx_pid "$1")") ;;
     switchyard) pids=$SY_PID ;;
     autopilot) pids=$AP_PID ;;
     compare) pids=$CMP_PID ;;

@@ -958,6 +958,12 @@ impl Model {
         }
     }
 
+    /// Whether the model keeps a session for a request alone, one that uses every core
+    /// ([`LoadOptions::adaptive_threads`] on the CPU with several sessions), beside its pool.
+    pub fn has_alone_session(&self) -> bool {
+        matches!(&self.backend, Backend::Ort { alone: Some(_), .. })
+    }
+
     /// Number of requests that can run at once without waiting (ONNX Runtime sessions; tract: any).
     pub fn parallelism(&self) -> usize {
         match &self.backend {

@@ -192,10 +192,10 @@ impl FaceDetector {
     /// Readies a server's model for photos before the first one comes. A CenterFace model on ONNX
     /// Runtime whose input follows each photo runs once at a landscape photo's shape at `max_side`
     /// (16:9; 1280×736 by default) on every session it has: the one a request alone takes (with
-    /// `adaptive_threads`; else the first free one), then each session of the pool that overlapping
-    /// requests take, those at once. So no photo after a load or a swap grows a session's memory
-    /// arena itself (by ~200 MB, the page faults in that photo's time: the first two overlapping
-    /// 1080p photos took 240–330 ms instead of 170–200), the memory a slot needs is reserved when it
+    /// `adaptive_threads`), then each session of the pool that overlapping requests take, those at
+    /// once. So no photo after a load or a swap grows a session's memory arena itself (by ~200 MB,
+    /// the page faults in that photo's time: the first two overlapping 1080p photos took 236–310 ms
+    /// on 2 cores, against 160–210 once warm), the memory a slot needs is reserved when it
     /// loads rather than under its first burst, and a model that cannot run such a photo fails
     /// here. Fixed shapes are warmed by [`load`](Self::load) already, and other models have nothing
     /// to warm. Not for a one-shot command, which would pay for inferences more.
@@ -206,8 +206,11 @@ impl FaceDetector {
         {
             let side = self.params.max_side.max(32);
             let img = texture(side, side * 9 / 16);
-            self.centerface(&img)?;
             let pool = self.model.parallelism();
+            if pool <= 1 || self.model.has_alone_session() {
+                // The only session, or the all-cores one (taken while no other request runs).
+                self.centerface(&img)?;
+            }
             if pool > 1 {
                 // Lane k runs on session k mod `pool` (lane 0 would take any free one).
                 let img = &img;
