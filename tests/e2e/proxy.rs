@@ -451,3 +451,35 @@ async fn request_spans_are_exported_over_otlp_in_the_clients_trace() {
     }
     task.abort();
 }
+
+/// `[server] idle_poll_us`: after each request a worker keeps polling for a while before it
+/// sleeps. Once the requests stop, the workers must sleep: an idle gateway uses no CPU. Here at
+/// the largest window, after requests on both HTTP/1.1 paths (the fast path and hyper).
+#[tokio::test]
+async fn an_idle_gateway_uses_no_cpu_once_its_requests_stop() {
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    let gw = Gateway::start(&canary_config(&v1, &v2, 20.0, "idle_poll_us = 10000"));
+    let c = client();
+    for i in 0..100 {
+        let user = format!("user-{i}");
+        let (status, _, _) = get(&c, &gw.url("/api/echo"), &[("x-user-id", &user)]).await;
+        assert_eq!(status, 200);
+        let resp = c
+            .post(gw.url("/api/upload"))
+            .body(vec![1u8; 4096])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    // Past the window (10 ms), with room for a loaded machine.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = gw.cpu_time();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = gw.cpu_time() - before;
+    // A worker that kept polling would use most of a core; an idle gateway measures 0 here.
+    assert!(
+        used <= Duration::from_millis(50),
+        "an idle gateway used {used:?} of CPU in 1 s"
+    );
+}

@@ -66,6 +66,10 @@ pub struct ServerConfig {
     pub drain_timeout_ms: u64,
     /// Runtime worker threads; 0 = one per CPU core.
     pub workers: usize,
+    /// Microseconds a data-plane worker keeps polling its sockets without blocking (yielding its
+    /// core to other threads every few polls) after the last request it began, before it sleeps;
+    /// 0 = sleep as soon as nothing is ready. At most 10,000. Takes effect on restart.
+    pub idle_poll_us: u64,
     /// TLS for the data plane; absent = plain HTTP/1.1 and h2c.
     pub tls: Option<TlsConfig>,
     /// Reload the configuration file by itself when it changes (a mounted Kubernetes ConfigMap).
@@ -88,6 +92,7 @@ impl Default for ServerConfig {
             idle_timeout_ms: 60_000,
             drain_timeout_ms: 30_000,
             workers: 0,
+            idle_poll_us: 20,
             tls: None,
             watch_config: false,
             console: true,

@@ -72,6 +72,12 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
             "must be at least 1024".into(),
         ));
     }
+    if cfg.server.idle_poll_us > 10_000 {
+        out.push((
+            path!["server", "idle_poll_us"],
+            "must be at most 10000 (10 ms); 0 turns idle polling off".into(),
+        ));
+    }
     for (key, v) in [
         ("header_read_timeout_ms", cfg.server.header_read_timeout_ms),
         ("request_timeout_ms", cfg.server.request_timeout_ms),

@@ -7,7 +7,8 @@
 //! * [`slot`]: backends (`upstream`, `static`; model slots come next);
 //! * [`state`]: the live snapshot of slots and routes, swapped atomically on change;
 //! * [`admin`]: metrics, health and the JSON admin API;
-//! * [`telemetry`]: logging and Prometheus metrics.
+//! * [`telemetry`]: logging and Prometheus metrics;
+//! * `idle_poll`: how a data-plane worker polls for a moment before it sleeps.
 
 pub mod admin;
 pub mod admission;
@@ -20,6 +21,7 @@ pub mod console;
 pub mod dataplane;
 pub mod error;
 pub mod history;
+mod idle_poll;
 #[cfg(feature = "otlp")]
 pub mod otlp;
 pub mod replay;

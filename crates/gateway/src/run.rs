@@ -114,10 +114,13 @@ fn reload(gw: &Gateway, tls: &TlsSlot) -> Result<serde_json::Value, ReloadError>
                     "listen addresses or admin TLS changed in the file; they take effect on restart"
                 );
             }
-            if limits(&old.config) != limits(&cfg) {
+            if limits(&old.config) != limits(&cfg)
+                || old.config.server.workers != cfg.server.workers
+                || old.config.server.idle_poll_us != cfg.server.idle_poll_us
+            {
                 tracing::warn!(
                     "connection settings changed in the file (header_read_timeout_ms, \
-                     idle_timeout_ms, max_header_bytes, http1_fast_path): the listeners keep \
+                     idle_timeout_ms, max_header_bytes, http1_fast_path, idle_poll_us, workers): the listeners keep \
                      the old ones until restart"
                 );
             }
@@ -264,6 +267,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let admin_tls_on = admin_tls.is_some();
     let (data_addr, admin_addr) = (config.server.listen.clone(), config.admin.listen.clone());
     let drain = Duration::from_millis(config.server.drain_timeout_ms);
+    let idle_poll = Duration::from_micros(config.server.idle_poll_us);
     let gw = Arc::new(Gateway::new(config, config_path)?);
 
     let (data_listeners, data_local) = server::bind_workers(&data_addr, workers, "server.listen")?;
@@ -299,6 +303,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
                     .enable_all()
                     .build()?;
                 rt.block_on(async move {
+                    if !idle_poll.is_zero() {
+                        tokio::spawn(crate::idle_poll::run(idle_poll));
+                    }
                     let listener = tokio::net::TcpListener::from_std(std_listener)?;
                     let tls = tls.load().is_some().then_some(tls);
                     server::serve(

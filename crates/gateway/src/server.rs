@@ -240,6 +240,7 @@ async fn serve_conn<I, H, F, L>(
     });
     let act = activity.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        crate::idle_poll::note_work();
         act.inflight.fetch_add(1, Ordering::Relaxed);
         let guard = InflightGuard(act.clone());
         // Boxed once here: the request's future (routing, the slot call) is large, and hyper moves

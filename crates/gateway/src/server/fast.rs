@@ -531,6 +531,7 @@ where
                 Parsed::Other => return Some(Rewind::new(buf.freeze(), io)),
                 Parsed::Simple { req, close } => (req, close),
             };
+            crate::idle_poll::note_work();
             out.clear();
             let answer = {
                 let (info_ref, out_ref) = (&info, &mut out);
