@@ -10,7 +10,9 @@
 #                                  WORKERS=2)
 #   COMPARE=path/to/other/switchyard adds a target "compare": that binary on the same config, measured
 #   in the same rounds (before/after a change: build the old commit, copy its binary aside, pass it
-#   here).
+#   here). COMPARE_SERVER="key = value" adds that line to the compare target's [server] section:
+#   the same binary with one setting changed, e.g.
+#   COMPARE=target/release/switchyard COMPARE_SERVER="idle_poll_us = 0" for idle polling off.
 #   FLOOR=1 adds a target "floor": benches/proxy/floor, the bare transport of a tokio proxy (parse,
 #   forward, answer; no routing, ids, metrics or timeouts) with the same workers, for how much of
 #   the gap to nginx is the runtime and how much is the gateway's work per request.
@@ -33,6 +35,7 @@ WORKERS=${WORKERS:-2}
 UP_PORT=18081 NGINX_PORT=18082 SY_PORT=18083 SY_ADMIN=18084 AP_PORT=18087 AP_ADMIN=18088
 CMP_PORT=18089 CMP_ADMIN=18090 FLOOR_PORT=18091 RP_PORT=18092
 COMPARE=${COMPARE:-}
+COMPARE_SERVER=${COMPARE_SERVER:-}
 FLOOR=${FLOOR:-}
 REUSEPORT=${REUSEPORT:-}
 
@@ -141,6 +144,10 @@ CMP_PID=""
 targets=(upstream nginx switchyard autopilot)
 if [ -n "$COMPARE" ]; then
   sed -e "s/$SY_PORT/$CMP_PORT/; s/$SY_ADMIN/$CMP_ADMIN/" "$work/switchyard.toml" > "$work/compare.toml"
+  if [ -n "$COMPARE_SERVER" ]; then
+    printf '%s\n' "/^\[server\]\$/a $COMPARE_SERVER" > "$work/compare.sed"
+    sed -i -f "$work/compare.sed" "$work/compare.toml"
+  fi
   "$COMPARE" serve --config "$work/compare.toml" >"$work/compare.log" 2>&1 & pids+=($!)
   CMP_PID=$!
   targets+=(compare)
