@@ -26,10 +26,10 @@ use std::future::poll_fn;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-/// Turns of the runtime per `sched_yield`. Yielding on every turn measured ~10 % less throughput
-/// and a ~25 % higher p99 than this on the proxy bench (a task that yields is put behind the
-/// others on its core for a whole slice: the worker's own requests waited); yielding every 64th
-/// left the cores idle ~6 % of the time, against ~2 %.
+/// Turns of the runtime per `sched_yield`. Yielding on every turn measured ~6 % less throughput
+/// and a ~30 % higher p99 than this on the proxy bench (a task that yields waits behind the other
+/// threads on its core, and the worker's own requests wait with it); every 2nd to 16th turn were
+/// alike; every 64th left the cores idle ~6 % of the time, against ~2 %.
 const YIELD_EVERY: u32 = 4;
 
 thread_local! {
