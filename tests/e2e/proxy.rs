@@ -483,3 +483,31 @@ async fn an_idle_gateway_uses_no_cpu_once_its_requests_stop() {
         "an idle gateway used {used:?} of CPU in 1 s"
     );
 }
+
+/// Unset, `idle_poll_us` is 20 µs while the workers are no more than the cores and 0 (off) when
+/// they outnumber them (pollers would take turns on the cores); set, it is what the file says.
+#[tokio::test]
+async fn idle_polling_is_on_by_default_and_off_when_workers_outnumber_cores() {
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let window_of = |extra: &str| {
+        let gw = Gateway::start(&canary_config(&v1, &v2, 0.0, extra));
+        let listening = gw.wait_log("data listener", |l| {
+            l["message"] == "listening" && l["listener"] == "data"
+        });
+        (
+            listening["workers"].as_u64(),
+            listening["idle_poll_us"].as_u64(),
+        )
+    };
+    assert_eq!(window_of(""), (Some(cores as u64), Some(20)));
+    let more = cores as u64 + 1;
+    assert_eq!(
+        window_of(&format!("workers = {more}")),
+        (Some(more), Some(0))
+    );
+    assert_eq!(
+        window_of(&format!("workers = {more}\nidle_poll_us = 50")),
+        (Some(more), Some(50))
+    );
+}

@@ -68,8 +68,9 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Microseconds a data-plane worker keeps polling its sockets without blocking (yielding its
     /// core to other threads every few polls) after the last request it began, before it sleeps;
-    /// 0 = sleep as soon as nothing is ready. At most 10,000. Takes effect on restart.
-    pub idle_poll_us: u64,
+    /// 0 = sleep as soon as nothing is ready. At most 10,000. Unset: 20 when the workers are no
+    /// more than the cores, else 0. Takes effect on restart.
+    pub idle_poll_us: Option<u64>,
     /// TLS for the data plane; absent = plain HTTP/1.1 and h2c.
     pub tls: Option<TlsConfig>,
     /// Reload the configuration file by itself when it changes (a mounted Kubernetes ConfigMap).
@@ -92,7 +93,7 @@ impl Default for ServerConfig {
             idle_timeout_ms: 60_000,
             drain_timeout_ms: 30_000,
             workers: 0,
-            idle_poll_us: 20,
+            idle_poll_us: None,
             tls: None,
             watch_config: false,
             console: true,

@@ -109,11 +109,11 @@ fn a_max_side_beyond_the_limit_is_refused() {
 }
 
 #[test]
-fn idle_polling_defaults_on_and_its_window_is_bounded() {
+fn idle_polling_is_unset_by_default_and_its_window_is_bounded() {
     let cfg = load_str(GOOD).expect("valid");
-    assert_eq!(cfg.server.idle_poll_us, 20);
+    assert_eq!(cfg.server.idle_poll_us, None);
     let off = load_str("[server]\nidle_poll_us = 0\n").expect("0 turns it off");
-    assert_eq!(off.server.idle_poll_us, 0);
+    assert_eq!(off.server.idle_poll_us, Some(0));
     load_str("[server]\nidle_poll_us = 10000\n").expect("the largest window");
     let got = problems("[server]\nlisten = \"127.0.0.1:8080\"\nidle_poll_us = 10001\n");
     assert_eq!(

@@ -72,7 +72,7 @@ pub(crate) fn validate(cfg: &Config, base_dir: Option<&Path>) -> Found {
             "must be at least 1024".into(),
         ));
     }
-    if cfg.server.idle_poll_us > 10_000 {
+    if cfg.server.idle_poll_us.is_some_and(|us| us > 10_000) {
         out.push((
             path!["server", "idle_poll_us"],
             "must be at most 10000 (10 ms); 0 turns idle polling off".into(),

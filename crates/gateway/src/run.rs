@@ -267,7 +267,8 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let admin_tls_on = admin_tls.is_some();
     let (data_addr, admin_addr) = (config.server.listen.clone(), config.admin.listen.clone());
     let drain = Duration::from_millis(config.server.drain_timeout_ms);
-    let idle_poll = Duration::from_micros(config.server.idle_poll_us);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let idle_poll = crate::idle_poll::window(config.server.idle_poll_us, workers, cores);
     let gw = Arc::new(Gateway::new(config, config_path)?);
 
     let (data_listeners, data_local) = server::bind_workers(&data_addr, workers, "server.listen")?;
@@ -351,7 +352,8 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         shutdown_rx.clone(),
         tracker.clone(),
     ));
-    tracing::info!(listener = "data", addr = %data_local, tls = tls.load().is_some(), workers, "listening");
+    tracing::info!(listener = "data", addr = %data_local, tls = tls.load().is_some(), workers,
+        idle_poll_us = idle_poll.as_micros() as u64, "listening");
     tracing::info!(listener = "admin", addr = %admin_local, tls = admin_tls_on,
         client_certificates = admin_mtls, "listening");
 
