@@ -234,14 +234,18 @@ async fn watch_config(
     }
 }
 
+/// CPU cores this process may use (the cgroup's CPU quota counts: a container with a CPU limit
+/// sees that many).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Number of data-plane workers: `server.workers`, or one per CPU core.
 pub fn worker_count(cfg: &Config) -> usize {
     if cfg.server.workers > 0 {
         cfg.server.workers
     } else {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
+        cores()
     }
 }
 
@@ -267,8 +271,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
     let admin_tls_on = admin_tls.is_some();
     let (data_addr, admin_addr) = (config.server.listen.clone(), config.admin.listen.clone());
     let drain = Duration::from_millis(config.server.drain_timeout_ms);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let idle_poll = crate::idle_poll::window(config.server.idle_poll_us, workers, cores);
+    let idle_poll = crate::idle_poll::window(config.server.idle_poll_us, workers, cores());
     let gw = Arc::new(Gateway::new(config, config_path)?);
 
     let (data_listeners, data_local) = server::bind_workers(&data_addr, workers, "server.listen")?;
